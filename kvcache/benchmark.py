@@ -1,0 +1,222 @@
+"""`kvcache run`: validation, then the collective protocol every rank follows (one rank without MPI).
+
+setup (run directory, I/O engine probe) -> barrier -> window -> gather on rank 0 -> result on disk
+-> every rank cleans its namespace -> exit code agreed by all ranks.
+"""
+
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from typing import Optional
+
+from kvcache.cachedir import RunDirectory, validate_cache_dir
+from kvcache.environment import describe_environment
+from kvcache.errors import UsageError
+from kvcache.metrics import Metrics
+from kvcache.models import Registry
+from kvcache.mpi import open_comm
+from kvcache.progress import Progress
+from kvcache.result import build_result, write_json_atomically
+from kvcache.runner import RankRun
+from kvcache.storage_io import direct_io_supported
+from kvcache.summary import format_summary
+from kvcache.tiers import GIB, choose_gpu_backend
+
+AUTO_STORAGE_SHARE = 0.8  # --storage-capacity-gb 0: this share of the free space, split among the host's ranks
+
+
+def available_memory_bytes(meminfo: str = "/proc/meminfo") -> Optional[int]:
+    try:
+        with open(meminfo, encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def validate_run(values: dict, models) -> dict:
+    """Everything that can be checked before a byte is written. Returns derived settings."""
+    model = Registry(models).get(values["model"])
+    cache_dir = validate_cache_dir(values["cache_dir"])
+    output = values["output"]
+    if output:
+        parent = os.path.dirname(os.path.abspath(output))
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            raise UsageError("--output", f"directory {parent} does not exist or is not writable")
+        if os.path.isdir(output):
+            raise UsageError("--output", f"{output} is a directory; give a file name")
+    available = available_memory_bytes()
+    cpu_bytes = values["cpu_mem_gb"] * GIB
+    if available is not None and cpu_bytes > available:
+        raise UsageError(
+            "--cpu-mem-gb",
+            f"{values['cpu_mem_gb']:g} GiB is more than this host's available "
+            f"memory ({available / GIB:.1f} GiB); the CPU tier holds real bytes",
+        )
+    gpu_backend = choose_gpu_backend(values["gpu_backend"]) if values["gpu_mem_gb"] > 0 else "simulated"
+    return {"model": model, "cache_dir": cache_dir, "gpu_backend": gpu_backend}
+
+
+def _new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(3).hex()
+
+
+def _storage_capacity(values, directory, ranks_on_host) -> int:
+    if values["storage_capacity_gb"] > 0:
+        return int(values["storage_capacity_gb"] * GIB)
+    free = shutil.disk_usage(directory).free
+    return int(free * AUTO_STORAGE_SHARE / max(1, ranks_on_host))
+
+
+def run_benchmark(values: dict, models, stdout=None, stderr=None) -> int:
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    derived = validate_run(values, models)
+    comm = open_comm(values["mpi"])
+    model = derived["model"]
+
+    run_id = comm.bcast(_new_run_id() if comm.rank == 0 else None)
+    hosts = comm.bcast(comm.gather(comm.host))
+    ranks_on_host = hosts.count(comm.host)
+    run_dir = RunDirectory(derived["cache_dir"], run_id, comm.rank)
+    warnings = []
+    run: Optional[RankRun] = None
+    setup_error = None
+    io_engine = values["io_engine"]
+    storage_capacity = 0
+    interrupted = threading.Event()
+
+    def on_signal(signum, _frame):
+        interrupted.set()
+        if run is not None:
+            run.interrupt(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            run_dir.create()
+            if io_engine == "direct" and not direct_io_supported(run_dir.rank_dir):
+                io_engine = "buffered"
+                warnings.append(
+                    f"{derived['cache_dir']} refuses O_DIRECT (tmpfs?): fell back to buffered I/O "
+                    "with fsync and fadvise(DONTNEED)"
+                )
+                stderr.write(f"kvcache: warning: rank {comm.rank}: {warnings[-1]}\n")
+            storage_capacity = _storage_capacity(values, run_dir.rank_dir, ranks_on_host)
+            progress = (
+                Progress(stderr, "rank 0 " if comm.size > 1 else "")
+                if Progress.wanted(values["quiet"], comm.rank, stderr)
+                else None
+            )
+            run = RankRun(
+                values, model, comm, run_dir.rank_dir, io_engine, storage_capacity, derived["gpu_backend"], progress
+            )
+        except Exception as exc:  # noqa: BLE001 - a setup error fails the run on every rank, with its message
+            setup_error = f"setup: {type(exc).__name__}: {exc}"
+            comm.report_failure(setup_error)
+
+        comm.barrier()
+        broadcast_start = comm.bcast(time.time())
+        if run is not None and not interrupted.is_set():
+            run.measure()
+        elif run is not None:
+            run.interrupt("SIGINT")
+        failure = setup_error or (run.failure if run else None) or ("interrupted" if interrupted.is_set() else None)
+        payload = {
+            "rank": comm.rank,
+            "host": comm.host,
+            "seed": values["seed"] + comm.rank,
+            "cache_namespace": run_dir.rank_dir,
+            "status": "failed" if failure else "ok",
+            "error": failure,
+            "window": {
+                "start_unix_s": run.window_start or broadcast_start if run else broadcast_start,
+                "end_unix_s": run.window_end or time.time() if run else time.time(),
+            },
+            "metrics": (run.metrics if run else Metrics()).export(),
+            "timeseries": run.timeseries if run else [],
+            "io_engine": io_engine,
+            "tiers": {t.name: t.describe() for t in run.tiers} if run else {},
+            "warnings": warnings,
+        }
+        remote_failure = run.remote_failure if run else None
+        payloads = comm.gather(payload)
+        status = 1
+        if comm.rank == 0:
+            status = _finish_on_rank0(
+                values,
+                derived,
+                comm,
+                payloads,
+                broadcast_start,
+                remote_failure,
+                storage_capacity,
+                model,
+                stdout,
+                stderr,
+            )
+        status = comm.bcast(status)
+    finally:
+        if run is not None:
+            run.close()
+        if values["keep_cache"]:
+            if comm.rank == 0:
+                stderr.write(f"kvcache: cache files kept in {run_dir.run_dir}\n")
+        else:
+            run_dir.remove()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    comm.finish()
+    return status
+
+
+def _finish_on_rank0(
+    values, derived, comm, payloads, broadcast_start, remote_failure, storage_capacity, model, stdout, stderr
+) -> int:
+    engines = sorted({p["io_engine"] for p in payloads})
+    environment = describe_environment(derived["cache_dir"])
+    environment.update(
+        {
+            "io_engine_requested": values["io_engine"],
+            "io_engine": engines[0] if len(engines) == 1 else "mixed: " + ", ".join(engines),
+            "gpu_backend": derived["gpu_backend"],
+            "mpi": {
+                "in_use": comm.size > 1 or comm.library is not None,
+                "library": comm.library,
+                "world_size": comm.size,
+            },
+        }
+    )
+    config = dict(values)
+    config.update(
+        {
+            "cache_dir": derived["cache_dir"],
+            "bytes_per_token": model.bytes_per_token,
+            "model_geometry": {
+                "layers": model.layers,
+                "kv_heads": model.kv_heads,
+                "head_dim": model.head_dim,
+                "kv_lora_rank": model.kv_lora_rank,
+                "qk_rope_dim": model.qk_rope_dim,
+                "dtype": model.dtype,
+            },
+            "storage_capacity_bytes_per_rank": storage_capacity,
+            "seed_per_rank": "seed + rank",
+        }
+    )
+    result = build_result(config, environment, payloads, broadcast_start, remote_failure)
+    if values["output"]:
+        write_json_atomically(values["output"], result)
+    stdout.write(format_summary(result) + "\n")
+    if values["output"]:
+        stdout.write(f"result: {os.path.abspath(values['output'])}\n")
+    stdout.flush()
+    if result["status"] != "ok":
+        stderr.write(f"kvcache: run failed: {result['error']}\n")
+        return 1
+    return 0

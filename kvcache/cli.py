@@ -1,0 +1,100 @@
+"""Command line: `kvcache run | datasize | report | describe` (also `python -m kvcache ...`).
+
+Exit codes: 0 ok, 2 bad input (the message names the option), 1 the run failed.
+"""
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+from kvcache import __version__
+from kvcache.errors import RunFailed, UsageError
+from kvcache.options import DATASIZE, RUN, add_arguments, resolve
+
+EPILOG = "Every option can also be set in --config FILE.yaml; flags typed on the command line win."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kvcache",
+        description="Measure a storage system as the KV-cache offload tier of LLM inference (GPU -> CPU -> storage).",
+    )
+    parser.add_argument("--version", action="version", version=f"kvcache {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    run = sub.add_parser(
+        RUN,
+        help="run the benchmark (one rank, or every rank under mpirun)",
+        epilog=EPILOG,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_arguments(run, RUN)
+    size = sub.add_parser(DATASIZE, help="what a run needs: working set, tier sizes, storage capacity", epilog=EPILOG)
+    add_arguments(size, DATASIZE)
+    report = sub.add_parser("report", help="print the summary of result JSON files")
+    report.add_argument("results", nargs="+", metavar="RESULT.json")
+    report.add_argument("--json", action="store_true", help="print the headline figures as JSON")
+    sub.add_parser("describe", help="models and flags as JSON (for tools that build command lines)")
+    return parser
+
+
+def _report(paths: List[str], as_json: bool, stdout) -> int:
+    from kvcache.summary import format_summary  # noqa: PLC0415 - keeps `describe` light
+
+    headlines = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                result = json.load(handle)
+        except OSError as exc:
+            raise UsageError("RESULT.json", f"cannot read {path}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise UsageError("RESULT.json", f"{path} is not JSON: {exc}") from None
+        if not isinstance(result, dict) or not str(result.get("schema", "")).startswith("storagebench.kvcache/result/"):
+            raise UsageError("RESULT.json", f"{path} is not a storagebench.kvcache result (no schema key)")
+        if as_json:
+            headlines.append(
+                {
+                    "path": path,
+                    "status": result["status"],
+                    "storage_read_bytes_per_s": result["tiers"]["storage"]["read_bandwidth_bytes_per_s"],
+                    "storage_write_bytes_per_s": result["tiers"]["storage"]["write_bandwidth_bytes_per_s"],
+                    "ttft_p95_ms": result["latency_ms"]["ttft"]["p95"],
+                    "ranks": result["ranks"],
+                }
+            )
+        else:
+            stdout.write(f"== {path}\n{format_summary(result)}\n")
+    if as_json:
+        stdout.write(json.dumps(headlines, indent=2) + "\n")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse itself exits 2 on unknown flags and bad choices
+    try:
+        if args.command == "describe":
+            from kvcache.describe import describe  # noqa: PLC0415
+
+            stdout.write(json.dumps(describe(), indent=2) + "\n")
+            return 0
+        if args.command == "report":
+            return _report(args.results, args.json, stdout)
+        values, models = resolve(args.command, args)
+        if args.command == DATASIZE:
+            from kvcache.datasize import run_datasize  # noqa: PLC0415
+
+            return run_datasize(values, models, stdout, stderr)
+        from kvcache.benchmark import run_benchmark  # noqa: PLC0415 - numpy and friends only when running
+
+        return run_benchmark(values, models, stdout, stderr)
+    except UsageError as exc:
+        stderr.write(f"kvcache {args.command}: error: {exc}\n")
+        return 2
+    except RunFailed as exc:
+        stderr.write(f"kvcache {args.command}: failed: {exc}\n")
+        return 1

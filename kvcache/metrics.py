@@ -1,0 +1,143 @@
+"""Latency histograms (HdrHistogram, mergeable across ranks) and byte/request counters.
+
+One lock guards everything: operations are milliseconds long, so contention is negligible, and
+a single lock keeps snapshots for the time series consistent.
+"""
+
+import threading
+from typing import Dict, Iterable, Optional
+
+from hdrh.histogram import HdrHistogram
+
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000  # one hour: a multi-GB entry on slow storage must still fit
+SIGNIFICANT_DIGITS = 3
+PERCENTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("p999", 99.9))
+
+TIERS = ("gpu", "cpu", "storage")
+OPS = ("read", "write")
+REQUEST_LATENCIES = ("end_to_end", "ttft", "queue_wait")
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def encode(hist: HdrHistogram) -> str:
+    raw = hist.encode()
+    return raw.decode("ascii") if isinstance(raw, bytes) else raw
+
+
+def decode(text: str) -> HdrHistogram:
+    hist = new_histogram()
+    if text:
+        hist.add(HdrHistogram.decode(text))
+    return hist
+
+
+def merge(hists: Iterable[HdrHistogram]) -> HdrHistogram:
+    total = new_histogram()
+    for hist in hists:
+        total.add(hist)
+    return total
+
+
+def percentile_block(hist: HdrHistogram) -> Dict[str, Optional[float]]:
+    """p50 p95 p99 p999 max mean count in milliseconds (None when nothing was recorded)."""
+    count = hist.get_total_count()
+    if count == 0:
+        block = {name: None for name, _ in PERCENTILES}
+        block.update(max=None, mean=None, count=0)
+        return block
+    block = {name: hist.get_value_at_percentile(q) / 1000.0 for name, q in PERCENTILES}
+    block.update(max=hist.get_max_value() / 1000.0, mean=round(hist.get_mean_value() / 1000.0, 3), count=count)
+    return block
+
+
+class Metrics:
+    """Everything one rank measures. record_* are called from worker threads."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.latency = {f"{tier}.{op}": new_histogram() for tier in TIERS for op in OPS}
+        self.latency.update({name: new_histogram() for name in REQUEST_LATENCIES})
+        self.qos_ttft: Dict[str, HdrHistogram] = {}
+        self.qos_within_target: Dict[str, int] = {}
+        self.bytes = {f"{tier}.{op}": 0 for tier in TIERS for op in OPS}
+        self.counters = {
+            "requests": 0,
+            "prefill_tokens": 0,
+            "generated_tokens": 0,
+            "lookups": 0,
+            "misses": 0,
+            "hits.gpu": 0,
+            "hits.cpu": 0,
+            "hits.storage": 0,
+            "demotions.gpu": 0,
+            "demotions.cpu": 0,
+            "evictions.storage": 0,
+            "promotions": 0,
+            "dropped_entries": 0,
+        }
+        self.interval_read = new_histogram()  # storage read latency since the last time-series sample
+
+    def add_bytes(self, tier: str, op: str, nbytes: int) -> None:
+        with self.lock:
+            self.bytes[f"{tier}.{op}"] += nbytes
+
+    def record_op(self, tier: str, op: str, seconds: float) -> None:
+        micros = max(LOWEST_US, int(seconds * 1e6))
+        with self.lock:
+            self.latency[f"{tier}.{op}"].record_value(micros)
+            if tier == "storage" and op == "read":
+                self.interval_read.record_value(micros)
+
+    def count(self, name: str, amount: int = 1) -> None:
+        with self.lock:
+            self.counters[name] += amount
+
+    def record_request(
+        self,
+        qos: str,
+        target_ms: float,
+        queue_s: float,
+        ttft_s: float,
+        e2e_s: float,
+        prefill_tokens: int,
+        generated_tokens: int,
+    ) -> None:
+        with self.lock:
+            self.latency["queue_wait"].record_value(max(LOWEST_US, int(queue_s * 1e6)))
+            self.latency["ttft"].record_value(max(LOWEST_US, int(ttft_s * 1e6)))
+            self.latency["end_to_end"].record_value(max(LOWEST_US, int(e2e_s * 1e6)))
+            if qos not in self.qos_ttft:
+                self.qos_ttft[qos] = new_histogram()
+                self.qos_within_target[qos] = 0
+            self.qos_ttft[qos].record_value(max(LOWEST_US, int(ttft_s * 1e6)))
+            if ttft_s * 1000.0 <= target_ms:
+                self.qos_within_target[qos] += 1
+            self.counters["requests"] += 1
+            self.counters["prefill_tokens"] += prefill_tokens
+            self.counters["generated_tokens"] += generated_tokens
+
+    def sample(self):
+        """Counters now, and the storage read p95 since the previous sample (for progress and time series)."""
+        with self.lock:
+            p95 = (
+                self.interval_read.get_value_at_percentile(95.0) / 1000.0
+                if self.interval_read.get_total_count()
+                else None
+            )
+            self.interval_read.reset()
+            return dict(self.bytes), self.counters["requests"], p95
+
+    def export(self) -> dict:
+        """Plain data for the result and for sending to rank 0 (histograms encoded)."""
+        with self.lock:
+            return {
+                "latency": {name: encode(h) for name, h in self.latency.items()},
+                "qos_ttft": {name: encode(h) for name, h in self.qos_ttft.items()},
+                "qos_within_target": dict(self.qos_within_target),
+                "bytes": dict(self.bytes),
+                "counters": dict(self.counters),
+            }

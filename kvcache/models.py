@@ -1,0 +1,100 @@
+"""The one model registry: bytes per token derived from each model's attention architecture.
+
+Used by `run`, `datasize` and every capacity check, so sizes never disagree.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional
+
+from kvcache.errors import UsageError
+
+BYTES_PER_ELEMENT = {"fp16": 2, "bf16": 2, "fp8": 1, "fp32": 4}
+
+
+@dataclass(frozen=True)
+class Model:
+    """A transformer's KV-cache geometry. MLA models set kv_lora_rank and qk_rope_dim instead of heads."""
+
+    name: str
+    layers: int
+    kv_heads: int = 0
+    head_dim: int = 0
+    kv_lora_rank: int = 0
+    qk_rope_dim: int = 0
+    dtype: str = "fp16"
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def bytes_per_token(self) -> int:
+        width = BYTES_PER_ELEMENT[self.dtype]
+        if self.is_mla:
+            # Multi-head latent attention caches one compressed latent plus the rotary key per layer.
+            return self.layers * (self.kv_lora_rank + self.qk_rope_dim) * width
+        # K and V, each kv_heads x head_dim per layer.
+        return self.layers * self.kv_heads * self.head_dim * 2 * width
+
+
+BUILTIN_MODELS: Dict[str, Model] = {
+    m.name: m
+    for m in (
+        Model("tiny-1b", layers=12, kv_heads=4, head_dim=128),
+        Model("mistral-7b", layers=32, kv_heads=8, head_dim=128),
+        Model("llama2-7b", layers=32, kv_heads=32, head_dim=128),
+        Model("llama3.1-8b", layers=32, kv_heads=8, head_dim=128),
+        Model("llama3.1-70b-instruct", layers=80, kv_heads=8, head_dim=128),
+        Model("deepseek-v3", layers=61, kv_lora_rank=512, qk_rope_dim=64),
+        Model("qwen3-32b", layers=64, kv_heads=8, head_dim=128),
+        Model("gpt-oss-120b", layers=36, kv_heads=8, head_dim=64),
+        Model("gpt-oss-20b", layers=24, kv_heads=8, head_dim=64),
+    )
+}
+
+_INT_FIELDS = ("layers", "kv_heads", "head_dim", "kv_lora_rank", "qk_rope_dim")
+
+
+def model_from_mapping(name: str, spec: Mapping) -> Model:
+    """Build a user-defined model from a config mapping; errors name `models.<name>.<field>`."""
+    where = f"models.{name}"
+    if not isinstance(spec, Mapping):
+        raise UsageError(where, "must be a mapping of layers, kv_heads, head_dim (or kv_lora_rank, qk_rope_dim)")
+    unknown = sorted(set(spec) - set(_INT_FIELDS) - {"dtype"})
+    if unknown:
+        raise UsageError(f"{where}.{unknown[0]}", f"unknown key; allowed: {', '.join(_INT_FIELDS + ('dtype',))}")
+    values = {}
+    for field in _INT_FIELDS:
+        value = spec.get(field, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UsageError(f"{where}.{field}", f"must be a non-negative integer, got {value!r}")
+        values[field] = value
+    dtype = spec.get("dtype", "fp16")
+    if dtype not in BYTES_PER_ELEMENT:
+        raise UsageError(f"{where}.dtype", f"must be one of {', '.join(BYTES_PER_ELEMENT)}, got {dtype!r}")
+    if values["layers"] < 1:
+        raise UsageError(f"{where}.layers", "must be at least 1")
+    mla = values["kv_lora_rank"] > 0
+    if not mla and (values["kv_heads"] < 1 or values["head_dim"] < 1):
+        raise UsageError(where, "needs kv_heads and head_dim >= 1, or kv_lora_rank (MLA) >= 1")
+    if mla and (values["kv_heads"] or values["head_dim"]):
+        raise UsageError(where, "an MLA model (kv_lora_rank) takes no kv_heads or head_dim")
+    return Model(name=name, dtype=dtype, **values)
+
+
+class Registry:
+    """Built-in models plus those a user defines in a config file (`models:` mapping)."""
+
+    def __init__(self, user_models: Optional[Mapping] = None):
+        self._models = dict(BUILTIN_MODELS)
+        for name, spec in (user_models or {}).items():
+            self._models[str(name)] = model_from_mapping(str(name), spec)
+
+    def names(self):
+        return list(self._models)
+
+    def get(self, name: str) -> Model:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise UsageError("--model", f"unknown model {name!r}; choose one of: {', '.join(self._models)}") from None

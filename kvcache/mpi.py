@@ -1,0 +1,128 @@
+"""Rank, world size and the few collectives the engine needs; a one-rank stand-in when MPI is off.
+
+mpi4py is imported only when MPI is really in use, so the engine runs without it.
+Only the main thread of each rank calls MPI; worker threads never do.
+"""
+
+import os
+import socket
+import sys
+from typing import Any, List, Optional, Tuple
+
+from kvcache.errors import UsageError
+
+# Set by Open MPI, MPICH/Hydra, Intel MPI or PMIx launchers in every rank's environment.
+LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK", "MPI_LOCALNRANKS")
+TAG_FAILED = 7101  # a rank tells rank 0 it failed
+TAG_STOP = 7102  # rank 0 tells every rank to stop early
+
+
+def launched_by_mpi(environ=None) -> bool:
+    environ = os.environ if environ is None else environ
+    return any(name in environ for name in LAUNCHER_VARIABLES)
+
+
+class LocalComm:
+    """A single rank: the same interface as MpiComm with nothing to talk to."""
+
+    rank = 0
+    size = 1
+    library = None
+
+    def __init__(self):
+        self.host = socket.gethostname()
+
+    def barrier(self) -> None:
+        pass
+
+    def bcast(self, value: Any) -> Any:
+        return value
+
+    def gather(self, value: Any) -> Optional[List[Any]]:
+        return [value]
+
+    def report_failure(self, message: str) -> None:
+        pass
+
+    def poll_failure(self) -> Optional[Tuple[int, str]]:
+        return None
+
+    def finish(self) -> None:
+        pass
+
+
+class MpiComm:
+    """COMM_WORLD through mpi4py, with an out-of-band failure channel polled by the control loop."""
+
+    def __init__(self, mpi_module):
+        self.MPI = mpi_module
+        self.comm = mpi_module.COMM_WORLD
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        self.host = socket.gethostname()
+        self.library = mpi_module.Get_library_version().strip().splitlines()[0]
+        self._pending = []
+        self._stop_sent = False
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def bcast(self, value: Any) -> Any:
+        return self.comm.bcast(value, root=0)
+
+    def gather(self, value: Any) -> Optional[List[Any]]:
+        return self.comm.gather(value, root=0)
+
+    def report_failure(self, message: str) -> None:
+        """Tell the world this rank failed, without waiting for the window to end."""
+        if self.rank == 0:
+            self._broadcast_stop((0, message))
+        else:
+            self._pending.append(self.comm.isend((self.rank, message), dest=0, tag=TAG_FAILED))
+
+    def _broadcast_stop(self, failure) -> None:
+        if self._stop_sent:
+            return
+        self._stop_sent = True
+        for dest in range(1, self.size):
+            self._pending.append(self.comm.isend(failure, dest=dest, tag=TAG_STOP))
+
+    def poll_failure(self) -> Optional[Tuple[int, str]]:
+        """(rank, error) of a failed rank, or None. Rank 0 relays the first failure to everyone."""
+        if self.rank == 0:
+            if self.comm.iprobe(source=self.MPI.ANY_SOURCE, tag=TAG_FAILED):
+                failure = self.comm.recv(source=self.MPI.ANY_SOURCE, tag=TAG_FAILED)
+                self._broadcast_stop(failure)
+                return failure
+            return None
+        if self.comm.iprobe(source=0, tag=TAG_STOP):
+            return self.comm.recv(source=0, tag=TAG_STOP)
+        return None
+
+    def finish(self) -> None:
+        """Complete our sends and drain messages nobody received, so MPI finalizes cleanly."""
+        self.comm.Barrier()
+        for request in self._pending:
+            request.wait()
+        tag = TAG_FAILED if self.rank == 0 else TAG_STOP
+        source = self.MPI.ANY_SOURCE if self.rank == 0 else 0
+        for _ in range(self.size):  # bounded: at most one message per rank is ever sent on each tag
+            if not self.comm.iprobe(source=source, tag=tag):
+                break
+            self.comm.recv(source=source, tag=tag)
+        self.comm.Barrier()
+
+
+def open_comm(mode: str):
+    """mode: auto (MPI when a launcher started us), on (MPI required), off."""
+    if mode == "off" or (mode == "auto" and not launched_by_mpi()):
+        return LocalComm()
+    try:
+        from mpi4py import MPI  # noqa: PLC0415 - optional dependency, imported only when MPI is in use
+    except ImportError:
+        why = "launched by mpirun/mpiexec" if mode == "auto" else "--mpi on"
+        raise UsageError(
+            "--mpi",
+            f"{why} but mpi4py is not installed for {sys.executable}; install it (pip install mpi4py) or use --mpi off",
+        ) from None
+    return MpiComm(MPI)

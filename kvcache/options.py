@@ -1,0 +1,292 @@
+"""Every engine option, declared once: argparse flags, YAML config keys and validation all come from here."""
+
+import argparse
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import yaml
+
+from kvcache.errors import UsageError
+
+RUN = "run"
+DATASIZE = "datasize"
+BOTH = (RUN, DATASIZE)
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # attribute and config key, e.g. num_users (the flag is --num-users)
+    kind: type  # int, float, str or bool (a bool is a bare flag)
+    default: Any
+    help: str
+    commands: Tuple[str, ...] = BOTH
+    choices: Optional[Tuple[str, ...]] = None
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    exclusive_minimum: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: Tuple[Option, ...] = (
+    Option("model", str, "llama3.1-8b", "model whose KV-cache geometry sets bytes per token"),
+    Option("num_users", int, 100, "simulated users (per rank under MPI)", minimum=1, maximum=100_000),
+    Option("ranks", int, 1, "MPI ranks the sizing is for", commands=(DATASIZE,), minimum=1, maximum=1_000_000),
+    Option(
+        "duration",
+        float,
+        60.0,
+        "measurement window in seconds",
+        commands=(RUN,),
+        minimum=0,
+        exclusive_minimum=True,
+        maximum=7 * 24 * 3600,
+    ),
+    Option("max_requests", int, 0, "stop after this many requests per rank (0: no limit)", commands=(RUN,), minimum=0),
+    Option("seed", int, 42, "random seed; rank N uses seed + N", commands=(RUN,), minimum=0),
+    Option("gpu_mem_gb", float, 16.0, "GPU tier budget in GiB (0 disables the tier)", minimum=0),
+    Option("cpu_mem_gb", float, 4.0, "CPU (host memory) tier budget in GiB (0 disables the tier)", minimum=0),
+    Option(
+        "storage_capacity_gb",
+        float,
+        0.0,
+        "storage tier budget in GiB (0: 80%% of the free space under --cache-dir)",
+        commands=(RUN,),
+        minimum=0,
+    ),
+    Option(
+        "cache_dir",
+        str,
+        None,
+        "directory on the storage under test; the run works in a subdirectory it creates",
+        commands=(RUN,),
+    ),
+    Option("keep_cache", bool, False, "leave the run's cache files in place at the end", commands=(RUN,)),
+    Option(
+        "io_engine",
+        str,
+        "direct",
+        "storage I/O: direct (O_DIRECT) or buffered (fsync + fadvise DONTNEED)",
+        commands=(RUN,),
+        choices=("direct", "buffered"),
+    ),
+    Option("io_chunk_mib", int, 16, "storage I/O size in MiB", commands=(RUN,), minimum=1, maximum=1024),
+    Option(
+        "io_depth",
+        int,
+        8,
+        "storage operations in flight at once (buffers of --io-chunk-mib each)",
+        commands=(RUN,),
+        minimum=1,
+        maximum=1024,
+    ),
+    Option(
+        "generation_mode",
+        str,
+        "none",
+        "decode time per generated token: none 0, fast 2 ms, realistic 30 ms",
+        commands=(RUN,),
+        choices=("none", "fast", "realistic"),
+    ),
+    Option(
+        "performance_profile",
+        str,
+        "latency",
+        "latency: users think between requests and the SLA verdict applies; throughput: back-to-back requests",
+        commands=(RUN,),
+        choices=("latency", "throughput"),
+    ),
+    Option("disable_multi_turn", bool, False, "every request starts a new conversation"),
+    Option("disable_prefix_caching", bool, False, "no shared system-prompt prefix"),
+    Option("promote", bool, False, "move an entry read from a lower tier back to the top", commands=(RUN,)),
+    Option(
+        "request_rate",
+        float,
+        0.0,
+        "open loop: Poisson arrivals per second per rank (0: closed-loop users)",
+        commands=(RUN,),
+        minimum=0,
+    ),
+    Option(
+        "max_concurrent_requests",
+        int,
+        0,
+        "requests served at once (0: one per user); others queue",
+        commands=(RUN,),
+        minimum=0,
+    ),
+    Option(
+        "stats_interval", float, 1.0, "seconds between time-series samples", commands=(RUN,), minimum=0.05, maximum=3600
+    ),
+    Option(
+        "gpu_backend",
+        str,
+        "auto",
+        "auto: real CUDA memory through torch or cupy when present, else simulated",
+        commands=(RUN,),
+        choices=("auto", "simulated", "torch", "cupy"),
+    ),
+    Option(
+        "mpi",
+        str,
+        "auto",
+        "auto: use MPI when launched by mpirun/mpiexec; on: require it; off: never",
+        commands=(RUN,),
+        choices=("auto", "on", "off"),
+    ),
+    Option(
+        "straggler_fraction",
+        float,
+        0.5,
+        "flag ranks whose storage bandwidth is below this share of the median",
+        commands=(RUN,),
+        minimum=0,
+        maximum=1,
+    ),
+    Option("output", str, None, "write the result JSON here", commands=(RUN,)),
+    Option("quiet", bool, False, "no progress line", commands=(RUN,)),
+    Option("json", bool, False, "print JSON instead of a table", commands=(DATASIZE,)),
+    Option(
+        "check_free_bytes",
+        int,
+        None,
+        "exit 1 when the storage needed exceeds this many free bytes",
+        commands=(DATASIZE,),
+        minimum=0,
+    ),
+    Option(
+        "check_mem_bytes",
+        int,
+        None,
+        "exit 1 when the host memory needed exceeds this many bytes",
+        commands=(DATASIZE,),
+        minimum=0,
+    ),
+)
+
+BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
+
+
+def options_for(command: str):
+    return [o for o in OPTIONS if command in o.commands]
+
+
+def flags_for(command: str):
+    """Long flags the subcommand accepts, --config included (the module checks extra_args against these)."""
+    return [o.flag for o in options_for(command)] + ["--config"]
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """Flags default to SUPPRESS so that a config file value is only overridden by what was typed."""
+    for opt in options_for(command):
+        text = opt.help
+        if opt.default is not None and opt.kind is not bool:
+            text += f" (default: {opt.default})"
+        if opt.kind is bool:
+            parser.add_argument(opt.flag, dest=opt.name, action="store_true", default=argparse.SUPPRESS, help=text)
+        else:
+            parser.add_argument(
+                opt.flag,
+                dest=opt.name,
+                default=argparse.SUPPRESS,
+                choices=opt.choices,
+                type=_argparse_type(opt),
+                help=text,
+                metavar=None if opt.choices else opt.kind.__name__.upper(),
+            )
+    parser.add_argument(
+        "--config",
+        dest="config",
+        default=None,
+        metavar="FILE.yaml",
+        help="YAML file setting any of these options (underscores or dashes) and a `models:` mapping",
+    )
+
+
+def _argparse_type(opt: Option):
+    def convert(text):
+        try:
+            return opt.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {opt.kind.__name__}, got {text!r}") from None
+
+    convert.__name__ = opt.kind.__name__
+    return convert
+
+
+def _check_value(opt: Option, value: Any, where: str) -> Any:
+    if value is None and opt.default is None:
+        return None
+    if opt.kind is bool:
+        if not isinstance(value, bool):
+            raise UsageError(where, f"must be true or false, got {value!r}")
+        return value
+    if opt.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, opt.kind):
+        raise UsageError(where, f"must be {'a number' if opt.kind is float else opt.kind.__name__}, got {value!r}")
+    if opt.kind is float and not math.isfinite(value):
+        raise UsageError(where, f"must be a finite number, got {value!r}")
+    if opt.choices and value not in opt.choices:
+        raise UsageError(where, f"must be one of {', '.join(opt.choices)}, got {value!r}")
+    if opt.minimum is not None:
+        if value < opt.minimum or (opt.exclusive_minimum and value == opt.minimum):
+            bound = f"> {opt.minimum:g}" if opt.exclusive_minimum else f">= {opt.minimum:g}"
+            raise UsageError(where, f"must be {bound}, got {value!r}")
+    if opt.maximum is not None and value > opt.maximum:
+        raise UsageError(where, f"must be <= {opt.maximum:g}, got {value!r}")
+    return value
+
+
+def load_config(path: str, command: str) -> Tuple[Dict[str, Any], Mapping]:
+    """Read a YAML config strictly: unknown keys and wrong types are errors naming the key."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except OSError as exc:
+        raise UsageError("--config", f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError("--config", f"{path} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UsageError("--config", f"{path} must hold a mapping of option: value")
+    allowed = {o.name for o in options_for(command)}
+    values: Dict[str, Any] = {}
+    models = data.get("models") or {}
+    if not isinstance(models, dict):
+        raise UsageError("--config", f"{path}: models must be a mapping of name: {{layers, kv_heads, head_dim}}")
+    for key, value in data.items():
+        if key == "models":
+            continue
+        name = str(key).replace("-", "_")
+        if name not in allowed:
+            raise UsageError(
+                "--config",
+                f"{path}: unknown key {key!r} for `{command}`; allowed: {', '.join(sorted(allowed))}, models",
+            )
+        values[name] = _check_value(BY_NAME[name], value, f"--config {path}: {key}")
+    return values, models
+
+
+def resolve(command: str, typed: argparse.Namespace, argv_names: Optional[Sequence[str]] = None):
+    """Defaults, then the config file, then typed flags. Returns (values dict, user models mapping)."""
+    typed_values = {k: v for k, v in vars(typed).items() if k in BY_NAME}
+    config_values: Dict[str, Any] = {}
+    models: Mapping = {}
+    config_path = getattr(typed, "config", None)
+    if config_path:
+        config_values, models = load_config(config_path, command)
+    values = {}
+    for opt in options_for(command):
+        if opt.name in typed_values:
+            values[opt.name] = _check_value(opt, typed_values[opt.name], opt.flag)
+        elif opt.name in config_values:
+            values[opt.name] = config_values[opt.name]
+        else:
+            values[opt.name] = opt.default
+    values["config"] = config_path
+    return values, models

@@ -1,0 +1,264 @@
+"""Builds the result JSON from every rank's payload: pooled histograms, IOR-style bandwidth, stragglers."""
+
+import json
+import os
+import statistics
+import tempfile
+from typing import List, Optional
+
+from kvcache.metrics import REQUEST_LATENCIES, TIERS, decode, merge, percentile_block
+from kvcache.workload import QOS_CLASSES
+
+SCHEMA = "storagebench.kvcache/result/v1"
+RANK_HISTOGRAMS = ("storage.read", "storage.write", "end_to_end", "ttft")
+# The reference's pass/fail rule for the latency profile (p95 limits, ms).
+SLA_LIMITS_MS = (("storage.write", 500.0), ("storage.read", 200.0), ("cpu.read", 150.0))
+SLA_MIN_HIT_RATE = 0.30
+
+
+def _ratio(numerator, denominator) -> Optional[float]:
+    return round(numerator / denominator, 6) if denominator else None
+
+
+def _tier_blocks(latency_hists, byte_counts, seconds, tier_info=None) -> dict:
+    tiers = {}
+    for tier in TIERS:
+        read, written = byte_counts[f"{tier}.read"], byte_counts[f"{tier}.write"]
+        block = {
+            "bytes_read": read,
+            "bytes_written": written,
+            "read_bandwidth_bytes_per_s": round(read / seconds) if seconds else 0,
+            "write_bandwidth_bytes_per_s": round(written / seconds) if seconds else 0,
+            "read_latency_ms": percentile_block(latency_hists[f"{tier}.read"]),
+            "write_latency_ms": percentile_block(latency_hists[f"{tier}.write"]),
+        }
+        if tier_info:
+            block.update(tier_info.get(tier, {}))
+        tiers[tier] = block
+    return tiers
+
+
+def _hit_rate(counters) -> dict:
+    lookups = counters["lookups"]
+    hits = {tier: counters[f"hits.{tier}"] for tier in TIERS}
+    block = {
+        "overall": _ratio(sum(hits.values()), lookups),
+        "lookups": lookups,
+        "hits": sum(hits.values()),
+        "misses": counters["misses"],
+    }
+    block.update({tier: _ratio(count, lookups) for tier, count in hits.items()})
+    return block
+
+
+def _requests_and_tokens(counters, seconds):
+    requests = {"completed": counters["requests"], "per_second": _ratio(counters["requests"], seconds)}
+    tokens = {
+        "prefill": counters["prefill_tokens"],
+        "generated": counters["generated_tokens"],
+        "prefill_per_second": _ratio(counters["prefill_tokens"], seconds),
+        "generated_per_second": _ratio(counters["generated_tokens"], seconds),
+    }
+    return requests, tokens
+
+
+def _sum_counters(payloads, field):
+    total = {}
+    for payload in payloads:
+        for name, value in payload["metrics"][field].items():
+            total[name] = total.get(name, 0) + value
+    return total
+
+
+def _window_seconds(window) -> float:
+    return max(window["end_unix_s"] - window["start_unix_s"], 1e-9)
+
+
+def _per_rank(payload) -> dict:
+    metrics = payload["metrics"]
+    hists = {name: decode(text) for name, text in metrics["latency"].items()}
+    seconds = _window_seconds(payload["window"])
+    requests, tokens = _requests_and_tokens(metrics["counters"], seconds)
+    return {
+        "rank": payload["rank"],
+        "host": payload["host"],
+        "seed": payload["seed"],
+        "cache_namespace": payload["cache_namespace"],
+        "status": payload["status"],
+        "error": payload.get("error"),
+        "window": dict(payload["window"], seconds=round(seconds, 6)),
+        "tiers": _tier_blocks(hists, metrics["bytes"], seconds),
+        "latency_ms": {name: percentile_block(hists[name]) for name in REQUEST_LATENCIES},
+        "requests": requests,
+        "tokens": tokens,
+        "hit_rate": _hit_rate(metrics["counters"]),
+        "histograms": {name: metrics["latency"][name] for name in RANK_HISTOGRAMS},
+    }
+
+
+def _qos(payloads) -> dict:
+    block = {}
+    for qos in QOS_CLASSES:
+        hists = [decode(p["metrics"]["qos_ttft"][qos.name]) for p in payloads if qos.name in p["metrics"]["qos_ttft"]]
+        pooled = merge(hists)
+        count = pooled.get_total_count()
+        within = sum(p["metrics"]["qos_within_target"].get(qos.name, 0) for p in payloads)
+        p95 = pooled.get_value_at_percentile(95.0) / 1000.0 if count else None
+        block[qos.name] = {
+            "ttft_target_ms": qos.ttft_target_ms,
+            "requests": count,
+            "within_target_fraction": _ratio(within, count),
+            "ttft_p95_ms": p95,
+            "met": None if p95 is None else p95 <= qos.ttft_target_ms,
+        }
+    return block
+
+
+def _sla(tiers, hit_rate, profile) -> dict:
+    criteria = []
+    for name, limit in SLA_LIMITS_MS:
+        tier, op = name.split(".")
+        p95 = tiers[tier][f"{op}_latency_ms"]["p95"]
+        if p95 is not None:
+            criteria.append({"name": f"{name} p95", "limit_ms": limit, "value_ms": p95, "passed": p95 < limit})
+    if hit_rate["overall"] is not None:
+        criteria.append(
+            {
+                "name": "hit rate",
+                "minimum": SLA_MIN_HIT_RATE,
+                "value": hit_rate["overall"],
+                "passed": hit_rate["overall"] > SLA_MIN_HIT_RATE,
+            }
+        )
+    applies = profile == "latency"
+    return {
+        "applies": applies,
+        "criteria": criteria,
+        "passed": all(c["passed"] for c in criteria) if applies and criteria else None,
+    }
+
+
+def _stragglers(per_rank, fraction) -> List[int]:
+    if len(per_rank) < 2:
+        return []
+    bandwidth = {
+        r["rank"]: (
+            r["tiers"]["storage"]["read_bandwidth_bytes_per_s"] + r["tiers"]["storage"]["write_bandwidth_bytes_per_s"]
+        )
+        for r in per_rank
+    }
+    median = statistics.median(bandwidth.values())
+    return sorted(rank for rank, value in bandwidth.items() if median and value < fraction * median)
+
+
+def _timeseries(payloads) -> List[dict]:
+    """Sum the ranks' samples index by index (their windows start together at the barrier)."""
+    longest = max((p["timeseries"] for p in payloads), key=len, default=[])
+    merged = []
+    for index, point in enumerate(longest):
+        same = [p["timeseries"][index] for p in payloads if index < len(p["timeseries"])]
+        entry = {"t_s": point["t_s"], "ranks": len(same)}
+        for field in ("requests", "requests_per_s", "storage_read_bytes_per_s", "storage_write_bytes_per_s"):
+            entry[field] = round(sum(s[field] for s in same), 3)
+        p95s = [s["storage_read_p95_ms"] for s in same if s["storage_read_p95_ms"] is not None]
+        entry["storage_read_p95_ms_max_rank"] = max(p95s) if p95s else None
+        merged.append(entry)
+    return merged
+
+
+def build_result(
+    config: dict, environment: dict, payloads: List[dict], broadcast_start: float, failure: Optional[tuple] = None
+) -> dict:
+    payloads = sorted(payloads, key=lambda p: p["rank"])
+    failed = [p for p in payloads if p["status"] != "ok"]
+    window = {
+        "start_unix_s": min(p["window"]["start_unix_s"] for p in payloads),
+        "end_unix_s": max(p["window"]["end_unix_s"] for p in payloads),
+        "broadcast_start_unix_s": broadcast_start,
+    }
+    seconds = _window_seconds(window)
+    window["seconds"] = round(seconds, 6)
+    hists = {
+        name: merge(decode(p["metrics"]["latency"][name]) for p in payloads)
+        for name in payloads[0]["metrics"]["latency"]
+    }
+    byte_counts = _sum_counters(payloads, "bytes")
+    counters = _sum_counters(payloads, "counters")
+    tier_info = payloads[0].get("tiers", {})
+    for tier in tier_info.values():
+        if "capacity_bytes" in tier:
+            tier["capacity_bytes_per_rank"] = tier.pop("capacity_bytes")
+    tiers = _tier_blocks(hists, byte_counts, seconds, tier_info)
+    per_rank = [_per_rank(p) for p in payloads]
+    hit_rate = _hit_rate(counters)
+    requests, tokens = _requests_and_tokens(counters, seconds)
+    ends = [p["window"]["end_unix_s"] for p in payloads]
+    result = {
+        "schema": SCHEMA,
+        "status": "failed" if failed or failure else "ok",
+        "config": config,
+        "environment": environment,
+        "warnings": sorted({w for p in payloads for w in p.get("warnings", [])}),
+        "ranks": len(payloads),
+        "hosts": sorted({p["host"] for p in payloads}),
+        "host_count": len({p["host"] for p in payloads}),
+        "window": window,
+        "tiers": tiers,
+        "latency_ms": {name: percentile_block(hists[name]) for name in REQUEST_LATENCIES},
+        "requests": requests,
+        "tokens": tokens,
+        "hit_rate": hit_rate,
+        "qos": _qos(payloads),
+        "sla": _sla(tiers, hit_rate, config.get("performance_profile")),
+        "events": {
+            name: value
+            for name, value in counters.items()
+            if name.split(".")[0] in ("demotions", "evictions", "promotions", "dropped_entries")
+        },
+        "aggregate": {
+            "storage_read_bandwidth_bytes_per_s": tiers["storage"]["read_bandwidth_bytes_per_s"],
+            "storage_write_bandwidth_bytes_per_s": tiers["storage"]["write_bandwidth_bytes_per_s"],
+            "sum_of_rank_storage_read_bandwidth_bytes_per_s": sum(
+                r["tiers"]["storage"]["read_bandwidth_bytes_per_s"] for r in per_rank
+            ),
+            "sum_of_rank_storage_write_bandwidth_bytes_per_s": sum(
+                r["tiers"]["storage"]["write_bandwidth_bytes_per_s"] for r in per_rank
+            ),
+            "first_done_s": round(min(ends) - window["start_unix_s"], 6),
+            "last_done_s": round(max(ends) - window["start_unix_s"], 6),
+            "max_rank_p95_ms": {
+                name: max(
+                    (
+                        r["tiers"][name.split(".")[0]][f"{name.split('.')[1]}_latency_ms"]["p95"] or 0.0
+                        for r in per_rank
+                    ),
+                    default=None,
+                )
+                for name in ("storage.read", "storage.write")
+            },
+            "stragglers": _stragglers(per_rank, config.get("straggler_fraction", 0.5)),
+            "straggler_fraction": config.get("straggler_fraction", 0.5),
+        },
+        "per_rank": per_rank,
+        "timeseries": _timeseries(payloads),
+    }
+    if result["status"] == "failed":
+        first = failure or (failed[0]["rank"], failed[0].get("error"))
+        result["error"] = f"rank {first[0]}: {first[1]}"
+        result["failed_ranks"] = sorted({p["rank"] for p in failed} | ({failure[0]} if failure else set()))
+    return result
+
+
+def write_json_atomically(path: str, data: dict) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a result."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=".kvcache-result-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise

@@ -1,0 +1,90 @@
+"""The human-readable summary of a result (printed by `kvcache run` and `kvcache report`)."""
+
+from typing import List
+
+GIB = float(1 << 30)
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _gib(value) -> str:
+    return f"{value / GIB:.3f}"
+
+
+def format_summary(result: dict) -> str:
+    lines: List[str] = []
+    config = result.get("config", {})
+    env = result.get("environment", {})
+    window = result["window"]
+    lines.append(
+        f"storagebench.kvcache  status: {result['status'].upper()}"
+        + (f"  ({result['error']})" if result.get("error") else "")
+    )
+    lines.append(
+        f"model {config.get('model')}  users/rank {config.get('num_users')}  ranks {result['ranks']}  "
+        f"hosts {result.get('host_count', len(result['hosts']))}  window {window['seconds']:.2f} s  "
+        f"io engine {env.get('io_engine')}  gpu {env.get('gpu_backend')}"
+    )
+    lines.append("")
+    lines.append(
+        f"{'tier':<8} {'read GiB':>10} {'write GiB':>10} {'read GiB/s':>11} {'write GiB/s':>12} "
+        f"{'read p50':>9} {'read p95':>9} {'read p99':>9} {'write p95':>10}  (latency ms)"
+    )
+    for name, tier in result["tiers"].items():
+        lines.append(
+            f"{name:<8} {_gib(tier['bytes_read']):>10} {_gib(tier['bytes_written']):>10} "
+            f"{_gib(tier['read_bandwidth_bytes_per_s']):>11} {_gib(tier['write_bandwidth_bytes_per_s']):>12} "
+            f"{_ms(tier['read_latency_ms']['p50']):>9} {_ms(tier['read_latency_ms']['p95']):>9} "
+            f"{_ms(tier['read_latency_ms']['p99']):>9} {_ms(tier['write_latency_ms']['p95']):>10}"
+            + ("  (simulated)" if tier.get("simulated") else "")
+        )
+    lines.append("")
+    lines.append(f"{'latency ms':<12} {'p50':>9} {'p95':>9} {'p99':>9} {'p99.9':>9} {'max':>9} {'count':>8}")
+    for name, block in result["latency_ms"].items():
+        lines.append(
+            f"{name:<12} {_ms(block['p50']):>9} {_ms(block['p95']):>9} {_ms(block['p99']):>9} "
+            f"{_ms(block['p999']):>9} {_ms(block['max']):>9} {block['count']:>8}"
+        )
+    lines.append("")
+    hit = result["hit_rate"]
+    requests, tokens = result["requests"], result["tokens"]
+    hit_text = "-" if hit["overall"] is None else f"{hit['overall']:.1%}"
+    lines.append(
+        f"requests {requests['completed']} ({requests['per_second'] or 0:.2f}/s)  "
+        f"prefill tokens/s {tokens['prefill_per_second'] or 0:.0f}  "
+        f"generated tokens/s {tokens['generated_per_second'] or 0:.0f}  "
+        f"hit rate {hit_text}"
+    )
+    qos = result.get("qos", {})
+    if qos:
+        lines.append(
+            "QoS TTFT p95 vs target: "
+            + "  ".join(
+                f"{name} {_ms(q['ttft_p95_ms'])}/{q['ttft_target_ms']:.0f} ms"
+                for name, q in qos.items()
+                if q["requests"]
+            )
+        )
+    aggregate = result.get("aggregate", {})
+    if result["ranks"] > 1:
+        p95 = aggregate["max_rank_p95_ms"]
+        lines.append(
+            f"sum of rank bandwidths: read {_gib(aggregate['sum_of_rank_storage_read_bandwidth_bytes_per_s'])}"
+            f" GiB/s, write {_gib(aggregate['sum_of_rank_storage_write_bandwidth_bytes_per_s'])} GiB/s;  "
+            f"first done {aggregate['first_done_s']:.2f} s, last done {aggregate['last_done_s']:.2f} s;  "
+            f"max rank p95 read {_ms(p95['storage.read'])} ms, write {_ms(p95['storage.write'])} ms"
+        )
+        if aggregate.get("stragglers"):
+            lines.append(
+                f"stragglers (storage bandwidth < {aggregate['straggler_fraction']:.0%} of the median): "
+                f"ranks {', '.join(map(str, aggregate['stragglers']))}"
+            )
+    sla = result.get("sla", {})
+    if sla.get("applies") and sla.get("passed") is not None:
+        failed = [c["name"] for c in sla["criteria"] if not c["passed"]]
+        lines.append("SLA (latency profile): " + ("PASS" if sla["passed"] else "FAIL: " + ", ".join(failed)))
+    for warning in result.get("warnings", []):
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)

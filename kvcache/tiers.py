@@ -1,0 +1,510 @@
+"""The three tiers (GPU, CPU memory, storage) and the waterfall LRU that places entries across them.
+
+A new entry goes to the highest tier that can hold it; to make room, the least recently used
+entries of a full tier are demoted one tier down (real copies and writes, counted and timed),
+and the storage tier evicts (deletes) its least recently used entries. Data moves happen
+outside the manager's lock; a reader that found an entry keeps its own handle (an mmap
+reference or an open file descriptor), so a concurrent demotion never pulls data from under it.
+"""
+
+import abc
+import mmap
+import os
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from kvcache.errors import UsageError
+from kvcache.metrics import Metrics
+from kvcache.storage_io import (
+    BufferPool,
+    FileIO,
+    FileSource,
+    Interrupted,
+    MemorySource,
+    PatternSource,
+    align_up,
+)
+
+GIB = 1 << 30
+
+
+class Mover:
+    """Moves chunks from a source to a sink through the buffer pool, stopping when the window closes."""
+
+    def __init__(self, pool: BufferPool, stop: threading.Event):
+        self.pool = pool
+        self.stop = stop
+
+    def run(self, size: int, source, sink: Optional[Callable[[int, memoryview], None]]) -> None:
+        chunk = self.pool.chunk
+        for offset in range(0, size, chunk):
+            if self.stop.is_set():
+                raise Interrupted()
+            nbytes = min(chunk, size - offset)
+            with self.pool.take() as buf:
+                data = source.chunk(offset, nbytes, buf)
+                try:
+                    if sink is not None:
+                        sink(offset, data)
+                finally:
+                    data.release()
+
+
+class Tier(abc.ABC):
+    name = ""
+    simulated = False
+
+    def __init__(self, capacity_bytes: int, metrics: Metrics, mover: Mover):
+        self.capacity = capacity_bytes
+        self.metrics = metrics
+        self.mover = mover
+        self.used = 0
+        self.lru: OrderedDict[str, Entry] = OrderedDict()
+
+    def counted(self, op: str):
+        return lambda nbytes: self.metrics.add_bytes(self.name, op, nbytes)
+
+    @abc.abstractmethod
+    def store(self, key: str, size: int, source):
+        """Write an entry of `size` bytes from `source`; returns the handle that finds it again."""
+
+    @abc.abstractmethod
+    def open_source(self, handle):
+        """A source that yields the entry's bytes chunk by chunk (for reads, demotions and promotions)."""
+
+    def read(self, handle, size: int) -> None:
+        source = self.open_source(handle)
+        try:
+            self.mover.run(size, source, None)
+        finally:
+            source.close()
+
+    def release(self, handle) -> None:  # noqa: B027 - memory tiers are freed when the last reference goes
+        """Free an entry's space (a reader that still holds the handle keeps its own reference)."""
+
+    def describe(self) -> dict:
+        return {"capacity_bytes": self.capacity, "simulated": self.simulated}
+
+
+class SimulatedGpuTier(Tier):
+    """A device-memory budget with no device: placement and counts are real, data movement is not."""
+
+    name = "gpu"
+    simulated = True
+
+    def store(self, key, size, source):
+        if not isinstance(source, PatternSource):
+            self.mover.run(size, source, None)  # a promotion still reads the lower tier for real
+        self.metrics.add_bytes("gpu", "write", size)
+        return None
+
+    def read(self, handle, size):
+        self.metrics.add_bytes("gpu", "read", size)
+
+    def open_source(self, handle):
+        return PatternSource(self.mover.pool)
+
+
+class DeviceSource:
+    def __init__(self, tier: "CudaTier", array, on_read):
+        self.tier, self.array, self.on_read = tier, array, on_read
+
+    def chunk(self, offset, nbytes, buf):
+        self.tier.to_host(self.array, offset, nbytes, buf)
+        self.on_read(nbytes)
+        return memoryview(buf)[:nbytes]
+
+    def close(self):
+        pass
+
+
+class CudaTier(Tier):
+    """Real GPU memory through torch or cupy: entries are device arrays, copies go over PCIe/NVLink."""
+
+    name = "gpu"
+
+    def __init__(self, capacity_bytes, metrics, mover, library: str):
+        super().__init__(capacity_bytes, metrics, mover)
+        self.library = library
+        if library == "torch":
+            import torch  # noqa: PLC0415 - optional dependency, only with --gpu-backend torch
+
+            self._torch = torch
+        else:
+            import cupy  # noqa: PLC0415 - optional dependency, only with --gpu-backend cupy
+
+            self._cupy = cupy
+
+    def _empty(self, size):
+        if self.library == "torch":
+            return self._torch.empty(size, dtype=self._torch.uint8, device="cuda")
+        return self._cupy.empty(size, dtype=self._cupy.uint8)
+
+    def _sync(self):
+        if self.library == "torch":
+            self._torch.cuda.synchronize()
+        else:
+            self._cupy.cuda.Device().synchronize()
+
+    def to_host(self, array, offset, nbytes, buf):
+        host = np.frombuffer(buf, dtype=np.uint8, count=nbytes)
+        if self.library == "torch":
+            self._torch.from_numpy(host).copy_(array[offset : offset + nbytes])
+        else:
+            array[offset : offset + nbytes].get(out=host)
+        self._sync()
+
+    def store(self, key, size, source):
+        array = self._empty(size)
+
+        def sink(offset, data):
+            host = np.frombuffer(data, dtype=np.uint8)
+            if self.library == "torch":
+                array[offset : offset + len(host)].copy_(self._torch.from_numpy(host))
+            else:
+                array[offset : offset + len(host)].set(host)
+            self._sync()
+            self.metrics.add_bytes("gpu", "write", len(host))
+
+        self.mover.run(size, source, sink)
+        return array
+
+    def open_source(self, handle):
+        return DeviceSource(self, handle, self.counted("read"))
+
+    def describe(self):
+        return {"capacity_bytes": self.capacity, "simulated": False, "library": self.library}
+
+
+class CpuTier(Tier):
+    """Host memory: each entry is an anonymous mmap (page-aligned, so it can be written with O_DIRECT)."""
+
+    name = "cpu"
+
+    def store(self, key, size, source):
+        memory = mmap.mmap(-1, size)
+        view = memoryview(memory)
+
+        def sink(offset, data):
+            view[offset : offset + len(data)] = data
+            self.metrics.add_bytes("cpu", "write", len(data))
+
+        try:
+            self.mover.run(size, source, sink)
+        finally:
+            view.release()
+        return memory
+
+    def open_source(self, handle):
+        return MemorySource(handle, self.counted("read"))
+
+    def read(self, handle, size):
+        # A hit copies the entry out of host memory, as loading it into the GPU would.
+        view = memoryview(handle)
+        chunk = self.mover.pool.chunk
+        try:
+            for offset in range(0, size, chunk):
+                if self.mover.stop.is_set():
+                    raise Interrupted()
+                nbytes = min(chunk, size - offset)
+                with self.mover.pool.take() as buf:
+                    memoryview(buf)[:nbytes] = view[offset : offset + nbytes]
+                self.metrics.add_bytes("cpu", "read", nbytes)
+        finally:
+            view.release()
+
+
+class StorageTier(Tier):
+    """Files under the rank's directory on the storage under test."""
+
+    name = "storage"
+
+    def __init__(self, capacity_bytes, metrics, mover, directory: str, fileio: FileIO):
+        super().__init__(capacity_bytes, metrics, mover)
+        self.directory = directory
+        self.fileio = fileio
+
+    def path(self, key):
+        return os.path.join(self.directory, key + ".kv")
+
+    def store(self, key, size, source):
+        path = self.path(key)
+        fd = self.fileio.open_for_write(path)
+        try:
+
+            def sink(offset, data):
+                written = os.pwritev(fd, [data], offset)
+                if written != len(data):
+                    raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
+                self.metrics.add_bytes("storage", "write", written)
+
+            self.mover.run(size, source, sink)
+            self.fileio.finish_write(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink(path)
+            raise
+        os.close(fd)
+        return path
+
+    def open_source(self, handle):
+        return FileSource(self.fileio.open_for_read(handle), self.counted("read"))
+
+    def release(self, handle):
+        _unlink(handle)
+
+    def describe(self):
+        return {"capacity_bytes": self.capacity, "simulated": False, "io_engine": self.fileio.engine}
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class Entry:
+    __slots__ = ("key", "size", "tier", "handle", "ready")
+
+    def __init__(self, key, size):
+        self.key = key
+        self.size = size
+        self.tier: Optional[int] = None  # index into TierManager.tiers; None while first written
+        self.handle = None
+        self.ready = threading.Event()
+
+
+class TierManager:
+    """Places, finds, demotes, promotes and evicts entries across the tiers."""
+
+    def __init__(self, tiers: List[Tier], metrics: Metrics, stop: threading.Event, promote: bool = False):
+        self.tiers = tiers
+        self.metrics = metrics
+        self.stop = stop
+        self.promote = promote
+        self.lock = threading.Lock()
+        self.entries: Dict[str, Entry] = {}
+
+    # -- writing -------------------------------------------------------------------------
+    def write_new(self, key: str, nbytes: int, pattern: PatternSource) -> Optional[str]:
+        """Write a new entry from the pattern into the highest tier with room. Returns the tier name,
+        None if the entry already exists (written once, read by many) or fits nowhere."""
+        size = align_up(nbytes)
+        with self.lock:
+            if key in self.entries:
+                return None
+            entry = Entry(key, size)
+            self.entries[key] = entry
+        try:
+            index = self._reserve(size, 0)
+            if index is None:
+                self.metrics.count("dropped_entries")
+                self._forget(entry)
+                return None
+            tier = self.tiers[index]
+            started = time.perf_counter()
+            try:
+                handle = tier.store(key, size, pattern)
+            except BaseException:
+                with self.lock:
+                    tier.used -= size
+                raise
+            self.metrics.record_op(tier.name, "write", time.perf_counter() - started)
+            with self.lock:
+                entry.tier, entry.handle = index, handle
+                tier.lru[key] = entry
+            return tier.name
+        except BaseException:
+            self._forget(entry)
+            raise
+        finally:
+            entry.ready.set()
+
+    def _forget(self, entry: Entry) -> None:
+        with self.lock:
+            if self.entries.get(entry.key) is entry and entry.tier is None:
+                del self.entries[entry.key]
+
+    def _reserve(self, size: int, start: int) -> Optional[int]:
+        """Reserve `size` bytes in the first tier from `start` down that can hold it, demoting to make room."""
+        for index in range(start, len(self.tiers)):
+            tier = self.tiers[index]
+            if size > tier.capacity:
+                continue
+            for _ in range(1 + len(self.entries)):  # bounded: each pass removes one victim
+                with self.lock:
+                    if tier.used + size <= tier.capacity:
+                        tier.used += size
+                        return index
+                    if not tier.lru:
+                        break  # everything here is being written or moved: try the next tier
+                    _, victim = tier.lru.popitem(last=False)
+                self._move_down(victim, index)
+        return None
+
+    def _move_down(self, victim: Entry, index: int) -> None:
+        """Demote an LRU victim (already out of its tier's LRU) to the next tier, or evict it from the last."""
+        tier = self.tiers[index]
+        target = self._reserve(victim.size, index + 1) if index + 1 < len(self.tiers) else None
+        if target is None:
+            with self.lock:
+                if self.entries.get(victim.key) is victim:
+                    del self.entries[victim.key]
+                tier.used -= victim.size
+                handle = victim.handle
+            tier.release(handle)
+            self.metrics.count("evictions.storage" if tier.name == "storage" else "dropped_entries")
+            return
+        destination = self.tiers[target]
+        with self.lock:
+            source = tier.open_source(victim.handle)
+        started = time.perf_counter()
+        try:
+            new_handle = destination.store(victim.key, victim.size, source)
+        except BaseException:
+            with self.lock:
+                destination.used -= victim.size
+                tier.lru[victim.key] = victim  # the entry stays where it was
+            raise
+        finally:
+            source.close()
+        self.metrics.record_op(destination.name, "write", time.perf_counter() - started)
+        self.metrics.count(f"demotions.{tier.name}")
+        with self.lock:
+            old = victim.handle
+            victim.tier, victim.handle = target, new_handle
+            destination.lru[victim.key] = victim
+            tier.used -= victim.size
+        tier.release(old)
+
+    # -- reading -------------------------------------------------------------------------
+    def read(self, key: str, count_lookup: bool = True) -> Optional[str]:
+        """Read an entry from whichever tier holds it. Returns the tier name, or None on a miss."""
+        with self.lock:
+            entry = self.entries.get(key)
+        if entry is None:
+            if count_lookup:
+                self.metrics.count("lookups")
+                self.metrics.count("misses")
+            return None
+        # An entry still being written (a shared prefix) is waited for, as a real server would.
+        while not entry.ready.wait(0.1):
+            if self.stop.is_set():
+                raise Interrupted()
+        with self.lock:
+            if entry.tier is None or self.entries.get(key) is not entry:
+                found = None
+            else:
+                tier = self.tiers[entry.tier]
+                found = (entry.tier, entry.handle)
+                if key in tier.lru:
+                    tier.lru.move_to_end(key)
+                # Storage: open the file under the lock, so an eviction cannot unlink it first.
+                source = tier.open_source(entry.handle) if tier.name == "storage" else None
+        if found is None:
+            if count_lookup:
+                self.metrics.count("lookups")
+                self.metrics.count("misses")
+            return None
+        index, handle = found
+        tier = self.tiers[index]
+        started = time.perf_counter()
+        if source is not None:
+            try:
+                tier.mover.run(entry.size, source, None)
+            finally:
+                source.close()
+        else:
+            tier.read(handle, entry.size)
+        self.metrics.record_op(tier.name, "read", time.perf_counter() - started)
+        if count_lookup:
+            self.metrics.count("lookups")
+            self.metrics.count(f"hits.{tier.name}")
+        if self.promote and index > 0:
+            self._promote(entry, index)
+        return tier.name
+
+    def _promote(self, entry: Entry, index: int) -> None:
+        with self.lock:
+            tier = self.tiers[index]
+            if entry.tier != index or entry.key not in tier.lru:
+                return  # moved or being moved by someone else
+            del tier.lru[entry.key]
+        target = self._reserve(entry.size, 0)
+        if target is None or target >= index:
+            with self.lock:
+                if target is not None:
+                    self.tiers[target].used -= entry.size
+                tier.lru[entry.key] = entry
+            return
+        destination = self.tiers[target]
+        with self.lock:
+            source = tier.open_source(entry.handle)
+        started = time.perf_counter()
+        try:
+            new_handle = destination.store(entry.key, entry.size, source)
+        except BaseException:
+            with self.lock:
+                destination.used -= entry.size
+                tier.lru[entry.key] = entry
+            raise
+        finally:
+            source.close()
+        self.metrics.record_op(destination.name, "write", time.perf_counter() - started)
+        self.metrics.count("promotions")
+        with self.lock:
+            old = entry.handle
+            entry.tier, entry.handle = target, new_handle
+            destination.lru[entry.key] = entry
+            tier.used -= entry.size
+        tier.release(old)
+
+
+def choose_gpu_backend(requested: str) -> str:
+    """simulated, torch or cupy. auto picks real CUDA memory when a library can reach a device."""
+    if requested == "simulated":
+        return "simulated"
+    for library in ("torch", "cupy") if requested == "auto" else (requested,):
+        if _cuda_available(library):
+            return library
+        if requested != "auto":
+            raise UsageError(
+                "--gpu-backend", f"{library} with a CUDA device is not available here; choose auto or simulated"
+            )
+    return "simulated"
+
+
+def _cuda_available(library: str) -> bool:
+    try:
+        if library == "torch":
+            import torch  # noqa: PLC0415 - optional
+
+            return bool(torch.cuda.is_available())
+        import cupy  # noqa: PLC0415 - optional
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001 - any import or driver failure means no usable device
+        return False
+
+
+def build_tiers(
+    values: dict,
+    metrics: Metrics,
+    mover: Mover,
+    storage_dir: str,
+    fileio: FileIO,
+    storage_capacity: int,
+    gpu_backend: str,
+) -> List[Tier]:
+    gpu_bytes = int(values["gpu_mem_gb"] * GIB)
+    cpu_bytes = int(values["cpu_mem_gb"] * GIB)
+    if gpu_backend == "simulated":
+        gpu = SimulatedGpuTier(gpu_bytes, metrics, mover)
+    else:
+        gpu = CudaTier(gpu_bytes, metrics, mover, gpu_backend)
+    return [gpu, CpuTier(cpu_bytes, metrics, mover), StorageTier(storage_capacity, metrics, mover, storage_dir, fileio)]
