@@ -60,7 +60,7 @@ class MpiComm:
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
         self.host = socket.gethostname()
-        self.library = mpi_module.Get_library_version().strip().splitlines()[0]
+        self.library = mpi_module.Get_library_version().replace("\x00", "").strip().splitlines()[0]
         self._pending = []
         self._stop_sent = False
 
