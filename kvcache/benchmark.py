@@ -103,7 +103,8 @@ def run_benchmark(values: dict, models, stdout=None, stderr=None) -> int:
             if io_engine == "direct" and not direct_io_supported(run_dir.rank_dir):
                 io_engine = "buffered"
                 warnings.append(
-                    f"{derived['cache_dir']} refuses O_DIRECT (tmpfs?): fell back to buffered I/O "
+                    f"{derived['cache_dir']} refuses O_DIRECT (ramfs, tmpfs before Linux 6.6, some network "
+                    "filesystems): fell back to buffered I/O "
                     "with fsync and fadvise(DONTNEED)"
                 )
                 stderr.write(f"kvcache: warning: rank {comm.rank}: {warnings[-1]}\n")

@@ -1,0 +1,95 @@
+"""The engine under Debian's Open MPI on localhost: one window, one aggregated result, failures that fail."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+from engine_helpers import SHORT_RUN, leftovers, load, mpirun_argv
+
+from kvcache.metrics import decode, merge, percentile_block
+
+pytestmark = [
+    pytest.mark.mpi,
+    pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs Open MPI's mpirun (make test installs it)"),
+]
+
+
+def engine_under_mpirun(ranks, *args):
+    return mpirun_argv(ranks) + [sys.executable, "-m", "kvcache", "run", *[str(a) for a in args]]
+
+
+def test_three_ranks_make_one_aggregated_result(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    done = subprocess.run(
+        engine_under_mpirun(3, *SHORT_RUN, "--duration", "3", "--cache-dir", cache, "--output", tmp_path / "R.json"),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("storagebench.kvcache  status:") == 1  # only rank 0 prints the summary
+    result = load(tmp_path / "R.json")
+    assert result["status"] == "ok"
+    assert result["ranks"] == 3
+    assert result["environment"]["mpi"]["world_size"] == 3
+    per_rank = result["per_rank"]
+    assert [r["rank"] for r in per_rank] == [0, 1, 2]
+    assert len({r["seed"] for r in per_rank}) == 3
+    assert len({r["cache_namespace"] for r in per_rank}) == 3
+    assert all(r["cache_namespace"].endswith(f"rank-{r['rank']}") for r in per_rank)
+    for key in ("bytes_read", "bytes_written"):
+        assert result["tiers"]["storage"][key] == sum(r["tiers"]["storage"][key] for r in per_rank) > 0
+    assert result["requests"]["completed"] == sum(r["requests"]["completed"] for r in per_rank)
+    # Pooled percentiles are those of the merged per-rank histograms, not an average of percentiles.
+    for name, (tier, op) in {"storage.read": ("storage", "read"), "storage.write": ("storage", "write")}.items():
+        pooled = merge(decode(r["histograms"][name]) for r in per_rank)
+        assert result["tiers"][tier][f"{op}_latency_ms"] == percentile_block(pooled)
+        rank_p95s = [r["tiers"][tier][f"{op}_latency_ms"]["p95"] for r in per_rank]
+        assert result["aggregate"]["max_rank_p95_ms"][name] == max(rank_p95s)
+    window = result["window"]
+    assert window["start_unix_s"] == min(r["window"]["start_unix_s"] for r in per_rank)
+    assert window["end_unix_s"] == max(r["window"]["end_unix_s"] for r in per_rank)
+    assert leftovers(cache) == []
+
+
+def test_a_failing_rank_fails_the_run_quickly(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    moved = tmp_path / "moved-away"
+    result_path = tmp_path / "R.json"
+    started = time.monotonic()
+    process = subprocess.Popen(
+        engine_under_mpirun(3, *SHORT_RUN, "--duration", "120", "--cache-dir", cache, "--output", result_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        rank1 = None
+        for _ in range(600):  # up to 60 s for rank 1 to start writing
+            runs = [n for n in os.listdir(cache) if n.startswith("kvcache-run-")]
+            candidate = cache / runs[0] / "rank-1" if runs else None
+            if candidate and candidate.is_dir() and any(n.endswith(".kv") for n in os.listdir(candidate)):
+                rank1 = candidate
+                break
+            time.sleep(0.1)
+        assert rank1 is not None, "rank 1 never wrote an entry"
+        os.rename(rank1, moved)  # rank 1's storage vanishes: its next file operation fails
+        _, stderr = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    elapsed = time.monotonic() - started
+    assert process.returncode != 0
+    assert elapsed < 90, "the other ranks must stop long before the 120 s window ends"
+    assert "rank 1" in stderr
+    result = load(result_path)
+    assert result["status"] == "failed"
+    assert 1 in result["failed_ranks"]
+    assert result["error"].startswith("rank 1:")
+    assert leftovers(cache) == []  # every surviving rank cleaned its namespace; the run dir is gone

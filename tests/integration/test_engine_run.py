@@ -1,0 +1,200 @@
+"""`kvcache run` on one host, for real: storage I/O in a temporary directory, the result JSON, cleanup."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+from engine_helpers import ENGINE, SHORT_RUN, kvcache, leftovers, load
+
+
+def test_issue_example_run_measures_storage_and_cleans_up(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "user-file.npy").write_bytes(b"not ours")  # the reference deleted every *.npy; we must not
+    result_path = tmp_path / "R.json"
+    done = kvcache(
+        "run",
+        "--model",
+        "tiny-1b",
+        "--num-users",
+        "4",
+        "--duration",
+        "5",
+        "--gpu-mem-gb",
+        "0",
+        "--cpu-mem-gb",
+        "0",
+        "--cache-dir",
+        cache,
+        "--output",
+        result_path,
+    )
+    assert done.returncode == 0, done.stderr
+    result = load(result_path)
+    assert result["schema"] == "storagebench.kvcache/result/v1"
+    assert result["status"] == "ok"
+    storage = result["tiers"]["storage"]
+    assert storage["bytes_read"] > 0 and storage["bytes_written"] > 0
+    assert storage["read_latency_ms"]["p95"] > 0
+    window = result["window"]["seconds"]
+    assert storage["read_bandwidth_bytes_per_s"] == pytest.approx(storage["bytes_read"] / window, rel=1e-5)
+    assert result["tiers"]["gpu"]["simulated"] is True
+    assert result["environment"]["io_engine"] == "direct"
+    assert result["ranks"] == 1 and result["per_rank"][0]["status"] == "ok"
+    assert result["timeseries"], "a sample every --stats-interval"
+    assert "storage" in done.stdout and "ttft" in done.stdout  # the summary table
+    assert leftovers(cache) == ["user-file.npy"]
+    assert (cache / "user-file.npy").read_bytes() == b"not ours"
+
+
+def test_filesystem_without_o_direct_falls_back_to_buffered_io_visibly(tmp_path):
+    # tmpfs accepts O_DIRECT since Linux 6.6; ramfs still refuses it (EINVAL), as older tmpfs did.
+    if os.geteuid() != 0:
+        pytest.skip("mounting a ramfs needs root (CI is root)")
+    shm = tmp_path / "ramfs"
+    shm.mkdir()
+    subprocess.run(["mount", "-t", "ramfs", "kvcache-test", str(shm)], check=True)
+    try:
+        done = kvcache("run", *SHORT_RUN, "--duration", "2", "--cache-dir", shm, "--output", tmp_path / "R.json")
+        assert done.returncode == 0, done.stderr
+        assert "O_DIRECT" in done.stderr and "buffered" in done.stderr
+        result = load(tmp_path / "R.json")
+        assert result["environment"]["io_engine_requested"] == "direct"
+        assert result["environment"]["io_engine"] == "buffered"
+        assert result["environment"]["cache_dir_mount"]["fstype"] == "ramfs"
+        assert any("O_DIRECT" in w for w in result["warnings"])
+        assert leftovers(shm) == []
+    finally:
+        subprocess.run(["umount", str(shm)], check=True)
+
+
+def test_cpu_tier_demotes_to_storage(tmp_path):
+    done = kvcache(
+        "run",
+        "--model",
+        "tiny-1b",
+        "--num-users",
+        "3",
+        "--duration",
+        "4",
+        "--gpu-mem-gb",
+        "0",
+        "--cpu-mem-gb",
+        "0.05",
+        "--cache-dir",
+        tmp_path,
+        "--output",
+        tmp_path / "R.json",
+        "--quiet",
+        "--performance-profile",
+        "throughput",
+    )
+    assert done.returncode == 0, done.stderr
+    result = load(tmp_path / "R.json")
+    assert result["tiers"]["cpu"]["bytes_written"] > 0
+    assert result["tiers"]["cpu"]["read_latency_ms"]["count"] > 0
+    assert result["events"]["demotions.cpu"] > 0
+    assert result["tiers"]["storage"]["bytes_written"] > 0  # demoted entries really reach the storage
+
+
+def test_config_file_with_user_model_and_request_limit(tmp_path):
+    config = tmp_path / "bench.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": "my-model",
+                "num_users": 2,
+                "max_requests": 5,
+                "duration": 60,
+                "gpu_mem_gb": 0,
+                "cpu_mem_gb": 0,
+                "cache-dir": str(tmp_path),
+                "quiet": True,
+                "models": {"my-model": {"layers": 2, "kv_heads": 2, "head_dim": 64}},
+            }
+        )
+    )
+    done = kvcache("run", "--config", config, "--output", tmp_path / "R.json")
+    assert done.returncode == 0, done.stderr
+    result = load(tmp_path / "R.json")
+    assert result["config"]["bytes_per_token"] == 2 * 2 * 64 * 2 * 2
+    assert result["requests"]["completed"] == 5
+    assert result["window"]["seconds"] < 60  # it stopped at the request limit, not at the duration
+
+
+def test_open_loop_arrivals_queue(tmp_path):
+    done = kvcache(
+        "run",
+        *SHORT_RUN,
+        "--duration",
+        "3",
+        "--request-rate",
+        "20",
+        "--max-concurrent-requests",
+        "1",
+        "--cache-dir",
+        tmp_path,
+        "--output",
+        tmp_path / "R.json",
+    )
+    assert done.returncode == 0, done.stderr
+    result = load(tmp_path / "R.json")
+    assert result["latency_ms"]["queue_wait"]["count"] == result["requests"]["completed"] > 0
+    assert result["latency_ms"]["queue_wait"]["max"] > 0  # one server slot, 20 arrivals/s: requests wait
+
+
+def test_keep_cache_leaves_the_run_directory(tmp_path):
+    done = kvcache("run", *SHORT_RUN, "--duration", "2", "--keep-cache", "--cache-dir", tmp_path)
+    assert done.returncode == 0, done.stderr
+    runs = [n for n in os.listdir(tmp_path) if n.startswith("kvcache-run-")]
+    assert len(runs) == 1
+    assert any(name.endswith(".kv") for name in os.listdir(tmp_path / runs[0] / "rank-0"))
+    assert "kept" in done.stderr
+
+
+def test_sigterm_stops_cleans_up_and_reports_failure(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    process = subprocess.Popen(
+        ENGINE
+        + ["run", *SHORT_RUN, "--duration", "120", "--cache-dir", str(cache), "--output", str(tmp_path / "R.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(300):  # up to 30 s for the run to start writing
+            if any(name.endswith(".kv") for name in leftovers(cache)):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the run never wrote an entry")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1, stderr
+    result = load(tmp_path / "R.json")
+    assert result["status"] == "failed"
+    assert "SIGTERM" in result["error"]
+    assert leftovers(cache) == []
+
+
+def test_report_prints_the_summary_of_a_result(tmp_path):
+    assert (
+        kvcache(
+            "run", *SHORT_RUN, "--duration", "2", "--cache-dir", tmp_path, "--output", tmp_path / "R.json"
+        ).returncode
+        == 0
+    )
+    done = kvcache("report", tmp_path / "R.json")
+    assert done.returncode == 0
+    assert "storage" in done.stdout and "status: OK" in done.stdout
+    bad = tmp_path / "not-a-result.json"
+    bad.write_text("{}")
+    refused = kvcache("report", bad)
+    assert refused.returncode == 2 and "schema" in refused.stderr
