@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml requirements-test.txt scripts/install-system-
 	touch $@
 
 run: venv
-	mkdir -p $(RUN_DIR)
+	mkdir -p $(RUN_DIR) results
 	$(VENV)/bin/kvcache run --model tiny-1b --num-users 4 --duration 10 \
 		--gpu-mem-gb 0 --cpu-mem-gb 0.25 --cache-dir $(RUN_DIR) --output results/make-run.json
 

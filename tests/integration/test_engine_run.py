@@ -198,3 +198,53 @@ def test_report_prints_the_summary_of_a_result(tmp_path):
     bad.write_text("{}")
     refused = kvcache("report", bad)
     assert refused.returncode == 2 and "schema" in refused.stderr
+
+
+def test_progress_line_on_a_terminal_only(tmp_path):
+    import pty
+
+    primary, secondary = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            ENGINE
+            + ["run", *SHORT_RUN[:-1], "--duration", "2", "--stats-interval", "0.5", "--cache-dir", str(tmp_path)],
+            stdin=secondary,
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+        )
+        os.close(secondary)
+        secondary = None
+        chunks = []
+        for _ in range(600):  # bounded: read the terminal until the process has exited and it is drained
+            try:
+                data = os.read(primary, 4096)
+            except OSError:  # EIO once the child closed its side of the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        process.communicate(timeout=60)
+    finally:
+        if secondary is not None:
+            os.close(secondary)
+        os.close(primary)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert process.returncode == 0
+    assert "requests" in screen and "GiB/s" in screen and "p95" in screen
+    piped = kvcache("run", *SHORT_RUN[:-1], "--duration", "1", "--stats-interval", "0.5", "--cache-dir", tmp_path)
+    assert "GiB/s" not in piped.stderr  # not a terminal: no progress line
+
+
+def test_mpi_required_without_mpi4py_is_a_usage_error(tmp_path):
+    blocker = tmp_path / "blocker" / "mpi4py"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('mpi4py hidden by the test')\n")
+    env = dict(os.environ, PYTHONPATH=str(blocker.parent))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    done = kvcache("run", *SHORT_RUN, "--duration", "1", "--mpi", "on", "--cache-dir", cache, env=env)
+    assert done.returncode == 2
+    assert "--mpi" in done.stderr and "mpi4py" in done.stderr
+    assert leftovers(cache) == []
+    single = kvcache("run", *SHORT_RUN, "--duration", "1", "--cache-dir", cache, env=env)
+    assert single.returncode == 0, single.stderr  # without a launcher, MPI is never needed
