@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from typing import Optional
 
 from kvcache.cachedir import RunDirectory, validate_cache_dir
@@ -78,6 +79,18 @@ def run_benchmark(values: dict, models, stdout=None, stderr=None) -> int:
     stderr = stderr or sys.stderr
     derived = validate_run(values, models)
     comm = open_comm(values["mpi"])
+    try:
+        return _run_rank(values, derived, comm, stdout, stderr)
+    except Exception:
+        if comm.size > 1:
+            # An unexpected error on one rank would leave the others waiting in a collective forever.
+            traceback.print_exc(file=stderr)
+            stderr.flush()
+            comm.abort(1)
+        raise
+
+
+def _run_rank(values, derived, comm, stdout, stderr) -> int:
     model = derived["model"]
 
     run_id = comm.bcast(_new_run_id() if comm.rank == 0 else None)

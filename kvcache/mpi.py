@@ -50,6 +50,9 @@ class LocalComm:
     def finish(self) -> None:
         pass
 
+    def abort(self, code: int) -> None:
+        pass
+
 
 class MpiComm:
     """COMM_WORLD through mpi4py, with an out-of-band failure channel polled by the control loop."""
@@ -98,6 +101,10 @@ class MpiComm:
         if self.comm.iprobe(source=0, tag=TAG_STOP):
             return self.comm.recv(source=0, tag=TAG_STOP)
         return None
+
+    def abort(self, code: int) -> None:
+        """End every rank of the job now (mpirun then exits non-zero)."""
+        self.comm.Abort(code)
 
     def finish(self) -> None:
         """Complete our sends and drain messages nobody received, so MPI finalizes cleanly."""
