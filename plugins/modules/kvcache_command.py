@@ -1,0 +1,519 @@
+#!/usr/bin/python
+# Copyright: storagebench developers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+DOCUMENTATION = r"""
+---
+module: kvcache_command
+short_description: Build the kvcache engine's command line and its MPI prefix
+version_added: "0.1.0"
+description:
+  - Builds the argv that runs the storagebench kvcache engine (C(python -m kvcache run) or
+    C(python -m kvcache datasize)), locally, in a container, or under C(mpirun)/C(mpiexec) across
+    1 to 10,000 hosts with Open MPI or MPICH (Hydra).
+  - It never runs the benchmark. Run the returned RV(argv) with M(ansible.builtin.command) and C(argv:),
+    never as a shell string.
+  - The engine is asked for its models and flags with C(PYTHON -m kvcache describe); if that
+    interpreter is missing where the module runs, the module imports C(kvcache.describe) in its own
+    interpreter instead.
+  - With O(exec_type=mpi) and a non-empty O(hosts), the argv starts with an MPI prefix. Long host lists
+    (more than 64 hosts, or a command line longer than 32 KiB) go to a hostfile, which the module writes
+    where it runs (the launch host).
+author:
+  - storagebench developers (!UNKNOWN)
+options:
+  command:
+    description: The engine subcommand.
+    type: str
+    choices: [run, datasize]
+    default: run
+  model:
+    description:
+      - Model whose KV-cache geometry sets the bytes per token (engine C(--model)).
+      - Checked against the engine's built-in models unless O(config) is set (a config file may define more).
+      - When omitted the engine uses its own default.
+    type: str
+  num_users:
+    description: Simulated users, per rank under MPI (engine C(--num-users)); at least 1.
+    type: int
+  duration:
+    description: Measurement window in seconds (engine C(--duration), C(run) only); greater than 0.
+    type: float
+  seed:
+    description: Random seed; rank N uses seed + N (engine C(--seed), C(run) only).
+    type: int
+  gpu_mem_gb:
+    description: GPU tier budget in GiB, 0 disables the tier (engine C(--gpu-mem-gb)).
+    type: float
+  cpu_mem_gb:
+    description: CPU (host memory) tier budget in GiB, 0 disables the tier (engine C(--cpu-mem-gb)).
+    type: float
+  cache_dir:
+    description:
+      - Directory on the storage under test (engine C(--cache-dir), C(run) only).
+      - Must be absolute, since every rank resolves it on its own host.
+      - Required with O(exec_type=container) and O(command=run); it is mounted at the same path.
+    type: str
+  generation_mode:
+    description:
+      - Decode time per generated token (engine C(--generation-mode), C(run) only),
+        for example C(none), C(fast), C(realistic).
+    type: str
+  performance_profile:
+    description: Engine C(--performance-profile) (C(run) only), for example C(latency) or C(throughput).
+    type: str
+  output:
+    description: Where rank 0 writes the result JSON (engine C(--output), C(run) only).
+    type: str
+  config:
+    description: A YAML file of engine options and user-defined models (engine C(--config)).
+    type: str
+  extra_args:
+    description:
+      - "Any other engine option, by its name without dashes (underscores become dashes),
+        for example V({io_chunk_mib: 8, keep_cache: true})."
+      - V(true) adds a bare flag; V(false) or V(null) leaves the flag out; other values follow the flag.
+      - Each key is checked against the flags the engine's C(describe) lists for O(command).
+    type: dict
+    default: {}
+  python:
+    description:
+      - The Python interpreter, on the hosts that run the engine, that has the engine installed.
+      - The default is the virtual environment that the collection's deps role installs.
+      - With O(exec_type=container) it is the interpreter inside the image.
+    type: str
+    default: /opt/storagebench-kvcache/venv/bin/python
+  exec_type:
+    description:
+      - V(local) runs the engine directly; V(mpi) puts an MPI prefix in front of it when O(hosts) is not empty;
+        V(container) wraps it in C(docker run) or C(podman run) (no MPI prefix).
+    type: str
+    choices: [local, mpi, container]
+    default: local
+  hosts:
+    description:
+      - Hosts to launch on with O(exec_type=mpi), hostnames or IP addresses, each optionally followed by C(:N) slots
+        (IPv6 as C([addr]:N)).
+      - Give C(:N) on every host or on none. Duplicates are merged.
+    type: list
+    elements: str
+    default: []
+  num_processes:
+    description:
+      - Total MPI processes (ranks).
+      - Defaults to the number of hosts, or O(processes_per_host) times it, or the sum of the C(:N) slots.
+      - Bare hosts get C(num_processes // hosts) slots each, plus one for the first C(num_processes % hosts) hosts.
+      - More processes than slots is an error unless O(oversubscribe=true).
+    type: int
+  processes_per_host:
+    description:
+      - Slots on every host (bare hosts only). MPICH also gets C(-ppn).
+    type: int
+  mpi_bin:
+    description: The launcher, C(mpirun), C(mpiexec) or a path to one.
+    type: str
+    default: mpirun
+  mpi_flavor:
+    description:
+      - Which command-line dialect the launcher speaks. V(auto) runs C(MPI_BIN --version) where the module runs.
+      - V(openmpi) uses C(-n N -host h:N,... --bind-to none --map-by node) (C(--map-by socket) on one host),
+        C(-x NAME=value) and C(host slots=N) hostfiles.
+      - V(mpich) (MPICH, Intel MPI, MVAPICH; the Hydra launcher) uses C(-n N -hosts h:N,...), C(-f) with C(host:N)
+        hostfiles, C(-ppn) and C(-genv NAME value), and none of Open MPI's flags.
+    type: str
+    choices: [auto, openmpi, mpich]
+    default: auto
+  oversubscribe:
+    description: Allow more processes than slots (Open MPI C(--oversubscribe); MPICH needs no flag).
+    type: bool
+    default: false
+  allow_run_as_root:
+    description: Open MPI C(--allow-run-as-root) (MPICH needs no flag).
+    type: bool
+    default: false
+  mpi_params:
+    description:
+      - Extra launcher arguments, as a list or as a string split like a shell would (no shell ever sees it).
+      - They come after the generated ones. A flag the module also generates (C(-n), C(-host), C(--hostfile),
+        C(--bind-to), C(--map-by), C(--mca plm_rsh_agent), C(-x NAME), C(-ppn), ...) replaces the generated one.
+    type: raw
+  hostfile:
+    description:
+      - Absolute path of the hostfile to write where the module runs; when set, a hostfile is always used.
+      - When not set, a hostfile is used only for long host lists, at C(/var/tmp/storagebench-kvcache/hostfile-HASH),
+        HASH being taken from its content.
+    type: str
+  env:
+    description:
+      - Environment variables for every rank (Open MPI C(-x NAME=value), MPICH C(-genv NAME value)),
+        for the container (C(-e)), or, with O(exec_type=local), set through C(env NAME=value).
+    type: dict
+    default: {}
+  ssh_command:
+    description:
+      - The ssh command C(mpirun) itself should use to reach the hosts, for example C(ssh -F /path/ssh_config).
+      - Open MPI gets C(--mca plm_rsh_agent) (C(plm_ssh_agent) from 5.0); MPICH gets C(-launcher ssh -launcher-exec),
+        which takes a single program (use a wrapper script for options).
+    type: str
+  container_engine:
+    description: The container runtime for O(exec_type=container).
+    type: str
+    choices: [docker, podman]
+    default: docker
+  container_image:
+    description: The image that has the engine, for O(exec_type=container).
+    type: str
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details:
+      - The command is built in check mode too; only the hostfile is not written (C(changed) says whether it would be).
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+notes:
+  - The hostfile is written on the host the module runs on, which must be the host that runs the launcher.
+  - Every host or parameter ends up as one argv element; RV(cmd) quotes each one,
+    so a value with C(;), spaces or C($(...)) never reaches a shell unquoted.
+  - Host names are validated and may not start with C(-).
+seealso:
+  - module: ansible.builtin.command
+"""
+
+EXAMPLES = r"""
+- name: Build the command for 8 ranks on two hosts
+  storagebench.kvcache.kvcache_command:
+    command: run
+    exec_type: mpi
+    hosts: [node1, node2]
+    num_processes: 8
+    model: llama3.1-8b
+    num_users: 50
+    duration: 300
+    cache_dir: /mnt/nvme/kvcache
+    output: /var/tmp/kvcache-result.json
+    allow_run_as_root: true
+    ssh_command: ssh -F /etc/storagebench/ssh_config
+  register: kvcache_cmd
+
+- name: Run it
+  ansible.builtin.command:
+    argv: "{{ kvcache_cmd.argv }}"
+  changed_when: false
+
+- name: MPICH with 4 processes on every host of a group, and extra engine flags
+  storagebench.kvcache.kvcache_command:
+    exec_type: mpi
+    mpi_bin: mpiexec
+    mpi_flavor: mpich
+    hosts: "{{ groups['clients'] }}"
+    processes_per_host: 4
+    model: mistral-7b
+    cache_dir: /mnt/lustre/kvcache
+    extra_args:
+      io_chunk_mib: 8
+      keep_cache: true
+    env:
+      UCX_TLS: tcp,self
+
+- name: Size the run on one host (no MPI)
+  storagebench.kvcache.kvcache_command:
+    command: datasize
+    model: llama3.1-70b-instruct
+    num_users: 100
+    extra_args:
+      json: true
+
+- name: The engine in a container
+  storagebench.kvcache.kvcache_command:
+    exec_type: container
+    container_engine: podman
+    container_image: registry.example.com/storagebench/kvcache:0.1.0
+    python: python3
+    model: tiny-1b
+    cache_dir: /mnt/nvme/kvcache
+"""
+
+RETURN = r"""
+argv:
+  description: The whole command as a list, launcher prefix included. Give it to M(ansible.builtin.command) as C(argv).
+  returned: success
+  type: list
+  elements: str
+  sample: [mpirun, -n, "2", -host, "h1:1,h2:1", --bind-to, none, --map-by, node,
+           /opt/storagebench-kvcache/venv/bin/python, -m, kvcache, run, --model, llama3.1-8b]
+cmd:
+  description: RV(argv) joined with shell quoting (C(shlex.join)), for logs and copy-paste.
+  returned: success
+  type: str
+  sample: >-
+    mpirun -n 2 -host h1:1,h2:1 --bind-to none --map-by node
+    /opt/storagebench-kvcache/venv/bin/python -m kvcache run
+engine_argv:
+  description: The engine's own argv, without launcher or container prefix.
+  returned: success
+  type: list
+  elements: str
+  sample: [/opt/storagebench-kvcache/venv/bin/python, -m, kvcache, datasize, --model, tiny-1b]
+engine_version:
+  description: The engine version that C(describe) reported.
+  returned: success
+  type: str
+  sample: 0.1.0
+mpi_prefix:
+  description: The MPI launcher part of RV(argv); empty unless O(exec_type=mpi) with hosts.
+  returned: success
+  type: list
+  elements: str
+  sample: [mpirun, -n, "2", -host, "h1:1,h2:1", --bind-to, none, --map-by, node]
+mpi_flavor:
+  description: The launcher dialect used (V(openmpi) or V(mpich)); null without an MPI prefix.
+  returned: success
+  type: str
+  sample: openmpi
+num_processes:
+  description: The number of engine processes (ranks) the command starts; 1 without an MPI prefix.
+  returned: success
+  type: int
+  sample: 2
+slots:
+  description: Process slots per host, in launch order; empty without an MPI prefix.
+  returned: success
+  type: dict
+  sample: {"h1": 1, "h2": 1}
+hostfile:
+  description: The hostfile the prefix uses, or null when the hosts are on the command line.
+  returned: success
+  type: dict
+  contains:
+    path:
+      description: Where it is (written where the module ran).
+      type: str
+      sample: /var/tmp/storagebench-kvcache/hostfile-0f3c2a9d41b7e655
+    content:
+      description: Its content, one host a line.
+      type: str
+      sample: "h1 slots=1\nh2 slots=1\n"
+"""
+
+import os  # noqa: E402
+import shlex  # noqa: E402
+import tempfile  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.common.text.converters import to_native  # noqa: E402
+from ansible_collections.storagebench.kvcache.plugins.module_utils.engine_command import (  # noqa: E402
+    COMMANDS,
+    CONTAINER_ENGINES,
+    DEFAULT_PYTHON,
+    ENGINE_OPTIONS,
+    build_engine_argv,
+    parse_describe,
+    with_env,
+    wrap_in_container,
+)
+from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError  # noqa: E402
+from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_launch import (  # noqa: E402
+    FLAVORS,
+    build_mpi_prefix,
+    detect_flavor,
+)
+
+HOSTFILE_DIR = "/var/tmp/storagebench-kvcache"
+
+
+def describe_engine(module, python):
+    """The engine's models and flags: `PYTHON -m kvcache describe`, else `kvcache.describe` imported here."""
+    problems = []
+    try:
+        rc, out, err = module.run_command(
+            [python, "-m", "kvcache", "describe"], handle_exceptions=False, expand_user_and_vars=False
+        )
+    except OSError as exc:
+        problems.append(f"{python} -m kvcache describe: {to_native(exc)}")
+    else:
+        if rc == 0:
+            try:
+                return parse_describe(out)
+            except ValueError as exc:
+                problems.append(f"{python} -m kvcache describe printed no valid description: {to_native(exc)}")
+        else:
+            problems.append(f"{python} -m kvcache describe exited {rc}: {(err or out).strip()[-300:]}")
+    try:
+        from kvcache.describe import describe  # pylint: disable=import-outside-toplevel
+
+        return parse_describe(describe())
+    except (ImportError, ValueError, TypeError) as exc:
+        problems.append(f"importing kvcache.describe here failed: {to_native(exc)}")
+    module.fail_json(
+        msg="python: cannot ask the engine for its models and flags ({}); set python to an interpreter that has the "
+        "storagebench kvcache engine installed".format("; ".join(problems)),
+        option="python",
+    )
+    return None
+
+
+def resolve_flavor(module, mpi_bin, requested):
+    """(flavor, (major, minor) or None); with auto, read from `MPI_BIN --version` where the module runs."""
+    if requested != "auto":
+        return requested, None
+    try:
+        rc, out, err = module.run_command([mpi_bin, "--version"], handle_exceptions=False, expand_user_and_vars=False)
+    except OSError as exc:
+        rc, out, err = None, "", to_native(exc)
+    if rc is None:
+        module.fail_json(
+            msg=f"mpi_flavor: auto cannot run '{mpi_bin} --version' here ({err}); set mpi_flavor to openmpi or mpich",
+            option="mpi_flavor",
+        )
+    flavor, version = detect_flavor(f"{out}\n{err}")
+    if flavor is None:
+        module.fail_json(
+            msg=f"mpi_flavor: auto cannot tell the MPI from '{mpi_bin} --version' "
+            f"(exit {rc}: {(out or err).strip()[:200]}); "
+            "set mpi_flavor to openmpi or mpich",
+            option="mpi_flavor",
+        )
+    return flavor, version
+
+
+def write_hostfile(module, path, content):
+    """Write the hostfile unless it already holds `content`; returns whether it (would have) changed."""
+    try:
+        with open(path) as handle:
+            if handle.read() == content:
+                return False
+    except OSError:
+        pass
+    if module.check_mode:
+        return True
+    directory = os.path.dirname(path)
+    try:
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o755)
+        fd, temp = tempfile.mkstemp(prefix=".hostfile-", dir=directory)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(content)
+    except OSError as exc:
+        module.fail_json(msg=f"hostfile: cannot write {path}: {to_native(exc)}", option="hostfile")
+    os.chmod(temp, 0o644)
+    module.atomic_move(temp, path)
+    return True
+
+
+def main():
+    argument_spec = dict(
+        command=dict(type="str", choices=list(COMMANDS), default="run"),
+        model=dict(type="str"),
+        num_users=dict(type="int"),
+        duration=dict(type="float"),
+        seed=dict(type="int"),
+        gpu_mem_gb=dict(type="float"),
+        cpu_mem_gb=dict(type="float"),
+        cache_dir=dict(type="str"),
+        generation_mode=dict(type="str"),
+        performance_profile=dict(type="str"),
+        output=dict(type="str"),
+        config=dict(type="str"),
+        extra_args=dict(type="dict", default={}),
+        python=dict(type="str", default=DEFAULT_PYTHON),
+        exec_type=dict(type="str", choices=["local", "mpi", "container"], default="local"),
+        hosts=dict(type="list", elements="str", default=[]),
+        num_processes=dict(type="int"),
+        processes_per_host=dict(type="int"),
+        mpi_bin=dict(type="str", default="mpirun"),
+        mpi_flavor=dict(type="str", choices=["auto"] + list(FLAVORS), default="auto"),
+        oversubscribe=dict(type="bool", default=False),
+        allow_run_as_root=dict(type="bool", default=False),
+        mpi_params=dict(type="raw"),
+        hostfile=dict(type="str"),
+        env=dict(type="dict", default={}),
+        ssh_command=dict(type="str"),
+        container_engine=dict(type="str", choices=list(CONTAINER_ENGINES), default="docker"),
+        container_image=dict(type="str"),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_if=[("exec_type", "container", ("container_image",))],
+    )
+    params = module.params
+    exec_type = params["exec_type"]
+    result = dict(changed=False, mpi_prefix=[], mpi_flavor=None, num_processes=1, slots={}, hostfile=None)
+    warnings = []
+
+    description = describe_engine(module, params["python"])
+    result["engine_version"] = str(description.get("version", ""))
+    launch = None
+    argv = engine_argv = []
+    try:
+        engine_options = dict((name, params[name]) for name, _flag in ENGINE_OPTIONS)
+        engine_argv, engine_warnings = build_engine_argv(
+            params["python"], params["command"], engine_options, params["extra_args"], description
+        )
+        warnings.extend(engine_warnings)
+        if exec_type == "mpi" and params["hosts"]:
+            flavor, version = resolve_flavor(module, params["mpi_bin"], params["mpi_flavor"])
+            launch = build_mpi_prefix(
+                params["hosts"],
+                flavor=flavor,
+                flavor_version=version,
+                mpi_bin=params["mpi_bin"],
+                num_processes=params["num_processes"],
+                processes_per_host=params["processes_per_host"],
+                oversubscribe=params["oversubscribe"],
+                allow_run_as_root=params["allow_run_as_root"],
+                mpi_params=params["mpi_params"],
+                env=params["env"],
+                ssh_command=params["ssh_command"],
+                hostfile=params["hostfile"],
+                hostfile_dir=HOSTFILE_DIR,
+                command_chars=len(shlex.join(engine_argv)),
+            )
+            warnings.extend(launch["warnings"])
+            argv = launch["prefix"] + engine_argv
+        elif exec_type == "container":
+            argv = wrap_in_container(
+                engine_argv,
+                params["container_image"],
+                params["container_engine"],
+                cache_dir=params["cache_dir"],
+                output=params["output"],
+                config=params["config"],
+                env=params["env"],
+                command=params["command"],
+            )
+        else:
+            argv = with_env(engine_argv, params["env"])
+    except OptionError as exc:
+        error = exc
+    else:
+        error = None
+    if error is not None:
+        # Invalid input, not a crash: no traceback, a message that starts with the option's name.
+        module.fail_json(msg=to_native(error), option=error.option)
+
+    if exec_type == "mpi" and not params["hosts"]:
+        warnings.append("hosts: exec_type=mpi with no hosts builds no MPI prefix; the engine runs as one process")
+    if exec_type != "mpi" and (params["hosts"] or params["num_processes"] or params["mpi_params"]):
+        warnings.append("hosts, num_processes and mpi_params are only used with exec_type=mpi")
+
+    if launch is not None:
+        result.update(
+            mpi_prefix=launch["prefix"],
+            mpi_flavor=launch["flavor"],
+            num_processes=launch["num_processes"],
+            slots=dict(launch["slots"]),
+            hostfile=launch["hostfile"],
+        )
+        if launch["hostfile"] is not None:
+            result["changed"] = write_hostfile(module, launch["hostfile"]["path"], launch["hostfile"]["content"])
+    for warning in warnings:
+        module.warn(warning)
+    result.update(argv=argv, cmd=shlex.join(argv), engine_argv=engine_argv)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""The kvcache_command module: external commands (describe, mpirun --version) mocked, the module never."""
+
+import json
+import os
+import shlex
+import sys
+import types
+
+import pytest
+from ansible.module_utils import basic
+from ansible.module_utils.common import warnings as module_warnings
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.storagebench.kvcache.plugins.modules import kvcache_command
+
+OPENMPI_VERSION = "mpirun (Open MPI) 4.1.4\n\nReport bugs to http://www.open-mpi.org/community/help/\n"
+MPICH_VERSION = "HYDRA build details:\n    Version:                                 4.1.2\n"
+DEFAULT_PY = "/opt/storagebench-kvcache/venv/bin/python"
+
+
+class AnsibleExitJson(Exception):
+    pass
+
+
+class AnsibleFailJson(Exception):
+    pass
+
+
+@pytest.fixture
+def commands(monkeypatch, description):
+    """Stand-ins for the external commands; records every argv the module runs."""
+    state = {"calls": [], "describe": (0, json.dumps(description), ""), "version": (0, OPENMPI_VERSION, "")}
+
+    def run_command(self, args, **kwargs):
+        state["calls"].append(list(args))
+        if args[1:] == ["-m", "kvcache", "describe"]:
+            result = state["describe"]
+        elif args[1:] == ["--version"]:
+            result = state["version"]
+        else:
+            raise AssertionError(f"unexpected command {args!r}")
+        if isinstance(result, OSError):
+            raise OSError(result.errno, result.strerror)
+        return result
+
+    def exit_json(self, **kwargs):
+        kwargs["warnings"] = list(module_warnings.get_warning_messages())
+        raise AnsibleExitJson(kwargs)
+
+    def fail_json(self, **kwargs):
+        raise AnsibleFailJson(kwargs)
+
+    monkeypatch.setattr(module_warnings, "_global_warnings", {})  # warnings of this test only
+    monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
+    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+    return state
+
+
+def run_module(args, check_mode=False):
+    if check_mode:
+        args = dict(args, _ansible_check_mode=True)
+    with patch_module_args(args):
+        with pytest.raises(AnsibleExitJson) as result:
+            kvcache_command.main()
+    return result.value.args[0]
+
+
+def fail_module(args):
+    with patch_module_args(args):
+        with pytest.raises(AnsibleFailJson) as result:
+            kvcache_command.main()
+    return result.value.args[0]
+
+
+def test_issue_example_two_hosts_open_mpi(commands):
+    result = run_module({"command": "run", "exec_type": "mpi", "hosts": "h1,h2", "model": "llama3.1-8b"},
+                        check_mode=True)  # fmt: skip
+    prefix = ["mpirun", "-n", "2", "-host", "h1:1,h2:1", "--bind-to", "none", "--map-by", "node"]
+    assert result["argv"] == prefix + [DEFAULT_PY, "-m", "kvcache", "run", "--model", "llama3.1-8b"]
+    assert result["mpi_prefix"] == prefix
+    assert result["cmd"].startswith("mpirun -n 2 -host h1:1,h2:1 --bind-to none --map-by node ")
+    assert shlex.split(result["cmd"]) == result["argv"]
+    assert result["engine_argv"] == result["argv"][len(prefix) :]
+    assert result["mpi_flavor"] == "openmpi"
+    assert result["num_processes"] == 2
+    assert result["slots"] == {"h1": 1, "h2": 1}
+    assert result["hostfile"] is None
+    assert result["changed"] is False
+    assert result["engine_version"] == "0.1.0"
+    assert commands["calls"] == [[DEFAULT_PY, "-m", "kvcache", "describe"], ["mpirun", "--version"]]
+
+
+@pytest.mark.parametrize("exec_type", ["local", "container"])
+def test_local_and_container_get_no_prefix_even_with_hosts(commands, exec_type):
+    result = run_module({"exec_type": exec_type, "hosts": ["h1", "h2"], "model": "tiny-1b", "cache_dir": "/mnt/kv",
+                         "container_image": "kv:0.1"})  # fmt: skip
+    assert result["mpi_prefix"] == []
+    assert result["mpi_flavor"] is None
+    assert result["num_processes"] == 1
+    assert "mpirun" not in result["argv"]
+    assert result["argv"][0] == (DEFAULT_PY if exec_type == "local" else "docker")
+    assert ["mpirun", "--version"] not in commands["calls"]
+    assert any("only used with exec_type=mpi" in w for w in result["warnings"])
+
+
+def test_mpi_without_hosts_gets_no_prefix(commands):
+    result = run_module({"exec_type": "mpi", "model": "tiny-1b"})
+    assert result["mpi_prefix"] == []
+    assert result["argv"] == [DEFAULT_PY, "-m", "kvcache", "run", "--model", "tiny-1b"]
+    assert any("no MPI prefix" in w for w in result["warnings"])
+
+
+def test_container_exec_type(commands):
+    result = run_module({"exec_type": "container", "container_engine": "podman", "container_image": "kv:0.1",
+                         "python": "python3", "model": "tiny-1b", "cache_dir": "/mnt/kv"})  # fmt: skip
+    container = ["podman", "run", "--rm", "--network", "host", "-v", "/mnt/kv:/mnt/kv", "kv:0.1"]
+    assert result["argv"] == container + [
+        "python3",
+        "-m",
+        "kvcache",
+        "run",
+        "--model",
+        "tiny-1b",
+        "--cache-dir",
+        "/mnt/kv",
+    ]
+
+
+def test_container_needs_an_image(commands):
+    failure = fail_module({"exec_type": "container", "cache_dir": "/mnt/kv"})
+    assert "container_image" in failure["msg"]
+
+
+def test_local_env_goes_through_env(commands):
+    result = run_module({"model": "tiny-1b", "env": {"KV_DEBUG": "1"}})
+    assert result["argv"][:2] == ["env", "KV_DEBUG=1"]
+
+
+def test_mpich_detected_from_version_output(commands):
+    commands["version"] = (0, MPICH_VERSION, "")
+    result = run_module({"exec_type": "mpi", "mpi_bin": "mpiexec", "hosts": ["h1", "h2"], "processes_per_host": 2,
+                         "env": {"UCX_TLS": "tcp,self"}})  # fmt: skip
+    assert result["mpi_flavor"] == "mpich"
+    assert result["mpi_prefix"] == ["mpiexec", "-n", "4", "-hosts", "h1:2,h2:2", "-ppn", "2", "-genv", "UCX_TLS",
+                                    "tcp,self"]  # fmt: skip
+    assert commands["calls"][-1] == ["mpiexec", "--version"]
+
+
+def test_explicit_flavor_does_not_run_the_launcher(commands):
+    result = run_module({"exec_type": "mpi", "hosts": ["h1"], "mpi_flavor": "mpich"})
+    assert result["mpi_prefix"] == ["mpirun", "-n", "1", "-hosts", "h1:1"]
+    assert commands["calls"] == [[DEFAULT_PY, "-m", "kvcache", "describe"]]
+
+
+def test_auto_flavor_without_a_launcher_fails_naming_mpi_flavor(commands):
+    commands["version"] = OSError(2, "No such file or directory")
+    failure = fail_module({"exec_type": "mpi", "hosts": ["h1"]})
+    assert failure["msg"].startswith("mpi_flavor:")
+    assert failure["option"] == "mpi_flavor"
+
+
+def test_auto_flavor_with_unknown_output_fails(commands):
+    commands["version"] = (0, "some other launcher 1.0", "")
+    failure = fail_module({"exec_type": "mpi", "hosts": ["h1"]})
+    assert failure["option"] == "mpi_flavor"
+
+
+def test_describe_falls_back_to_importing_the_engine(commands, monkeypatch, description):
+    commands["describe"] = OSError(2, "No such file or directory")
+    package = types.ModuleType("kvcache")
+    package.__path__ = []
+    module = types.ModuleType("kvcache.describe")
+    module.describe = lambda: description
+    monkeypatch.setitem(sys.modules, "kvcache", package)
+    monkeypatch.setitem(sys.modules, "kvcache.describe", module)
+    result = run_module({"model": "tiny-1b"})
+    assert result["argv"] == [DEFAULT_PY, "-m", "kvcache", "run", "--model", "tiny-1b"]
+
+
+def test_no_engine_anywhere_fails_naming_python(commands, monkeypatch):
+    commands["describe"] = (1, "", "/usr/bin/python3: No module named kvcache")
+    monkeypatch.setitem(sys.modules, "kvcache.describe", None)
+    failure = fail_module({"python": "/usr/bin/python3", "model": "tiny-1b"})
+    assert failure["msg"].startswith("python:")
+    assert failure["option"] == "python"
+    assert "No module named kvcache" in failure["msg"]
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        ({"exec_type": "mpi", "hosts": ["h1"], "num_processes": 0}, "num_processes"),
+        ({"exec_type": "mpi", "hosts": ["h1:0"]}, "hosts"),
+        ({"exec_type": "mpi", "hosts": ["h1:2", "h2"]}, "hosts"),
+        ({"exec_type": "mpi", "hosts": ["h1;reboot"]}, "hosts"),
+        ({"exec_type": "mpi", "hosts": ["$(reboot)"]}, "hosts"),
+        ({"exec_type": "mpi", "hosts": ["h1:1", "h2:1"], "num_processes": 3}, "num_processes"),
+        ({"model": "llama-9000"}, "model"),
+        ({"cache_dir": "relative/dir"}, "cache_dir"),
+        ({"extra_args": {"warp_speed": True}}, "extra_args"),
+        ({"command": "datasize", "duration": 5}, "duration"),
+    ],
+)
+def test_invalid_input_fails_naming_the_option(commands, args, option):
+    failure = fail_module(args)
+    assert failure["option"] == option
+    assert failure["msg"].startswith(option + ":")
+
+
+def test_hostile_mpi_params_are_quoted_in_cmd(commands):
+    result = run_module({"exec_type": "mpi", "hosts": ["h1", "h2"], "mpi_params": "--mca x 'a b;$(reboot)'",
+                         "cache_dir": "/mnt/kv dir"})  # fmt: skip
+    assert "a b;$(reboot)" in result["argv"]
+    assert "'a b;$(reboot)'" in result["cmd"]
+    assert "'/mnt/kv dir'" in result["cmd"]
+    assert shlex.split(result["cmd"]) == result["argv"]
+
+
+def test_hostfile_written_once_and_changed_only_when_it_differs(commands, tmp_path):
+    path = str(tmp_path / "sub" / "hosts")
+    args = {"exec_type": "mpi", "hosts": ["h1", "h2"], "hostfile": path, "allow_run_as_root": True}
+    first = run_module(args)
+    assert first["changed"] is True
+    assert first["hostfile"] == {"path": path, "content": "h1 slots=1\nh2 slots=1\n"}
+    assert first["mpi_prefix"][3:5] == ["--hostfile", path]
+    with open(path) as handle:
+        assert handle.read() == "h1 slots=1\nh2 slots=1\n"
+    assert oct(os.stat(path).st_mode & 0o777) == "0o644"
+    assert run_module(args)["changed"] is False
+    assert run_module(dict(args, hosts=["h1", "h3"]))["changed"] is True
+    with open(path) as handle:
+        assert handle.read() == "h1 slots=1\nh3 slots=1\n"
+
+
+def test_check_mode_reports_but_does_not_write_the_hostfile(commands, tmp_path):
+    path = tmp_path / "hosts"
+    result = run_module({"exec_type": "mpi", "hosts": ["h1", "h2"], "hostfile": str(path)}, check_mode=True)
+    assert result["changed"] is True
+    assert result["hostfile"]["content"] == "h1 slots=1\nh2 slots=1\n"
+    assert not path.exists()
+
+
+def test_many_hosts_use_a_hostfile_in_the_default_directory(commands, tmp_path, monkeypatch):
+    monkeypatch.setattr(kvcache_command, "HOSTFILE_DIR", str(tmp_path))
+    hosts = [f"node{i:04d}" for i in range(10000)]
+    result = run_module({"exec_type": "mpi", "hosts": hosts, "processes_per_host": 4, "model": "tiny-1b"})
+    path = result["hostfile"]["path"]
+    assert os.path.dirname(path) == str(tmp_path)
+    assert result["mpi_prefix"] == ["mpirun", "-n", "40000", "--hostfile", path, "--bind-to", "none", "--map-by",
+                                    "node"]  # fmt: skip
+    with open(path) as handle:
+        lines = handle.read().splitlines()
+    assert len(lines) == 10000 and lines[-1] == "node9999 slots=4"
+    assert result["changed"] is True
+    assert len(result["slots"]) == 10000
+
+
+def test_ssh_command_and_mpi_params_replacing_generated_flags(commands):
+    result = run_module({"exec_type": "mpi", "hosts": ["h1", "h2"], "ssh_command": "ssh -F /etc/kv/ssh_config",
+                         "mpi_params": ["--map-by", "ppr:1:node"]})  # fmt: skip
+    prefix = result["mpi_prefix"]
+    assert prefix.count("--map-by") == 1 and prefix[-2:] == ["--map-by", "ppr:1:node"]
+    assert ["--mca", "plm_rsh_agent", "ssh -F /etc/kv/ssh_config"] == prefix[7:10]
