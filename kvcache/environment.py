@@ -28,7 +28,7 @@ def mount_info(path: str, mountinfo: str = "/proc/self/mountinfo") -> Dict[str, 
     real = os.path.realpath(path)
     best_len = -1
     for line in lines:
-        left, _, right = line.partition(" - ")
+        left, _sep, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
         if len(fields) < 6 or len(tail) < 2:
             continue

@@ -113,7 +113,7 @@ class MpiComm:
             request.wait()
         tag = TAG_FAILED if self.rank == 0 else TAG_STOP
         source = self.MPI.ANY_SOURCE if self.rank == 0 else 0
-        for _ in range(self.size):  # bounded: at most one message per rank is ever sent on each tag
+        for _attempt in range(self.size):  # bounded: at most one message per rank is ever sent on each tag
             if not self.comm.iprobe(source=source, tag=tag):
                 break
             self.comm.recv(source=source, tag=tag)

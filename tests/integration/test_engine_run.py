@@ -166,14 +166,14 @@ def test_sigterm_stops_cleans_up_and_reports_failure(tmp_path):
         text=True,
     )
     try:
-        for _ in range(300):  # up to 30 s for the run to start writing
+        for _attempt in range(300):  # up to 30 s for the run to start writing
             if any(name.endswith(".kv") for name in leftovers(cache)):
                 break
             time.sleep(0.1)
         else:
             pytest.fail("the run never wrote an entry")
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
+        stderr = process.communicate(timeout=60)[1]
     finally:
         if process.poll() is None:
             process.kill()
@@ -215,7 +215,7 @@ def test_progress_line_on_a_terminal_only(tmp_path):
         os.close(secondary)
         secondary = None
         chunks = []
-        for _ in range(600):  # bounded: read the terminal until the process has exited and it is drained
+        for _attempt in range(600):  # bounded: read the terminal until the process has exited and it is drained
             try:
                 data = os.read(primary, 4096)
             except OSError:  # EIO once the child closed its side of the terminal
