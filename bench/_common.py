@@ -1,0 +1,56 @@
+"""Helpers shared by the bench scripts: how to start the engine from this checkout, and small statistics."""
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def engine_env() -> Dict[str, str]:
+    """The environment for `python -m kvcache`: this checkout first on PYTHONPATH, so the engine
+    runs from the working tree whether or not it is installed in the venv."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def engine_command(args: Sequence[str], python: Optional[str] = None) -> List[str]:
+    return [python or sys.executable, "-m", "kvcache", "run", *args]
+
+
+@contextmanager
+def work_directory(chosen: Optional[str], prefix: str) -> Iterator[str]:
+    """`chosen` as given (created if missing, left in place), or a fresh temp dir under /var/tmp removed at the end.
+    /var/tmp, not /tmp: /tmp may be tmpfs, which refuses O_DIRECT and is not storage."""
+    if chosen:
+        os.makedirs(chosen, exist_ok=True)
+        yield os.path.abspath(chosen)
+        return
+    path = tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def load_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def spread(values: Sequence[float]) -> str:
+    """'median (min .. max)' with 2 decimals."""
+    return f"{statistics.median(values):.2f} ({min(values):.2f} .. {max(values):.2f})"
+
+
+def die(message: str) -> None:
+    sys.stderr.write(f"{os.path.basename(sys.argv[0])}: error: {message}\n")
+    sys.exit(1)
