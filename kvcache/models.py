@@ -75,10 +75,11 @@ def model_from_mapping(name: str, spec: Mapping) -> Model:
     if values["layers"] < 1:
         raise UsageError(f"{where}.layers", "must be at least 1")
     mla = values["kv_lora_rank"] > 0
-    if not mla and (values["kv_heads"] < 1 or values["head_dim"] < 1):
-        raise UsageError(where, "needs kv_heads and head_dim >= 1, or kv_lora_rank (MLA) >= 1")
-    if mla and (values["kv_heads"] or values["head_dim"]):
-        raise UsageError(where, "an MLA model (kv_lora_rank) takes no kv_heads or head_dim")
+    for field in ("kv_heads", "head_dim"):
+        if not mla and values[field] < 1:
+            raise UsageError(f"{where}.{field}", "needs kv_heads and head_dim >= 1, or kv_lora_rank (MLA) >= 1")
+        if mla and values[field]:
+            raise UsageError(f"{where}.{field}", "an MLA model (kv_lora_rank) takes no kv_heads or head_dim")
     return Model(name=name, dtype=dtype, **values)
 
 

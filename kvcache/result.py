@@ -151,6 +151,13 @@ def _stragglers(per_rank, fraction) -> List[int]:
     return sorted(rank for rank, value in bandwidth.items() if median and value < fraction * median)
 
 
+def _max_rank_p95(per_rank, name) -> Optional[float]:
+    """The worst rank's p95; ranks that measured nothing are left out, and None if none measured it (not 0 ms)."""
+    tier, op = name.split(".")
+    p95s = [r["tiers"][tier][f"{op}_latency_ms"]["p95"] for r in per_rank]
+    return max((p95 for p95 in p95s if p95 is not None), default=None)
+
+
 def _timeseries(payloads) -> List[dict]:
     """Sum the ranks' samples index by index (their windows start together at the barrier)."""
     longest = max((p["timeseries"] for p in payloads), key=len, default=[])
@@ -184,7 +191,7 @@ def build_result(
     }
     byte_counts = _sum_counters(payloads, "bytes")
     counters = _sum_counters(payloads, "counters")
-    tier_info = payloads[0].get("tiers", {})
+    tier_info = {name: dict(info) for name, info in payloads[0].get("tiers", {}).items()}  # the payload stays as is
     for tier in tier_info.values():
         if "capacity_bytes" in tier:
             tier["capacity_bytes_per_rank"] = tier.pop("capacity_bytes")
@@ -226,16 +233,7 @@ def build_result(
             ),
             "first_done_s": round(min(ends) - window["start_unix_s"], 6),
             "last_done_s": round(max(ends) - window["start_unix_s"], 6),
-            "max_rank_p95_ms": {
-                name: max(
-                    (
-                        r["tiers"][name.split(".")[0]][f"{name.split('.')[1]}_latency_ms"]["p95"] or 0.0
-                        for r in per_rank
-                    ),
-                    default=None,
-                )
-                for name in ("storage.read", "storage.write")
-            },
+            "max_rank_p95_ms": {name: _max_rank_p95(per_rank, name) for name in ("storage.read", "storage.write")},
             "stragglers": _stragglers(per_rank, config.get("straggler_fraction", 0.5)),
             "straggler_fraction": config.get("straggler_fraction", 0.5),
         },

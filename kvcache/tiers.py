@@ -8,6 +8,7 @@ reference or an open file descriptor), so a concurrent demotion never pulls data
 """
 
 import abc
+import itertools
 import mmap
 import os
 import threading
@@ -106,7 +107,20 @@ class SimulatedGpuTier(Tier):
         self.metrics.add_bytes("gpu", "read", size)
 
     def open_source(self, handle):
-        return PatternSource(self.mover.pool)
+        return SimulatedDeviceSource(self.mover.pool, self.counted("read"))
+
+
+class SimulatedDeviceSource(PatternSource):
+    """A demotion out of the simulated GPU: pattern data, counted as GPU reads as a real device copy is."""
+
+    def __init__(self, pool: BufferPool, on_read):
+        super().__init__(pool)
+        self.on_read = on_read
+
+    def chunk(self, offset, nbytes, buf):
+        view = super().chunk(offset, nbytes, buf)
+        self.on_read(nbytes)
+        return view
 
 
 class DeviceSource:
@@ -227,9 +241,13 @@ class StorageTier(Tier):
         super().__init__(capacity_bytes, metrics, mover)
         self.directory = directory
         self.fileio = fileio
+        self._generation = itertools.count(1)
 
     def path(self, key):
-        return os.path.join(self.directory, key + ".kv")
+        # A new file name each time a key is stored: an evicted or promoted copy of the same key may
+        # still be open by a reader or not yet unlinked, and must be neither truncated nor deleted
+        # under the new copy.
+        return os.path.join(self.directory, f"{key}.{next(self._generation)}.kv")
 
     def store(self, key, size, source):
         path = self.path(key)
@@ -432,8 +450,9 @@ class TierManager:
     def _promote(self, entry: Entry, index: int) -> None:
         with self.lock:
             tier = self.tiers[index]
-            if entry.tier != index or entry.key not in tier.lru:
-                return  # moved or being moved by someone else
+            if entry.tier != index or tier.lru.get(entry.key) is not entry:
+                # Moved, being moved, or evicted (and the key perhaps written again as a new entry).
+                return
             del tier.lru[entry.key]
         target = self._reserve(entry.size, 0)
         if target is None or target >= index:

@@ -1,0 +1,133 @@
+"""Usage errors exit 2 with a message naming the option, and create nothing under --cache-dir."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kvcache.cli import main
+
+
+def call(argv, capsys):
+    """Run kvcache.cli.main in-process; returns (exit code, stdout + stderr text)."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        code = main(list(argv), out, err)
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, out.getvalue() + err.getvalue() + captured.out + captured.err
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    directory = tmp_path / "cache"
+    directory.mkdir()
+    return directory
+
+
+def bad_runs(cache_dir):
+    """(argv, the option the message must name). Every case must fail before anything is written."""
+    base = ["run", "--duration", "1", "--quiet", "--max-requests", "1"]
+    return [
+        (base + ["--cache-dir", str(cache_dir), "--num-users", "0"], "--num-users"),
+        (base + ["--cache-dir", str(cache_dir), "--model", "nope"], "--model"),
+        (base + ["--cache-dir", "/etc"], "--cache-dir"),
+        (base + ["--cache-dir", str(cache_dir / "missing")], "--cache-dir"),
+        (base + ["--cache-dir", str(cache_dir), "--io-engine", "bogus"], "--io-engine"),
+    ]
+
+
+CASE_IDS = ["num-users-0", "unknown-model", "system-dir", "missing-dir", "bad-io-engine"]
+
+
+@pytest.mark.parametrize("case", range(len(CASE_IDS)), ids=CASE_IDS)
+def test_usage_errors_in_process(case, cache_dir, capsys):
+    argv, option = bad_runs(cache_dir)[case]
+    code, text = call(argv, capsys)
+    assert code == 2, text
+    assert option in text
+    assert os.listdir(cache_dir) == []
+
+
+@pytest.mark.parametrize("case", range(len(CASE_IDS)), ids=CASE_IDS)
+def test_usage_errors_via_python_m(case, cache_dir):
+    argv, option = bad_runs(cache_dir)[case]
+    proc = subprocess.run(
+        [sys.executable, "-m", "kvcache", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(cache_dir.parent),
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert option in proc.stderr
+    assert proc.stdout == ""
+    assert os.listdir(cache_dir) == []
+
+
+def test_model_error_lists_choices(cache_dir, capsys):
+    code, text = call(["run", "--cache-dir", str(cache_dir), "--model", "nope"], capsys)
+    assert code == 2
+    assert "llama3.1-8b" in text and "nope" in text
+
+
+def test_io_engine_error_lists_choices(cache_dir, capsys):
+    code, text = call(["run", "--cache-dir", str(cache_dir), "--io-engine", "bogus"], capsys)
+    assert code == 2
+    assert "direct" in text and "buffered" in text
+
+
+def test_cache_dir_required(capsys):
+    code, text = call(["run", "--duration", "1"], capsys)
+    assert code == 2
+    assert "--cache-dir" in text
+
+
+def test_cache_dir_that_is_a_file(tmp_path, capsys):
+    path = tmp_path / "file"
+    path.write_text("user data")
+    code, text = call(["run", "--cache-dir", str(path)], capsys)
+    assert code == 2 and "--cache-dir" in text
+    assert path.read_text() == "user data"
+
+
+def test_unknown_config_key_exits_2(cache_dir, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("bogus_key: 1\n")
+    code, text = call(["run", "--cache-dir", str(cache_dir), "--config", str(config)], capsys)
+    assert code == 2
+    assert "bogus_key" in text and "--config" in text
+    assert os.listdir(cache_dir) == []
+
+
+def test_unknown_flag_and_missing_command_exit_2(capsys):
+    assert call(["run", "--no-such-flag"], capsys)[0] == 2
+    assert call([], capsys)[0] == 2
+
+
+def test_datasize_usage_error(capsys):
+    code, text = call(["datasize", "--num-users", "0"], capsys)
+    assert code == 2 and "--num-users" in text
+    code, text = call(["datasize", "--model", "nope"], capsys)
+    assert code == 2 and "--model" in text
+
+
+def test_report_on_non_result_file_exits_2(tmp_path, capsys):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"hello": 1}))
+    code, text = call(["report", str(path)], capsys)
+    assert code == 2 and "schema" in text
+    code, text = call(["report", str(tmp_path / "absent.json")], capsys)
+    assert code == 2 and "absent.json" in text
+
+
+def test_describe_lists_models_and_flags(capsys):
+    code, text = call(["describe"], capsys)
+    assert code == 0
+    data = json.loads(text)
+    assert "llama3.1-8b" in data["models"]
+    assert "--num-users" in data["commands"]["run"] and "--ranks" in data["commands"]["datasize"]

@@ -1,0 +1,126 @@
+"""Metrics: histograms that survive encode/decode and merge exactly, counters that add up."""
+
+import threading
+
+import pytest
+
+from kvcache.metrics import (
+    LOWEST_US,
+    OPS,
+    REQUEST_LATENCIES,
+    TIERS,
+    Metrics,
+    decode,
+    encode,
+    merge,
+    new_histogram,
+    percentile_block,
+)
+
+
+def hist_of(values_us):
+    hist = new_histogram()
+    for value in values_us:
+        hist.record_value(value)
+    return hist
+
+
+def test_empty_percentile_block_is_none_not_zero():
+    block = percentile_block(new_histogram())
+    assert block == {"p50": None, "p95": None, "p99": None, "p999": None, "max": None, "mean": None, "count": 0}
+
+
+def test_percentile_block_in_milliseconds():
+    block = percentile_block(hist_of(range(1000, 101000, 1000)))  # 1 ms .. 100 ms, one each
+    assert block["count"] == 100
+    assert block["p50"] == pytest.approx(50.0, rel=1e-3)
+    assert block["p95"] == pytest.approx(95.0, rel=1e-3)
+    assert block["p99"] == pytest.approx(99.0, rel=1e-3)
+    assert block["max"] == pytest.approx(100.0, rel=1e-3)
+    assert block["mean"] == pytest.approx(50.5, rel=1e-3)
+
+
+def test_encode_decode_round_trip():
+    hist = hist_of([5, 50, 500, 5000, 50000, 5_000_000])
+    back = decode(encode(hist))
+    assert isinstance(encode(hist), str)
+    assert percentile_block(back) == percentile_block(hist)
+    assert decode("").get_total_count() == 0
+
+
+def test_merge_equals_recording_everything_in_one():
+    a, b = [10, 20, 30, 4000], [7, 90_000, 123_456]
+    merged = merge([decode(encode(hist_of(a))), decode(encode(hist_of(b)))])
+    assert percentile_block(merged) == percentile_block(hist_of(a + b))
+
+
+def test_metrics_starts_with_every_histogram_and_zero_counters():
+    metrics = Metrics()
+    assert set(metrics.latency) == {f"{t}.{o}" for t in TIERS for o in OPS} | set(REQUEST_LATENCIES)
+    assert all(v == 0 for v in metrics.bytes.values())
+    assert all(v == 0 for v in metrics.counters.values())
+
+
+def test_record_op_clamps_to_one_microsecond_and_routes_by_tier():
+    metrics = Metrics()
+    metrics.record_op("storage", "read", 0.0)
+    metrics.record_op("storage", "read", 0.002)
+    metrics.record_op("cpu", "write", 0.5)
+    assert metrics.latency["storage.read"].get_total_count() == 2
+    assert metrics.latency["storage.read"].get_min_value() == LOWEST_US
+    assert metrics.latency["cpu.write"].get_total_count() == 1
+    assert metrics.latency["cpu.read"].get_total_count() == 0
+
+
+def test_unknown_counter_is_an_error():
+    with pytest.raises(KeyError):
+        Metrics().count("no_such_counter")
+
+
+def test_record_request_qos_and_tokens():
+    metrics = Metrics()
+    metrics.record_request("interactive", 50.0, 0.001, 0.040, 0.2, 1000, 10)
+    metrics.record_request("interactive", 50.0, 0.001, 0.060, 0.2, 2000, 20)
+    metrics.record_request("batch", 1000.0, 0.0, 0.5, 1.0, 10, 1)
+    data = metrics.export()
+    assert data["counters"]["requests"] == 3
+    assert data["counters"]["prefill_tokens"] == 3010
+    assert data["counters"]["generated_tokens"] == 31
+    assert data["qos_within_target"] == {"interactive": 1, "batch": 1}
+    assert decode(data["qos_ttft"]["interactive"]).get_total_count() == 2
+    assert decode(data["latency"]["ttft"]).get_total_count() == 3
+    assert decode(data["latency"]["queue_wait"]).get_min_value() == LOWEST_US
+
+
+def test_sample_reports_storage_read_p95_since_the_previous_sample():
+    metrics = Metrics()
+    assert metrics.sample()[2] is None
+    for _ in range(100):
+        metrics.record_op("storage", "read", 0.010)
+    metrics.add_bytes("storage", "read", 4096)
+    byte_counts, requests, p95 = metrics.sample()
+    assert p95 == pytest.approx(10.0, rel=1e-3)
+    assert byte_counts["storage.read"] == 4096 and requests == 0
+    assert metrics.sample()[2] is None  # reset by the previous sample
+    # the run-long histogram is not reset
+    assert metrics.latency["storage.read"].get_total_count() == 100
+
+
+def test_concurrent_recording_loses_nothing():
+    metrics = Metrics()
+
+    def work():
+        for _ in range(2000):
+            metrics.add_bytes("storage", "write", 3)
+            metrics.count("lookups")
+            metrics.record_op("storage", "write", 0.001)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    data = metrics.export()
+    assert data["bytes"]["storage.write"] == 4 * 2000 * 3
+    assert data["counters"]["lookups"] == 4 * 2000
+    assert decode(data["latency"]["storage.write"]).get_total_count() == 4 * 2000

@@ -1,0 +1,200 @@
+"""Options: one declaration gives flags, config keys and validation; defaults < config < typed flags."""
+
+import argparse
+
+import pytest
+
+from kvcache.cli import build_parser
+from kvcache.errors import UsageError
+from kvcache.options import BY_NAME, DATASIZE, OPTIONS, RUN, flags_for, load_config, options_for, resolve
+
+
+def parse(*argv):
+    return build_parser().parse_args(list(argv))
+
+
+def write_config(tmp_path, text, name="config.yaml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_defaults_when_nothing_is_given():
+    values, models = resolve(RUN, parse("run"))
+    for opt in options_for(RUN):
+        assert values[opt.name] == opt.default, opt.name
+    assert models == {}
+    assert values["config"] is None
+    assert values["model"] == "llama3.1-8b" and values["num_users"] == 100 and values["io_engine"] == "direct"
+
+
+def test_resolve_only_returns_the_commands_options():
+    run_values, _ = resolve(RUN, parse("run"))
+    size_values, _ = resolve(DATASIZE, parse("datasize"))
+    assert "ranks" not in run_values and "duration" in run_values
+    assert "ranks" in size_values and "duration" not in size_values and "cache_dir" not in size_values
+
+
+def test_config_overrides_defaults_and_typed_flags_override_config(tmp_path):
+    path = write_config(tmp_path, "num_users: 7\nduration: 3\nseed: 9\nio-engine: buffered\nkeep_cache: true\n")
+    values, _ = resolve(RUN, parse("run", "--config", path, "--num-users", "11"))
+    assert values["num_users"] == 11  # typed wins
+    assert values["duration"] == 3.0 and isinstance(values["duration"], float)  # config int accepted for float
+    assert values["seed"] == 9
+    assert values["io_engine"] == "buffered"  # dashes accepted in config keys
+    assert values["keep_cache"] is True
+    assert values["model"] == "llama3.1-8b"  # untouched default
+    assert values["config"] == path
+
+
+def test_typed_flag_equal_to_default_still_overrides_config(tmp_path):
+    path = write_config(tmp_path, "num_users: 7\n")
+    values, _ = resolve(RUN, parse("run", "--config", path, "--num-users", "100"))
+    assert values["num_users"] == 100
+
+
+def test_bool_flags():
+    values, _ = resolve(RUN, parse("run", "--keep-cache", "--promote", "--disable-multi-turn", "--quiet"))
+    assert values["keep_cache"] is True and values["promote"] is True
+    assert values["disable_multi_turn"] is True and values["quiet"] is True
+    assert values["disable_prefix_caching"] is False
+    with pytest.raises(SystemExit):
+        parse("run", "--keep-cache", "yes")  # a bare flag takes no value
+
+
+def test_config_models_mapping_is_returned(tmp_path):
+    path = write_config(tmp_path, "model: mine\nmodels:\n  mine: {layers: 2, kv_heads: 2, head_dim: 64}\n")
+    values, models = resolve(DATASIZE, parse("datasize", "--config", path))
+    assert values["model"] == "mine"
+    assert models == {"mine": {"layers": 2, "kv_heads": 2, "head_dim": 64}}
+
+
+def test_empty_config_file_is_allowed(tmp_path):
+    values, models = resolve(RUN, parse("run", "--config", write_config(tmp_path, "")))
+    assert values["num_users"] == 100 and models == {}
+
+
+def test_unknown_config_key_names_key_and_allowed(tmp_path):
+    path = write_config(tmp_path, "num_userz: 3\n")
+    with pytest.raises(UsageError) as info:
+        resolve(RUN, parse("run", "--config", path))
+    text = str(info.value)
+    assert info.value.option == "--config"
+    assert "num_userz" in text and "num_users" in text and "models" in text
+
+
+def test_config_key_of_the_other_command_is_unknown(tmp_path):
+    path = write_config(tmp_path, "ranks: 4\n")
+    with pytest.raises(UsageError, match="unknown key 'ranks'"):
+        resolve(RUN, parse("run", "--config", path))
+    path = write_config(tmp_path, "duration: 4\n", "size.yaml")
+    with pytest.raises(UsageError, match="unknown key 'duration'"):
+        resolve(DATASIZE, parse("datasize", "--config", path))
+
+
+@pytest.mark.parametrize(
+    "text,key,fragment",
+    [
+        ("num_users: many\n", "num_users", "must be int"),
+        ("num_users: 2.5\n", "num_users", "must be int"),
+        ("num_users: true\n", "num_users", "must be int"),
+        ("duration: fast\n", "duration", "must be a number"),
+        ("duration: .nan\n", "duration", "finite"),
+        ("keep_cache: 1\n", "keep_cache", "true or false"),
+        ("keep_cache: 'yes'\n", "keep_cache", "true or false"),
+        ("model: 3\n", "model", "must be str"),
+    ],
+)
+def test_wrong_type_in_config_names_the_key(tmp_path, text, key, fragment):
+    path = write_config(tmp_path, text)
+    with pytest.raises(UsageError) as info:
+        resolve(RUN, parse("run", "--config", path))
+    assert key in info.value.option
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("num_users: 0\n", ">= 1"),
+        ("num_users: 100001\n", "<= 100000"),
+        ("duration: 0\n", "> 0"),
+        ("duration: -1\n", "> 0"),
+        ("straggler_fraction: 1.5\n", "<= 1"),
+        ("io_chunk_mib: 0\n", ">= 1"),
+        ("stats_interval: 0.01\n", ">= 0.05"),
+    ],
+)
+def test_out_of_range_in_config(tmp_path, text, fragment):
+    path = write_config(tmp_path, text)
+    with pytest.raises(UsageError) as info:
+        resolve(RUN, parse("run", "--config", path))
+    assert text.split(":")[0] in info.value.option
+    assert fragment in str(info.value)
+
+
+def test_bad_choice_in_config_lists_allowed_values(tmp_path):
+    path = write_config(tmp_path, "io_engine: libaio\n")
+    with pytest.raises(UsageError) as info:
+        resolve(RUN, parse("run", "--config", path))
+    assert "io_engine" in info.value.option
+    assert "direct" in str(info.value) and "buffered" in str(info.value) and "libaio" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "argv,flag",
+    [
+        (("--num-users", "0"), "--num-users"),
+        (("--duration", "0"), "--duration"),
+        (("--duration", "inf"), "--duration"),
+        (("--duration", "nan"), "--duration"),
+        (("--straggler-fraction", "2"), "--straggler-fraction"),
+        (("--io-depth", "0"), "--io-depth"),
+        (("--gpu-mem-gb", "-1"), "--gpu-mem-gb"),
+    ],
+)
+def test_out_of_range_flag_names_the_flag(argv, flag):
+    with pytest.raises(UsageError) as info:
+        resolve(RUN, parse("run", *argv))
+    assert info.value.option == flag
+
+
+def test_flag_type_errors_are_argparse_usage_errors(capsys):
+    with pytest.raises(SystemExit) as info:
+        parse("run", "--num-users", "lots")
+    assert info.value.code == 2
+    assert "--num-users" in capsys.readouterr().err
+
+
+def test_config_that_is_not_a_mapping(tmp_path):
+    with pytest.raises(UsageError, match="mapping"):
+        load_config(write_config(tmp_path, "- 1\n- 2\n"), RUN)
+    with pytest.raises(UsageError, match="models must be a mapping"):
+        load_config(write_config(tmp_path, "models: [1]\n", "m.yaml"), RUN)
+
+
+def test_config_missing_or_invalid_yaml(tmp_path):
+    with pytest.raises(UsageError) as info:
+        load_config(str(tmp_path / "absent.yaml"), RUN)
+    assert info.value.option == "--config"
+    with pytest.raises(UsageError, match="not valid YAML"):
+        load_config(write_config(tmp_path, "a: [1, 2\n"), RUN)
+
+
+def test_every_option_flag_is_declared_once():
+    names = [o.name for o in OPTIONS]
+    assert len(names) == len(set(names)) == len(BY_NAME)
+    assert "--num-users" in flags_for(RUN) and "--config" in flags_for(RUN)
+    assert "--ranks" in flags_for(DATASIZE) and "--ranks" not in flags_for(RUN)
+
+
+def test_every_default_passes_its_own_validation():
+    from kvcache.options import _check_value
+
+    for opt in OPTIONS:
+        assert _check_value(opt, opt.default, opt.flag) == opt.default
+
+
+def test_resolve_ignores_foreign_namespace_attributes():
+    values, _ = resolve(RUN, argparse.Namespace(command="run", config=None, results=["x"]))
+    assert "results" not in values and "command" not in values

@@ -1,0 +1,230 @@
+"""build_result on synthetic rank payloads made from real Metrics objects."""
+
+import json
+import random
+
+import pytest
+
+from kvcache.metrics import Metrics, decode, merge, percentile_block
+from kvcache.result import SCHEMA, build_result, write_json_atomically
+
+MIB = 1 << 20
+T0 = 1_700_000_000.0
+
+
+def rank_payload(rank, start, end, read_bytes, write_bytes, read_ms, write_ms=(), host=None, status="ok", error=None):
+    """A rank payload as benchmark.py builds it, with latencies (ms) recorded into a real Metrics."""
+    metrics = Metrics()
+    metrics.add_bytes("storage", "read", read_bytes)
+    metrics.add_bytes("storage", "write", write_bytes)
+    for ms in read_ms:
+        metrics.record_op("storage", "read", ms / 1000.0)
+    for ms in write_ms:
+        metrics.record_op("storage", "write", ms / 1000.0)
+    for i in range(10):
+        metrics.record_request("batch", 1000.0, 0.001, 0.01 * (rank + 1), 0.1, 100, 10)
+        metrics.count("lookups")
+        metrics.count("hits.cpu" if i % 2 else "misses")
+    return {
+        "rank": rank,
+        "host": host or f"host{rank // 2}",
+        "seed": 42 + rank,
+        "cache_namespace": f"/cache/kvcache-run-x/rank-{rank}",
+        "status": status,
+        "error": error,
+        "window": {"start_unix_s": start, "end_unix_s": end},
+        "metrics": metrics.export(),
+        "timeseries": [],
+        "io_engine": "direct",
+        "tiers": {"storage": {"capacity_bytes": 1 << 30, "simulated": False, "io_engine": "direct"}},
+        "warnings": [],
+    }
+
+
+def latencies(seed, n, scale):
+    rng = random.Random(seed)
+    return [rng.expovariate(1.0 / scale) + 0.01 for _ in range(n)]
+
+
+@pytest.fixture
+def payloads():
+    return [
+        rank_payload(0, T0 + 0.0, T0 + 10.0, 1000 * MIB, 500 * MIB, latencies(0, 500, 5.0), latencies(10, 200, 8)),
+        rank_payload(1, T0 + 0.5, T0 + 10.5, 900 * MIB, 400 * MIB, latencies(1, 800, 20.0), latencies(11, 50, 3)),
+        rank_payload(2, T0 + 0.2, T0 + 12.0, 1100 * MIB, 600 * MIB, latencies(2, 300, 2.0), latencies(12, 100, 1)),
+    ]
+
+
+def build(payloads, **config):
+    return build_result(dict({"performance_profile": "latency"}, **config), {"io_engine": "direct"}, payloads, T0)
+
+
+def test_schema_status_and_counts(payloads):
+    result = build(payloads)
+    assert result["schema"] == SCHEMA
+    assert result["status"] == "ok" and "error" not in result and "failed_ranks" not in result
+    assert result["ranks"] == 3
+    assert result["hosts"] == ["host0", "host1"] and result["host_count"] == 2
+    assert [r["rank"] for r in result["per_rank"]] == [0, 1, 2]
+    assert result["requests"]["completed"] == 30
+    assert result["hit_rate"]["lookups"] == 30 and result["hit_rate"]["hits"] == 15
+    assert result["hit_rate"]["overall"] == pytest.approx(0.5)
+    json.dumps(result)  # serialisable as it is
+
+
+def test_pooled_percentiles_equal_those_of_the_merged_histograms(payloads):
+    result = build(payloads)
+    for tier_op, key in (("storage.read", "read_latency_ms"), ("storage.write", "write_latency_ms")):
+        merged = merge(decode(p["metrics"]["latency"][tier_op]) for p in payloads)
+        assert result["tiers"]["storage"][key] == percentile_block(merged)
+        assert result["tiers"]["storage"][key]["count"] == sum(
+            decode(p["metrics"]["latency"][tier_op]).get_total_count() for p in payloads
+        )
+    merged_ttft = merge(decode(p["metrics"]["latency"]["ttft"]) for p in payloads)
+    assert result["latency_ms"]["ttft"] == percentile_block(merged_ttft)
+
+
+def test_pooled_p95_is_not_the_max_nor_the_mean_of_rank_p95s(payloads):
+    result = build(payloads)
+    rank_p95 = [r["tiers"]["storage"]["read_latency_ms"]["p95"] for r in result["per_rank"]]
+    pooled = result["tiers"]["storage"]["read_latency_ms"]["p95"]
+    assert min(rank_p95) < pooled < max(rank_p95)
+    assert pooled != pytest.approx(sum(rank_p95) / len(rank_p95), rel=1e-3)
+
+
+def test_storage_bandwidth_is_total_bytes_over_the_common_window(payloads):
+    result = build(payloads)
+    seconds = (T0 + 12.0) - (T0 + 0.0)  # last end - first start
+    assert result["window"]["seconds"] == pytest.approx(seconds)
+    assert result["window"]["start_unix_s"] == T0 and result["window"]["end_unix_s"] == T0 + 12.0
+    storage = result["tiers"]["storage"]
+    assert storage["bytes_read"] == 3000 * MIB and storage["bytes_written"] == 1500 * MIB
+    assert storage["read_bandwidth_bytes_per_s"] == pytest.approx(3000 * MIB / seconds, abs=1)
+    assert storage["write_bandwidth_bytes_per_s"] == pytest.approx(1500 * MIB / seconds, abs=1)
+    assert result["aggregate"]["storage_read_bandwidth_bytes_per_s"] == storage["read_bandwidth_bytes_per_s"]
+    assert result["aggregate"]["first_done_s"] == pytest.approx(10.0)
+    assert result["aggregate"]["last_done_s"] == pytest.approx(12.0)
+
+
+def test_sum_of_rank_bandwidths(payloads):
+    result = build(payloads)
+    expected_read = 1000 * MIB / 10.0 + 900 * MIB / 10.0 + 1100 * MIB / 11.8
+    expected_write = 500 * MIB / 10.0 + 400 * MIB / 10.0 + 600 * MIB / 11.8
+    aggregate = result["aggregate"]
+    assert aggregate["sum_of_rank_storage_read_bandwidth_bytes_per_s"] == pytest.approx(expected_read, abs=3)
+    assert aggregate["sum_of_rank_storage_write_bandwidth_bytes_per_s"] == pytest.approx(expected_write, abs=3)
+    per_rank = {r["rank"]: r["tiers"]["storage"]["read_bandwidth_bytes_per_s"] for r in result["per_rank"]}
+    assert per_rank[2] == pytest.approx(1100 * MIB / 11.8, abs=1)
+    # the sum over ranks, each over its own window, exceeds the bandwidth over the common window
+    assert aggregate["sum_of_rank_storage_read_bandwidth_bytes_per_s"] > aggregate["storage_read_bandwidth_bytes_per_s"]
+
+
+def test_max_rank_p95(payloads):
+    result = build(payloads)
+    for name, key in (("storage.read", "read_latency_ms"), ("storage.write", "write_latency_ms")):
+        p95s = [percentile_block(decode(p["metrics"]["latency"][name]))["p95"] for p in payloads]
+        assert result["aggregate"]["max_rank_p95_ms"][name] == max(p95s)
+        assert result["aggregate"]["max_rank_p95_ms"][name] == max(
+            r["tiers"]["storage"][key]["p95"] for r in result["per_rank"]
+        )
+    assert (
+        result["aggregate"]["max_rank_p95_ms"]["storage.read"] >= result["tiers"]["storage"]["read_latency_ms"]["p95"]
+    )
+
+
+def test_max_rank_p95_is_none_when_no_rank_measured_it():
+    payloads = [rank_payload(r, T0, T0 + 10, 0, 0, []) for r in range(2)]
+    result = build(payloads)
+    assert result["tiers"]["storage"]["read_latency_ms"]["p95"] is None
+    assert result["aggregate"]["max_rank_p95_ms"] == {"storage.read": None, "storage.write": None}
+
+
+def test_max_rank_p95_ignores_ranks_without_samples():
+    payloads = [rank_payload(0, T0, T0 + 10, MIB, 0, [4.0] * 10), rank_payload(1, T0, T0 + 10, 0, 0, [])]
+    assert build(payloads)["aggregate"]["max_rank_p95_ms"]["storage.read"] == pytest.approx(4.0, rel=1e-3)
+
+
+def test_stragglers_below_fraction_of_median():
+    payloads = [
+        rank_payload(0, T0, T0 + 10, 1000 * MIB, 0, [1.0]),
+        rank_payload(1, T0, T0 + 10, 1000 * MIB, 0, [1.0]),
+        rank_payload(2, T0, T0 + 10, 900 * MIB, 0, [1.0]),
+        rank_payload(3, T0, T0 + 10, 400 * MIB, 0, [1.0]),  # 0.4 x median
+        rank_payload(4, T0, T0 + 10, 600 * MIB, 0, [1.0]),  # 0.6 x median
+    ]
+    assert build(payloads, straggler_fraction=0.5)["aggregate"]["stragglers"] == [3]
+    assert build(payloads, straggler_fraction=0.7)["aggregate"]["stragglers"] == [3, 4]
+    assert build(payloads, straggler_fraction=0.0)["aggregate"]["stragglers"] == []
+    result = build(payloads)  # default fraction 0.5
+    assert result["aggregate"]["straggler_fraction"] == 0.5 and result["aggregate"]["stragglers"] == [3]
+
+
+def test_no_stragglers_for_a_single_rank_or_equal_ranks():
+    assert build([rank_payload(0, T0, T0 + 10, 10, 0, [1.0])])["aggregate"]["stragglers"] == []
+    equal = [rank_payload(r, T0, T0 + 10, 100 * MIB, 0, [1.0]) for r in range(4)]
+    assert build(equal)["aggregate"]["stragglers"] == []
+
+
+def test_a_failed_rank_fails_the_run(payloads):
+    payloads[1]["status"] = "failed"
+    payloads[1]["error"] = "OSError: disk on fire"
+    result = build(payloads)
+    assert result["status"] == "failed"
+    assert result["failed_ranks"] == [1]
+    assert "rank 1" in result["error"] and "disk on fire" in result["error"]
+    assert result["per_rank"][1]["status"] == "failed" and result["per_rank"][1]["error"] == "OSError: disk on fire"
+
+
+def test_several_failed_ranks_are_all_listed(payloads):
+    for index in (2, 0):
+        payloads[index]["status"] = "failed"
+        payloads[index]["error"] = f"boom {index}"
+    result = build(list(reversed(payloads)))
+    assert result["status"] == "failed"
+    assert result["failed_ranks"] == [0, 2]
+    assert result["error"].startswith("rank 0")
+
+
+def test_failure_reported_outside_the_payloads(payloads):
+    result = build_result({}, {}, payloads, T0, failure=(2, "lost contact"))
+    assert result["status"] == "failed"
+    assert result["failed_ranks"] == [2]
+    assert result["error"] == "rank 2: lost contact"
+
+
+def test_rank_order_of_payloads_does_not_matter(payloads):
+    a = build(payloads)
+    b = build(list(reversed([dict(p, tiers=dict(p["tiers"])) for p in payloads])))
+    assert a["tiers"] == b["tiers"] and a["aggregate"] == b["aggregate"]
+
+
+def test_build_result_does_not_change_its_input(payloads):
+    before = json.dumps(payloads, sort_keys=True)
+    first = build(payloads)
+    assert json.dumps(payloads, sort_keys=True) == before
+    assert first["tiers"]["storage"]["capacity_bytes_per_rank"] == 1 << 30
+    assert build(payloads)["tiers"]["storage"]["capacity_bytes_per_rank"] == 1 << 30
+
+
+def test_timeseries_sums_ranks_index_by_index():
+    payloads = [rank_payload(r, T0, T0 + 10, MIB, 0, [1.0]) for r in range(2)]
+    point = {"requests": 5, "requests_per_s": 5.0, "storage_read_bytes_per_s": 100.0, "storage_write_bytes_per_s": 10.0}
+    payloads[0]["timeseries"] = [
+        dict(point, t_s=1.0, storage_read_p95_ms=2.0),
+        dict(point, t_s=2.0, storage_read_p95_ms=None),
+    ]
+    payloads[1]["timeseries"] = [dict(point, t_s=1.0, storage_read_p95_ms=7.0)]
+    series = build(payloads)["timeseries"]
+    assert len(series) == 2
+    assert series[0]["ranks"] == 2 and series[0]["storage_read_bytes_per_s"] == 200.0
+    assert series[0]["storage_read_p95_ms_max_rank"] == 7.0
+    assert series[1]["ranks"] == 1 and series[1]["requests"] == 5
+    assert series[1]["storage_read_p95_ms_max_rank"] is None
+
+
+def test_write_json_atomically(tmp_path, payloads):
+    path = tmp_path / "result.json"
+    path.write_text("old")
+    write_json_atomically(str(path), build(payloads))
+    assert json.loads(path.read_text())["schema"] == SCHEMA
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
