@@ -14,7 +14,7 @@ import traceback
 from typing import Optional
 
 from kvcache.cachedir import RunDirectory, validate_cache_dir
-from kvcache.environment import describe_environment
+from kvcache.environment import describe_environment, mount_info
 from kvcache.errors import UsageError
 from kvcache.metrics import Metrics
 from kvcache.models import Registry
@@ -26,6 +26,7 @@ from kvcache.storage_io import direct_io_supported
 from kvcache.summary import format_summary
 from kvcache.tiers import GIB, choose_gpu_backend
 
+MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
 AUTO_STORAGE_SHARE = 0.8  # --storage-capacity-gb 0: this share of the free space, split among the host's ranks
 
 
@@ -119,6 +120,12 @@ def _run_rank(values, derived, comm, stdout, stderr) -> int:
                     f"{derived['cache_dir']} refuses O_DIRECT (ramfs, tmpfs before Linux 6.6, some network "
                     "filesystems): fell back to buffered I/O "
                     "with fsync and fadvise(DONTNEED)"
+                )
+                stderr.write(f"kvcache: warning: rank {comm.rank}: {warnings[-1]}\n")
+            fstype = mount_info(run_dir.rank_dir)["fstype"]
+            if fstype in MEMORY_FILESYSTEMS:
+                warnings.append(
+                    f"{derived['cache_dir']} is on {fstype}, which lives in RAM: this measures memory, not storage"
                 )
                 stderr.write(f"kvcache: warning: rank {comm.rank}: {warnings[-1]}\n")
             storage_capacity = _storage_capacity(values, run_dir.rank_dir, ranks_on_host)

@@ -89,6 +89,8 @@ class Registry:
     def __init__(self, user_models: Optional[Mapping] = None):
         self._models = dict(BUILTIN_MODELS)
         for name, spec in (user_models or {}).items():
+            if str(name) in BUILTIN_MODELS:
+                raise UsageError(f"models.{name}", "is a built-in model; give your model another name")
             self._models[str(name)] = model_from_mapping(str(name), spec)
 
     def names(self):

@@ -34,7 +34,15 @@ class Option:
 OPTIONS: Tuple[Option, ...] = (
     Option("model", str, "llama3.1-8b", "model whose KV-cache geometry sets bytes per token"),
     Option("num_users", int, 100, "simulated users (per rank under MPI)", minimum=1, maximum=100_000),
-    Option("ranks", int, 1, "MPI ranks the sizing is for", commands=(DATASIZE,), minimum=1, maximum=1_000_000),
+    Option(
+        "ranks",
+        int,
+        1,
+        "MPI ranks on the host being sized (the checks are per host)",
+        commands=(DATASIZE,),
+        minimum=1,
+        maximum=1_000_000,
+    ),
     Option(
         "duration",
         float,

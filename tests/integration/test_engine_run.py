@@ -66,6 +66,7 @@ def test_filesystem_without_o_direct_falls_back_to_buffered_io_visibly(tmp_path)
         assert result["environment"]["io_engine"] == "buffered"
         assert result["environment"]["cache_dir_mount"]["fstype"] == "ramfs"
         assert any("O_DIRECT" in w for w in result["warnings"])
+        assert any("RAM" in w for w in result["warnings"])  # a memory filesystem is not storage
         assert leftovers(shm) == []
     finally:
         subprocess.run(["umount", str(shm)], check=True)

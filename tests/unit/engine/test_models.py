@@ -113,3 +113,9 @@ def test_unknown_key_error_lists_allowed_keys():
         model_from_mapping("x", {"layers": 1, "kv_heads": 1, "head_dim": 1, "n_heads": 2})
     for field in ("layers", "kv_heads", "head_dim", "kv_lora_rank", "qk_rope_dim", "dtype"):
         assert field in str(info.value)
+
+
+def test_a_user_model_may_not_shadow_a_built_in():
+    with pytest.raises(UsageError) as caught:
+        Registry({"llama3.1-8b": {"layers": 1, "kv_heads": 1, "head_dim": 1}})
+    assert "models.llama3.1-8b" in str(caught.value)
