@@ -71,7 +71,7 @@ def format_table(report: dict) -> str:
         ("host memory needed (all ranks)", _gib(report["host_memory_bytes_needed"])),
         ("recommended storage per rank", _gib(report["recommended"]["storage_capacity_bytes_per_rank"])),
     ]
-    width = max(len(name) for name, _ in rows)
+    width = max(len(name) for name, _value in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 

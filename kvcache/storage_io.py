@@ -36,7 +36,7 @@ class BufferPool:
         self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
         rng = np.random.default_rng(int.from_bytes(os.urandom(8) + seed_bytes, "little"))
         self._buffers = []
-        for _ in range(depth):
+        for _index in range(depth):
             buf = mmap.mmap(-1, chunk)
             np.frombuffer(buf, dtype=np.uint8)[:] = rng.integers(0, 256, chunk, dtype=np.uint8)
             self._buffers.append(buf)

@@ -354,14 +354,14 @@ class TierManager:
             tier = self.tiers[index]
             if size > tier.capacity:
                 continue
-            for _ in range(1 + len(self.entries)):  # bounded: each pass removes one victim
+            for _attempt in range(1 + len(self.entries)):  # bounded: each pass removes one victim
                 with self.lock:
                     if tier.used + size <= tier.capacity:
                         tier.used += size
                         return index
                     if not tier.lru:
                         break  # everything here is being written or moved: try the next tier
-                    _, victim = tier.lru.popitem(last=False)
+                    victim = tier.lru.popitem(last=False)[1]
                 self._move_down(victim, index)
         return None
 

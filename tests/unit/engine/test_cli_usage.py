@@ -62,6 +62,7 @@ def test_usage_errors_via_python_m(case, cache_dir):
         text=True,
         timeout=60,
         cwd=str(cache_dir.parent),
+        check=False,
     )
     assert proc.returncode == 2, proc.stderr
     assert option in proc.stderr

@@ -50,7 +50,7 @@ def test_every_builtin_model_uses_the_registry():
 def test_user_model_from_config(tmp_path):
     config = tmp_path / "m.yaml"
     config.write_text("models:\n  toy: {layers: 1, kv_heads: 1, head_dim: 64}\n")
-    code, report, _ = datasize("--config", str(config), "--model", "toy")
+    code, report, _err = datasize("--config", str(config), "--model", "toy")
     assert code == 0
     assert report["bytes_per_token"] == 256
 
@@ -114,7 +114,7 @@ def test_check_mem_bytes_too_small_exits_1():
 
 
 def test_checks_that_fit_exit_0():
-    _, report, _ = datasize()
+    report = datasize()[1]
     code, again, err = datasize(
         "--check-free-bytes",
         str(report["storage_bytes_needed"]),
@@ -125,8 +125,8 @@ def test_checks_that_fit_exit_0():
 
 
 def test_checks_count_all_ranks():
-    _, one, _ = datasize("--ranks", "1")
-    code, _, err = datasize("--ranks", "2", "--check-free-bytes", str(one["storage_bytes_needed"]))
+    one = datasize("--ranks", "1")[1]
+    code, _out, err = datasize("--ranks", "2", "--check-free-bytes", str(one["storage_bytes_needed"]))
     assert code == 1 and "--check-free-bytes" in err
 
 

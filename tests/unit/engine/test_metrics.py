@@ -95,7 +95,7 @@ def test_record_request_qos_and_tokens():
 def test_sample_reports_storage_read_p95_since_the_previous_sample():
     metrics = Metrics()
     assert metrics.sample()[2] is None
-    for _ in range(100):
+    for _sample in range(100):
         metrics.record_op("storage", "read", 0.010)
     metrics.add_bytes("storage", "read", 4096)
     byte_counts, requests, p95 = metrics.sample()
@@ -110,12 +110,12 @@ def test_concurrent_recording_loses_nothing():
     metrics = Metrics()
 
     def work():
-        for _ in range(2000):
+        for _sample in range(2000):
             metrics.add_bytes("storage", "write", 3)
             metrics.count("lookups")
             metrics.record_op("storage", "write", 0.001)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
+    threads = [threading.Thread(target=work) for _worker in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:

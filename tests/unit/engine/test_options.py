@@ -29,15 +29,15 @@ def test_defaults_when_nothing_is_given():
 
 
 def test_resolve_only_returns_the_commands_options():
-    run_values, _ = resolve(RUN, parse("run"))
-    size_values, _ = resolve(DATASIZE, parse("datasize"))
+    run_values = resolve(RUN, parse("run"))[0]
+    size_values = resolve(DATASIZE, parse("datasize"))[0]
     assert "ranks" not in run_values and "duration" in run_values
     assert "ranks" in size_values and "duration" not in size_values and "cache_dir" not in size_values
 
 
 def test_config_overrides_defaults_and_typed_flags_override_config(tmp_path):
     path = write_config(tmp_path, "num_users: 7\nduration: 3\nseed: 9\nio-engine: buffered\nkeep_cache: true\n")
-    values, _ = resolve(RUN, parse("run", "--config", path, "--num-users", "11"))
+    values = resolve(RUN, parse("run", "--config", path, "--num-users", "11"))[0]
     assert values["num_users"] == 11  # typed wins
     assert values["duration"] == 3.0 and isinstance(values["duration"], float)  # config int accepted for float
     assert values["seed"] == 9
@@ -49,12 +49,12 @@ def test_config_overrides_defaults_and_typed_flags_override_config(tmp_path):
 
 def test_typed_flag_equal_to_default_still_overrides_config(tmp_path):
     path = write_config(tmp_path, "num_users: 7\n")
-    values, _ = resolve(RUN, parse("run", "--config", path, "--num-users", "100"))
+    values = resolve(RUN, parse("run", "--config", path, "--num-users", "100"))[0]
     assert values["num_users"] == 100
 
 
 def test_bool_flags():
-    values, _ = resolve(RUN, parse("run", "--keep-cache", "--promote", "--disable-multi-turn", "--quiet"))
+    values = resolve(RUN, parse("run", "--keep-cache", "--promote", "--disable-multi-turn", "--quiet"))[0]
     assert values["keep_cache"] is True and values["promote"] is True
     assert values["disable_multi_turn"] is True and values["quiet"] is True
     assert values["disable_prefix_caching"] is False
@@ -196,5 +196,5 @@ def test_every_default_passes_its_own_validation():
 
 
 def test_resolve_ignores_foreign_namespace_attributes():
-    values, _ = resolve(RUN, argparse.Namespace(command="run", config=None, results=["x"]))
+    values = resolve(RUN, argparse.Namespace(command="run", config=None, results=["x"]))[0]
     assert "results" not in values and "command" not in values

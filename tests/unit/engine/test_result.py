@@ -43,7 +43,7 @@ def rank_payload(rank, start, end, read_bytes, write_bytes, read_ms, write_ms=()
 
 def latencies(seed, n, scale):
     rng = random.Random(seed)
-    return [rng.expovariate(1.0 / scale) + 0.01 for _ in range(n)]
+    return [rng.expovariate(1.0 / scale) + 0.01 for _sample in range(n)]
 
 
 @pytest.fixture

@@ -69,7 +69,7 @@ def test_buffers_are_page_aligned_and_random(pool):
 def test_stamp_makes_every_block_distinct_within_and_across_chunks(pool):
     seen = []
     with pool.take() as buf:
-        for _ in range(3):  # consecutive chunks written from the same buffer
+        for _chunk in range(3):  # consecutive chunks written from the same buffer
             pool.stamp(buf, CHUNK)
             seen.extend(blocks_of(buf))
     assert len(seen) == 3 * CHUNK // ALIGN
@@ -90,7 +90,7 @@ def test_stamp_counters_are_consecutive_and_change_only_the_first_word(pool):
 def test_stamps_never_repeat_across_buffers_of_a_pool(pool):
     seen = set()
     with pool.take() as a, pool.take() as b:
-        for _ in range(4):
+        for _chunk in range(4):
             for buf in (a, b):
                 pool.stamp(buf, CHUNK)
                 stamps = np.frombuffer(buf, dtype=np.uint64)[:: ALIGN // 8]
@@ -167,7 +167,7 @@ def test_direct_io_on_tmpfs_follows_the_kernel():
 @pytest.mark.parametrize("where", ["open", "write"])
 def test_direct_io_probe_reports_einval_as_unsupported(tmp_path, monkeypatch, where):
     """What tmpfs before 6.6 and ramfs do: EINVAL on open (or on the first write)."""
-    import kvcache.storage_io as storage_io
+    from kvcache import storage_io
 
     real_open, real_pwritev = os.open, os.pwritev
 
@@ -182,7 +182,7 @@ def test_direct_io_probe_reports_einval_as_unsupported(tmp_path, monkeypatch, wh
 
 
 def test_direct_io_probe_raises_other_errors(tmp_path, monkeypatch):
-    import kvcache.storage_io as storage_io
+    from kvcache import storage_io
 
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")

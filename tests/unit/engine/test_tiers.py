@@ -328,7 +328,7 @@ def test_concurrent_writes_and_reads_stay_consistent(make_stack):
     def worker(seed):
         rng = random.Random(seed)
         try:
-            for _ in range(80):
+            for _step in range(80):
                 key = rng.choice(keys)
                 if rng.random() < 0.5:
                     manager.write_new(key, rng.randint(1, 3 * E), stack.pattern)
