@@ -1,5 +1,5 @@
 # Copyright: storagebench developers
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# MIT License (see LICENSE at the collection root)
 """Pure functions that build the engine's argv (`python -m kvcache run|datasize ...`) and its container wrapper.
 
 The engine describes itself (`python -m kvcache describe`: models and the long flags of each

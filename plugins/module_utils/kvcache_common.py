@@ -1,5 +1,5 @@
 # Copyright: storagebench developers
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# MIT License (see LICENSE at the collection root)
 """What the kvcache_command builders share: the error type and environment-variable checking."""
 
 import re

@@ -1,5 +1,5 @@
 # Copyright: storagebench developers
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# MIT License (see LICENSE at the collection root)
 """Pure functions that build an MPI launch prefix (Open MPI or MPICH/Hydra) and its hostfile.
 
 Nothing here runs a command or touches a file: the caller gets argv lists and file content back.

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Copyright: storagebench developers
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# MIT License (see LICENSE at the collection root)
 
 DOCUMENTATION = r"""
 ---
