@@ -5,7 +5,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DIR ?= /var/tmp/kvcache-make-run
 
-.PHONY: venv run test test-unit test-ansible lint clean
+.PHONY: venv run test test-unit test-ansible test-molecule lint lint-ansible collection clean
+# ansible-playbook, ansible-lint and molecule find the collection through a link at
+# $(VENV)/collections/ansible_collections/storagebench/kvcache -> the checkout (inside the venv, which
+# galaxy builds, ansible-test and the linters leave out).
+COLLECTIONS := $(abspath $(VENV))/collections
+COLLECTION_LINK := $(COLLECTIONS)/ansible_collections/storagebench/kvcache
+ANSIBLE_ENV := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH=$(CURDIR)/$(VENV)/bin:$$PATH
 
 venv: $(VENV)/.installed
 
@@ -16,10 +22,17 @@ $(VENV)/.installed: pyproject.toml requirements-test.txt scripts/install-system-
 	$(PY) -m pip install -q -e '.[mpi]' -r requirements-test.txt
 	touch $@
 
-run: venv
-	mkdir -p $(RUN_DIR) results
-	$(VENV)/bin/kvcache run --model tiny-1b --num-users 4 --duration 10 \
-		--gpu-mem-gb 0 --cpu-mem-gb 0.25 --cache-dir $(RUN_DIR) --output results/make-run.json
+collection: $(COLLECTION_LINK)
+
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn $(CURDIR) $@
+
+# playbooks/kvcache_run.yml on this machine (inventory/localhost.ini: a ~10 s tiny-1b workload), then its headline.
+run: venv collection
+	$(ANSIBLE_ENV) $(VENV)/bin/ansible-playbook -i inventory/localhost.ini playbooks/kvcache_run.yml \
+		-e kvcache_results_dir=$(CURDIR)/results -e kvcache_cache_dir=$(RUN_DIR)
+	@cat results/latest/headline.txt
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -31,7 +44,14 @@ test-unit: venv
 test-ansible: venv
 	bash tests/ansible-test.sh $(VENV)
 
-test: lint test-unit test-ansible
+lint-ansible: venv collection
+	$(ANSIBLE_ENV) $(VENV)/bin/ansible-lint
+
+# extensions/molecule/*: deps, cluster_facts and the whole run, on this machine (delegated driver, local connection).
+test-molecule: venv collection
+	$(ANSIBLE_ENV) $(VENV)/bin/molecule test --all
+
+test: lint lint-ansible test-unit test-ansible test-molecule
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info tests/output

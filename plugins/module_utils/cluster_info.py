@@ -125,7 +125,7 @@ def find_mount(mountinfo_text, path):
         if inside and len(point) >= best_len:
             best_len = len(point)
             options = fields[5].split(",")
-            for option in (tail[2].split(",") if len(tail) > 2 else []):
+            for option in tail[2].split(",") if len(tail) > 2 else []:
                 if option not in options:
                     options.append(option)
             best = {
