@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DIR ?= /var/tmp/kvcache-make-run
 
-.PHONY: venv run test test-unit test-ansible test-molecule lint lint-ansible collection clean
+.PHONY: venv run test test-unit test-ansible test-molecule test-fleet lint lint-ansible collection clean
 # ansible-playbook, ansible-lint and molecule find the collection through a link at
 # $(VENV)/collections/ansible_collections/storagebench/kvcache -> the checkout (inside the venv, which
 # galaxy builds, ansible-test and the linters leave out).
@@ -51,7 +51,13 @@ lint-ansible: venv collection
 test-molecule: venv collection
 	$(ANSIBLE_ENV) $(VENV)/bin/molecule test --all
 
-test: lint lint-ansible test-unit test-ansible test-molecule
+# tests/fleet: three network-namespace hosts with sshd; Ansible and Open MPI across them (root only;
+# skipped with the reason otherwise). -s shows the fleet run's headline.
+test-fleet: venv collection
+	$(VENV)/bin/pytest -q -s -p no:cacheprovider tests/fleet
+	@if ip netns list 2>/dev/null | grep -q '^kvfleet'; then echo "fleet namespaces left behind" >&2; exit 1; fi
+
+test: lint lint-ansible test-unit test-ansible test-molecule test-fleet
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info tests/output

@@ -3,7 +3,7 @@
 # Only missing packages are installed; as non-root it only reports what is missing.
 set -euo pipefail
 
-packages=(python3-venv python3-dev gcc fio openmpi-bin libopenmpi-dev openssh-server openssh-client iproute2 util-linux)
+packages=(python3-venv python3-dev gcc fio openmpi-bin libopenmpi-dev openssh-server openssh-client iproute2 util-linux python3-apt)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
