@@ -378,27 +378,7 @@ class TierManager:
             tier.release(handle)
             self.metrics.count("evictions.storage" if tier.name == "storage" else "dropped_entries")
             return
-        destination = self.tiers[target]
-        with self.lock:
-            source = tier.open_source(victim.handle)
-        started = time.perf_counter()
-        try:
-            new_handle = destination.store(victim.key, victim.size, source)
-        except BaseException:
-            with self.lock:
-                destination.used -= victim.size
-                tier.lru[victim.key] = victim  # the entry stays where it was
-            raise
-        finally:
-            source.close()
-        self.metrics.record_op(destination.name, "write", time.perf_counter() - started)
-        self.metrics.count(f"demotions.{tier.name}")
-        with self.lock:
-            old = victim.handle
-            victim.tier, victim.handle = target, new_handle
-            destination.lru[victim.key] = victim
-            tier.used -= victim.size
-        tier.release(old)
+        self._move(victim, index, target, f"demotions.{tier.name}")
 
     # -- reading -------------------------------------------------------------------------
     def read(self, key: str, count_lookup: bool = True) -> Optional[str]:
@@ -461,7 +441,12 @@ class TierManager:
                     self.tiers[target].used -= entry.size
                 tier.lru[entry.key] = entry
             return
-        destination = self.tiers[target]
+        self._move(entry, index, target, "promotions")
+
+    def _move(self, entry: Entry, index: int, target: int, event: str) -> None:
+        """Copy an entry (out of every LRU, space reserved in `target`) from tier `index` to `target`,
+        then free the old copy. On failure the entry stays where it was."""
+        tier, destination = self.tiers[index], self.tiers[target]
         with self.lock:
             source = tier.open_source(entry.handle)
         started = time.perf_counter()
@@ -475,14 +460,13 @@ class TierManager:
         finally:
             source.close()
         self.metrics.record_op(destination.name, "write", time.perf_counter() - started)
-        self.metrics.count("promotions")
+        self.metrics.count(event)
         with self.lock:
             old = entry.handle
             entry.tier, entry.handle = target, new_handle
             destination.lru[entry.key] = entry
             tier.used -= entry.size
         tier.release(old)
-
 
 def choose_gpu_backend(requested: str) -> str:
     """simulated, torch or cupy. auto picks real CUDA memory when a library can reach a device."""
