@@ -14,6 +14,7 @@ import traceback
 from typing import Optional
 
 from kvcache.cachedir import RunDirectory, validate_cache_dir
+from kvcache.datasize import AUTO_STORAGE_SHARE
 from kvcache.environment import describe_environment, mount_info
 from kvcache.errors import UsageError
 from kvcache.metrics import Metrics
@@ -27,7 +28,6 @@ from kvcache.summary import format_summary
 from kvcache.tiers import GIB, choose_gpu_backend
 
 MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
-AUTO_STORAGE_SHARE = 0.8  # --storage-capacity-gb 0: this share of the free space, split among the host's ranks
 
 
 def available_memory_bytes(meminfo: str = "/proc/meminfo") -> Optional[int]:
@@ -42,26 +42,42 @@ def available_memory_bytes(meminfo: str = "/proc/meminfo") -> Optional[int]:
 
 
 def validate_run(values: dict, models) -> dict:
-    """Everything that can be checked before a byte is written. Returns derived settings."""
+    """Checks whose answer is the same on every rank (the options themselves). Returns derived settings."""
     model = Registry(models).get(values["model"])
+    gpu_backend = choose_gpu_backend(values["gpu_backend"]) if values["gpu_mem_gb"] > 0 else "simulated"
+    return {"model": model, "gpu_backend": gpu_backend}
+
+
+def validate_host(values: dict, rank: int, ranks_on_host: int) -> str:
+    """Checks of this host (its cache dir, memory and disk) and, on rank 0, of --output. Returns the cache dir."""
     cache_dir = validate_cache_dir(values["cache_dir"])
     output = values["output"]
-    if output:
+    if output and rank == 0:  # only rank 0 writes the result
         parent = os.path.dirname(os.path.abspath(output))
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
             raise UsageError("--output", f"directory {parent} does not exist or is not writable")
         if os.path.isdir(output):
             raise UsageError("--output", f"{output} is a directory; give a file name")
     available = available_memory_bytes()
-    cpu_bytes = values["cpu_mem_gb"] * GIB
-    if available is not None and cpu_bytes > available:
+    buffers = values["io_depth"] * (values["io_chunk_mib"] << 20)
+    needed = (values["cpu_mem_gb"] * GIB + buffers) * ranks_on_host
+    if available is not None and needed > available:
         raise UsageError(
-            "--cpu-mem-gb",
-            f"{values['cpu_mem_gb']:g} GiB is more than this host's available "
-            f"memory ({available / GIB:.1f} GiB); the CPU tier holds real bytes",
+            "--cpu-mem-gb/--io-depth/--io-chunk-mib",
+            f"{ranks_on_host} rank(s) on this host need {needed / GIB:.1f} GiB (CPU tier "
+            f"{values['cpu_mem_gb']:g} GiB + {values['io_depth']} x {values['io_chunk_mib']} MiB I/O buffers each), "
+            f"more than its available memory ({available / GIB:.1f} GiB); the CPU tier holds real bytes",
         )
-    gpu_backend = choose_gpu_backend(values["gpu_backend"]) if values["gpu_mem_gb"] > 0 else "simulated"
-    return {"model": model, "cache_dir": cache_dir, "gpu_backend": gpu_backend}
+    if values["storage_capacity_gb"] > 0:
+        free = shutil.disk_usage(cache_dir).free
+        wanted = values["storage_capacity_gb"] * GIB * ranks_on_host
+        if wanted > free:
+            raise UsageError(
+                "--storage-capacity-gb",
+                f"{ranks_on_host} rank(s) x {values['storage_capacity_gb']:g} GiB is more than the "
+                f"{free / GIB:.1f} GiB free under {cache_dir}",
+            )
+    return cache_dir
 
 
 def _new_run_id() -> str:
@@ -81,7 +97,22 @@ def run_benchmark(values: dict, models, stdout=None, stderr=None) -> int:
     derived = validate_run(values, models)
     comm = open_comm(values["mpi"])
     try:
-        return _run_rank(values, derived, comm, stdout, stderr)
+        hosts = comm.bcast(comm.gather(comm.host))
+        ranks_on_host = hosts.count(comm.host)
+        problem = None
+        try:
+            derived["cache_dir"] = validate_host(values, comm.rank, ranks_on_host)
+        except UsageError as exc:
+            problem = str(exc) if comm.size == 1 else f"rank {comm.rank} on {comm.host}: {exc}"
+        # Every rank learns every rank's verdict, so all exit 2 together and nothing is created.
+        problems = comm.bcast([p for p in (comm.gather(problem) or []) if p])
+        if problems:
+            if comm.rank == 0:
+                raise UsageError(None, "; ".join(problems))
+            return 2
+        return _run_rank(values, derived, comm, ranks_on_host, stdout, stderr)
+    except UsageError:
+        raise
     except Exception:
         if comm.size > 1:
             # An unexpected error on one rank would leave the others waiting in a collective forever.
@@ -91,12 +122,10 @@ def run_benchmark(values: dict, models, stdout=None, stderr=None) -> int:
         raise
 
 
-def _run_rank(values, derived, comm, stdout, stderr) -> int:
+def _run_rank(values, derived, comm, ranks_on_host, stdout, stderr) -> int:
     model = derived["model"]
 
     run_id = comm.bcast(_new_run_id() if comm.rank == 0 else None)
-    hosts = comm.bcast(comm.gather(comm.host))
-    ranks_on_host = hosts.count(comm.host)
     run_dir = RunDirectory(derived["cache_dir"], run_id, comm.rank)
     warnings = []
     run: Optional[RankRun] = None
@@ -141,10 +170,11 @@ def _run_rank(values, derived, comm, stdout, stderr) -> int:
             setup_error = f"setup: {type(exc).__name__}: {exc}"
             comm.report_failure(setup_error)
 
-        comm.barrier()
         broadcast_start = comm.bcast(time.time())
+        comm.barrier()
+        sync = time.perf_counter()  # every rank leaves the barrier together: the window's common start
         if run is not None and not interrupted.is_set():
-            run.measure()
+            run.measure(sync)
         elif run is not None:
             run.interrupt("SIGINT")
         failure = setup_error or (run.failure if run else None) or ("interrupted" if interrupted.is_set() else None)
@@ -155,10 +185,7 @@ def _run_rank(values, derived, comm, stdout, stderr) -> int:
             "cache_namespace": run_dir.rank_dir,
             "status": "failed" if failure else "ok",
             "error": failure,
-            "window": {
-                "start_unix_s": run.window_start or broadcast_start if run else broadcast_start,
-                "end_unix_s": run.window_end or time.time() if run else time.time(),
-            },
+            "window": _rank_window(run, sync),
             "metrics": (run.metrics if run else Metrics()).export(),
             "timeseries": run.timeseries if run else [],
             "io_engine": io_engine,
@@ -196,6 +223,25 @@ def _run_rank(values, derived, comm, stdout, stderr) -> int:
     return status
 
 
+def _rank_window(run: Optional[RankRun], sync: float) -> dict:
+    """Wall-clock labels, and the offsets from the shared barrier that aggregation uses (no clock skew)."""
+    if run is not None and run.window_start is not None:
+        start_offset, end_offset = run.window_offsets
+        return {
+            "start_unix_s": run.window_start,
+            "end_unix_s": run.window_end,
+            "start_offset_s": start_offset,
+            "end_offset_s": end_offset,
+        }
+    elapsed = time.perf_counter() - sync
+    return {
+        "start_unix_s": time.time() - elapsed,
+        "end_unix_s": time.time(),
+        "start_offset_s": 0.0,
+        "end_offset_s": elapsed,
+    }
+
+
 def _finish_on_rank0(
     values, derived, comm, payloads, broadcast_start, remote_failure, storage_capacity, model, stdout, stderr
 ) -> int:
@@ -231,10 +277,13 @@ def _finish_on_rank0(
         }
     )
     result = build_result(config, environment, payloads, broadcast_start, remote_failure)
-    if values["output"]:
-        write_json_atomically(values["output"], result)
     stdout.write(format_summary(result) + "\n")
     if values["output"]:
+        try:
+            write_json_atomically(values["output"], result)
+        except OSError as exc:
+            stderr.write(f"kvcache: cannot write the result to {values['output']}: {exc}\n")
+            return 1
         stdout.write(f"result: {os.path.abspath(values['output'])}\n")
     stdout.flush()
     if result["status"] != "ok":

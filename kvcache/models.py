@@ -70,6 +70,8 @@ def model_from_mapping(name: str, spec: Mapping) -> Model:
             raise UsageError(f"{where}.{field}", f"must be a non-negative integer, got {value!r}")
         values[field] = value
     dtype = spec.get("dtype", "fp16")
+    if not isinstance(dtype, str):
+        raise UsageError(f"{where}.dtype", f"must be one of {', '.join(BYTES_PER_ELEMENT)}, got {dtype!r}")
     if dtype not in BYTES_PER_ELEMENT:
         raise UsageError(f"{where}.dtype", f"must be one of {', '.join(BYTES_PER_ELEMENT)}, got {dtype!r}")
     if values["layers"] < 1:

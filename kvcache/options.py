@@ -54,7 +54,7 @@ OPTIONS: Tuple[Option, ...] = (
         maximum=7 * 24 * 3600,
     ),
     Option("max_requests", int, 0, "stop after this many requests per rank (0: no limit)", commands=(RUN,), minimum=0),
-    Option("seed", int, 42, "random seed; rank N uses seed + N", commands=(RUN,), minimum=0),
+    Option("seed", int, 42, "random seed; rank N uses seed + N", commands=(RUN,), minimum=0, maximum=2**62),
     Option("gpu_mem_gb", float, 16.0, "GPU tier budget in GiB (0 disables the tier)", minimum=0),
     Option("cpu_mem_gb", float, 4.0, "CPU (host memory) tier budget in GiB (0 disables the tier)", minimum=0),
     Option(
@@ -81,13 +81,12 @@ OPTIONS: Tuple[Option, ...] = (
         commands=(RUN,),
         choices=("direct", "buffered"),
     ),
-    Option("io_chunk_mib", int, 16, "storage I/O size in MiB", commands=(RUN,), minimum=1, maximum=1024),
+    Option("io_chunk_mib", int, 16, "storage I/O size in MiB", minimum=1, maximum=1024),
     Option(
         "io_depth",
         int,
         8,
         "storage operations in flight at once (buffers of --io-chunk-mib each)",
-        commands=(RUN,),
         minimum=1,
         maximum=1024,
     ),

@@ -71,7 +71,7 @@ def _sum_counters(payloads, field):
 
 
 def _window_seconds(window) -> float:
-    return max(window["end_unix_s"] - window["start_unix_s"], 1e-9)
+    return max(window["end_offset_s"] - window["start_offset_s"], 1e-9)
 
 
 def _per_rank(payload) -> dict:
@@ -114,7 +114,7 @@ def _qos(payloads) -> dict:
     return block
 
 
-def _sla(tiers, hit_rate, profile) -> dict:
+def _sla(tiers, hit_rate, profile, completed) -> dict:
     criteria = []
     for name, limit in SLA_LIMITS_MS:
         tier, op = name.split(".")
@@ -134,7 +134,8 @@ def _sla(tiers, hit_rate, profile) -> dict:
     return {
         "applies": applies,
         "criteria": criteria,
-        "passed": all(c["passed"] for c in criteria) if applies and criteria else None,
+        # No verdict on a run that completed no request: there is nothing to judge.
+        "passed": all(c["passed"] for c in criteria) if applies and criteria and completed else None,
     }
 
 
@@ -178,10 +179,18 @@ def build_result(
 ) -> dict:
     payloads = sorted(payloads, key=lambda p: p["rank"])
     failed = [p for p in payloads if p["status"] != "ok"]
+    # Offsets from the shared start barrier, not wall clocks: hosts' clocks may disagree.
+    start_offset = min(p["window"]["start_offset_s"] for p in payloads)
+    end_offset = max(p["window"]["end_offset_s"] for p in payloads)
+    rank0 = payloads[0]["window"]
+    barrier_unix_s = rank0["start_unix_s"] - rank0["start_offset_s"]  # rank 0's clock at the start barrier
     window = {
-        "start_unix_s": min(p["window"]["start_unix_s"] for p in payloads),
-        "end_unix_s": max(p["window"]["end_unix_s"] for p in payloads),
+        "start_unix_s": barrier_unix_s + start_offset,
+        "end_unix_s": barrier_unix_s + end_offset,
+        "start_offset_s": start_offset,
+        "end_offset_s": end_offset,
         "broadcast_start_unix_s": broadcast_start,
+        "clock": "seconds from the start barrier (start/end_unix_s: rank 0's clock)",
     }
     seconds = _window_seconds(window)
     window["seconds"] = round(seconds, 6)
@@ -199,7 +208,7 @@ def build_result(
     per_rank = [_per_rank(p) for p in payloads]
     hit_rate = _hit_rate(counters)
     requests, tokens = _requests_and_tokens(counters, seconds)
-    ends = [p["window"]["end_unix_s"] for p in payloads]
+    ends = [p["window"]["end_offset_s"] for p in payloads]
     result = {
         "schema": SCHEMA,
         "status": "failed" if failed or failure else "ok",
@@ -216,7 +225,7 @@ def build_result(
         "tokens": tokens,
         "hit_rate": hit_rate,
         "qos": _qos(payloads),
-        "sla": _sla(tiers, hit_rate, config.get("performance_profile")),
+        "sla": _sla(tiers, hit_rate, config.get("performance_profile"), requests["completed"]),
         "events": {
             name: value
             for name, value in counters.items()
@@ -231,8 +240,8 @@ def build_result(
             "sum_of_rank_storage_write_bandwidth_bytes_per_s": sum(
                 r["tiers"]["storage"]["write_bandwidth_bytes_per_s"] for r in per_rank
             ),
-            "first_done_s": round(min(ends) - window["start_unix_s"], 6),
-            "last_done_s": round(max(ends) - window["start_unix_s"], 6),
+            "first_done_s": round(min(ends) - start_offset, 6),
+            "last_done_s": round(max(ends) - start_offset, 6),
             "max_rank_p95_ms": {name: _max_rank_p95(per_rank, name) for name in ("storage.read", "storage.write")},
             "stragglers": _stragglers(per_rank, config.get("straggler_fraction", 0.5)),
             "straggler_fraction": config.get("straggler_fraction", 0.5),

@@ -55,6 +55,7 @@ class RankRun:
         self.interrupted_by: Optional[str] = None
         self.timeseries: List[dict] = []
         self.window_start = self.window_end = None
+        self.window_offsets = (0.0, 0.0)  # seconds from the shared start barrier: comparable across hosts
 
     # -- workers ---------------------------------------------------------------------------
     def _admit(self) -> bool:
@@ -176,11 +177,15 @@ class RankRun:
             limit = values["max_concurrent_requests"]
             slots = threading.Semaphore(limit) if 0 < limit < values["num_users"] else None
             bodies = [self._closed_loop_user(u, slots) for u in range(values["num_users"])]
-        threads = [
-            threading.Thread(target=self._guarded(b), name=f"kvcache-w{i}", daemon=True) for i, b in enumerate(bodies)
-        ]
-        for thread in threads:
-            thread.start()
+        threads = []
+        for index, body in enumerate(bodies):
+            thread = threading.Thread(target=self._guarded(body), name=f"kvcache-w{index}", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError as exc:  # "can't start new thread": too many users for this host's limits
+                self._fail(f"started only {index} of {len(bodies)} worker threads: {exc}; lower --num-users")
+                break
+            threads.append(thread)
         return threads
 
     # -- the window ------------------------------------------------------------------------
@@ -189,12 +194,13 @@ class RankRun:
         self.interrupted_by = signal_name
         self.stop.set()
 
-    def measure(self) -> None:
-        """Runs the window; the caller has passed the start barrier. Never raises for worker errors."""
+    def measure(self, sync: float) -> None:
+        """Runs the window [sync, sync + duration]; `sync` is perf_counter() when this rank left the start
+        barrier, the moment every rank shares. Never raises for worker errors."""
         duration = self.values["duration"]
         interval = self.values["stats_interval"]
-        self.window_start = time.time()
-        origin = time.perf_counter()
+        origin = sync
+        self.window_start = time.time() - (time.perf_counter() - sync)
         deadline = origin + duration
         threads = self._start_workers()
         last_sample_at, last_bytes, last_requests = origin, dict(self.metrics.bytes), 0
@@ -218,8 +224,9 @@ class RankRun:
         stuck = [t.name for t in threads if t.is_alive()]
         if stuck:
             self._fail(f"{len(stuck)} worker threads did not stop within {JOIN_TIMEOUT_S:.0f} s of the window end")
-        self.window_end = time.time()
         now = time.perf_counter()
+        self.window_end = self.window_start + (now - origin)
+        self.window_offsets = (0.0, now - origin)
         if now - last_sample_at > interval / 2:
             self._sample(now - origin, now - last_sample_at, last_bytes, last_requests)
         if self.progress:

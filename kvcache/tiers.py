@@ -468,6 +468,7 @@ class TierManager:
             tier.used -= entry.size
         tier.release(old)
 
+
 def choose_gpu_backend(requested: str) -> str:
     """simulated, torch or cupy. auto picks real CUDA memory when a library can reach a device."""
     if requested == "simulated":

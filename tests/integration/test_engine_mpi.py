@@ -51,9 +51,13 @@ def test_three_ranks_make_one_aggregated_result(tmp_path):
         assert result["tiers"][tier][f"{op}_latency_ms"] == percentile_block(pooled)
         rank_p95s = [r["tiers"][tier][f"{op}_latency_ms"]["p95"] for r in per_rank]
         assert result["aggregate"]["max_rank_p95_ms"][name] == max(rank_p95s)
+    # One window for all ranks, measured from the shared start barrier (immune to clock skew).
     window = result["window"]
-    assert window["start_unix_s"] == min(r["window"]["start_unix_s"] for r in per_rank)
-    assert window["end_unix_s"] == max(r["window"]["end_unix_s"] for r in per_rank)
+    ends = [r["window"]["end_offset_s"] for r in per_rank]
+    assert all(r["window"]["start_offset_s"] == 0.0 for r in per_rank)
+    assert window["seconds"] == pytest.approx(max(ends), abs=1e-6)
+    assert 3.0 <= window["seconds"]  # every rank ran its full 3 s window
+    assert result["aggregate"]["first_done_s"] == pytest.approx(min(ends), abs=1e-6)
     assert leftovers(cache) == []
 
 
@@ -94,3 +98,17 @@ def test_a_failing_rank_fails_the_run_quickly(tmp_path):
     assert 1 in result["failed_ranks"]
     assert result["error"].startswith("rank 1:")
     assert leftovers(cache) == []  # every surviving rank cleaned its namespace; the run dir is gone
+
+
+def test_bad_input_on_any_rank_makes_every_rank_exit_2_creating_nothing(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    done = subprocess.run(
+        engine_under_mpirun(2, *SHORT_RUN, "--duration", "1", "--cache-dir", cache, "--io-depth", "1024",
+                            "--io-chunk-mib", "1024", "--output", tmp_path / "R.json"),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "--io-depth" in done.stderr and "rank 0" in done.stderr and "rank 1" in done.stderr
+    assert not (tmp_path / "R.json").exists()
+    assert leftovers(cache) == []

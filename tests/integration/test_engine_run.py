@@ -249,3 +249,18 @@ def test_mpi_required_without_mpi4py_is_a_usage_error(tmp_path):
     assert leftovers(cache) == []
     single = kvcache("run", *SHORT_RUN, "--duration", "1", "--cache-dir", cache, env=env)
     assert single.returncode == 0, single.stderr  # without a launcher, MPI is never needed
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--io-depth", "1024", "--io-chunk-mib", "1024"], "--io-depth"),
+        (["--seed", str(2**70)], "--seed"),
+        (["--storage-capacity-gb", "100000000"], "--storage-capacity-gb"),
+    ],
+)
+def test_resource_requests_beyond_the_host_are_usage_errors(tmp_path, args, option):
+    done = kvcache("run", *SHORT_RUN, "--duration", "1", "--cache-dir", tmp_path, *args)
+    assert done.returncode == 2, done.stderr
+    assert option in done.stderr
+    assert leftovers(tmp_path) == []

@@ -2,11 +2,12 @@
 
 import io
 import json
+import math
 
 import pytest
 
 from kvcache.cli import main
-from kvcache.datasize import GIB, HEADROOM, compute
+from kvcache.datasize import AUTO_STORAGE_SHARE, GIB, HEADROOM, compute
 from kvcache.workload import TEMPLATES, mean_entry_tokens
 
 
@@ -25,6 +26,8 @@ def values(**overrides):
         "cpu_mem_gb": 0.0,
         "disable_multi_turn": False,
         "disable_prefix_caching": False,
+        "io_depth": 8,
+        "io_chunk_mib": 16,
     }
     base.update(overrides)
     return base
@@ -115,9 +118,10 @@ def test_check_mem_bytes_too_small_exits_1():
 
 def test_checks_that_fit_exit_0():
     report = datasize()[1]
+    free_enough = math.ceil(report["storage_bytes_needed"] / AUTO_STORAGE_SHARE)  # a run takes 80 % of free
     code, again, err = datasize(
         "--check-free-bytes",
-        str(report["storage_bytes_needed"]),
+        str(free_enough),
         "--check-mem-bytes",
         str(report["host_memory_bytes_needed"]),
     )
@@ -142,3 +146,15 @@ def test_negative_check_is_a_usage_error():
     out, err = io.StringIO(), io.StringIO()
     assert main(["datasize", "--check-free-bytes", "-1"], out, err) == 2
     assert "--check-free-bytes" in err.getvalue()
+
+
+def test_free_space_check_leaves_the_share_a_run_does_not_use():
+    needed = datasize()[1]["storage_bytes_needed"]
+    code, _out, err = datasize("--check-free-bytes", str(needed))  # all of it is not enough: runs take 80 %
+    assert code == 1 and "80%" in err
+
+
+def test_memory_needed_follows_the_io_buffers():
+    small = datasize("--io-depth", "1", "--io-chunk-mib", "1")[1]["host_memory_bytes_needed_per_rank"]
+    large = datasize("--io-depth", "4", "--io-chunk-mib", "64")[1]["host_memory_bytes_needed_per_rank"]
+    assert large - small == 4 * (64 << 20) - (1 << 20)

@@ -32,7 +32,8 @@ def rank_payload(rank, start, end, read_bytes, write_bytes, read_ms, write_ms=()
         "cache_namespace": f"/cache/kvcache-run-x/rank-{rank}",
         "status": status,
         "error": error,
-        "window": {"start_unix_s": start, "end_unix_s": end},
+        # Offsets from the start barrier (what aggregation uses), here on a clock whose barrier is T0.
+        "window": {"start_unix_s": start, "end_unix_s": end, "start_offset_s": start - T0, "end_offset_s": end - T0},
         "metrics": metrics.export(),
         "timeseries": [],
         "io_engine": "direct",
@@ -228,3 +229,13 @@ def test_write_json_atomically(tmp_path, payloads):
     write_json_atomically(str(path), build(payloads))
     assert json.loads(path.read_text())["schema"] == SCHEMA
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
+
+
+def test_window_uses_barrier_offsets_not_wall_clocks(payloads):
+    # Rank 2's host clock runs an hour ahead: its wall-clock labels must not stretch the window.
+    payloads[2]["window"]["start_unix_s"] += 3600.0
+    payloads[2]["window"]["end_unix_s"] += 3600.0
+    result = build(payloads)
+    assert result["window"]["seconds"] == pytest.approx(12.0)
+    assert result["aggregate"]["last_done_s"] == pytest.approx(12.0)
+    assert result["aggregate"]["first_done_s"] == pytest.approx(10.0)

@@ -12,8 +12,9 @@ RUN_FLAGS = [
     "--straggler-fraction", "--output", "--quiet", "--config",
 ]  # fmt: skip
 DATASIZE_FLAGS = [
-    "--model", "--num-users", "--ranks", "--gpu-mem-gb", "--cpu-mem-gb", "--disable-multi-turn",
-    "--disable-prefix-caching", "--json", "--check-free-bytes", "--check-mem-bytes", "--config",
+    "--model", "--num-users", "--ranks", "--gpu-mem-gb", "--cpu-mem-gb", "--io-chunk-mib", "--io-depth",
+    "--disable-multi-turn", "--disable-prefix-caching", "--json", "--check-free-bytes", "--check-mem-bytes",
+    "--config",
 ]  # fmt: skip
 DESCRIPTION = {
     "version": "0.1.0",
