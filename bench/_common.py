@@ -28,13 +28,11 @@ def engine_command(args: Sequence[str], python: Optional[str] = None) -> List[st
 
 @contextmanager
 def work_directory(chosen: Optional[str], prefix: str) -> Iterator[str]:
-    """`chosen` as given (created if missing, left in place), or a fresh temp dir under /var/tmp removed at the end.
-    /var/tmp, not /tmp: /tmp may be tmpfs, which refuses O_DIRECT and is not storage."""
-    if chosen:
-        os.makedirs(chosen, exist_ok=True)
-        yield os.path.abspath(chosen)
-        return
-    path = tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
+    """A fresh directory made inside `chosen` (which must exist), or under /var/tmp, removed at the end: the
+    benchmark deletes only what it created. /var/tmp, not /tmp: /tmp may be tmpfs, which is RAM, not storage."""
+    if chosen and not os.path.isdir(chosen):
+        raise SystemExit(f"--dir: {chosen} does not exist or is not a directory")
+    path = tempfile.mkdtemp(prefix=prefix, dir=os.path.abspath(chosen) if chosen else "/var/tmp")
     try:
         yield path
     finally:

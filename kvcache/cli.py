@@ -53,19 +53,22 @@ def _report(paths: List[str], as_json: bool, stdout) -> int:
             raise UsageError("RESULT.json", f"{path} is not JSON: {exc}") from None
         if not isinstance(result, dict) or not str(result.get("schema", "")).startswith("storagebench.kvcache/result/"):
             raise UsageError("RESULT.json", f"{path} is not a storagebench.kvcache result (no schema key)")
-        if as_json:
-            headlines.append(
-                {
-                    "path": path,
-                    "status": result["status"],
-                    "storage_read_bytes_per_s": result["tiers"]["storage"]["read_bandwidth_bytes_per_s"],
-                    "storage_write_bytes_per_s": result["tiers"]["storage"]["write_bandwidth_bytes_per_s"],
-                    "ttft_p95_ms": result["latency_ms"]["ttft"]["p95"],
-                    "ranks": result["ranks"],
-                }
-            )
-        else:
-            stdout.write(f"== {path}\n{format_summary(result)}\n")
+        try:
+            if as_json:
+                headlines.append(
+                    {
+                        "path": path,
+                        "status": result["status"],
+                        "storage_read_bytes_per_s": result["tiers"]["storage"]["read_bandwidth_bytes_per_s"],
+                        "storage_write_bytes_per_s": result["tiers"]["storage"]["write_bandwidth_bytes_per_s"],
+                        "ttft_p95_ms": result["latency_ms"]["ttft"]["p95"],
+                        "ranks": result["ranks"],
+                    }
+                )
+            else:
+                stdout.write(f"== {path}\n{format_summary(result)}\n")
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise UsageError("RESULT.json", f"{path} is incomplete or damaged (at {exc!r})") from None
     if as_json:
         stdout.write(json.dumps(headlines, indent=2) + "\n")
     return 0

@@ -132,3 +132,11 @@ def test_describe_lists_models_and_flags(capsys):
     data = json.loads(text)
     assert "llama3.1-8b" in data["models"]
     assert "--num-users" in data["commands"]["run"] and "--ranks" in data["commands"]["datasize"]
+
+
+def test_report_of_a_damaged_result_is_a_usage_error(tmp_path):
+    damaged = tmp_path / "R.json"
+    damaged.write_text('{"schema": "storagebench.kvcache/result/v1", "status": "ok"}')
+    err = io.StringIO()
+    assert main(["report", str(damaged)], stdout=io.StringIO(), stderr=err) == 2
+    assert "RESULT.json" in err.getvalue() and "incomplete" in err.getvalue()
