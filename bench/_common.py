@@ -31,7 +31,8 @@ def work_directory(chosen: Optional[str], prefix: str) -> Iterator[str]:
     """A fresh directory made inside `chosen` (which must exist), or under /var/tmp, removed at the end: the
     benchmark deletes only what it created. /var/tmp, not /tmp: /tmp may be tmpfs, which is RAM, not storage."""
     if chosen and not os.path.isdir(chosen):
-        raise SystemExit(f"--dir: {chosen} does not exist or is not a directory")
+        print(f"--dir: {chosen} does not exist or is not a directory", file=sys.stderr)
+        raise SystemExit(2)
     path = tempfile.mkdtemp(prefix=prefix, dir=os.path.abspath(chosen) if chosen else "/var/tmp")
     try:
         yield path
