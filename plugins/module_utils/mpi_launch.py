@@ -22,6 +22,9 @@ HOSTFILE_HOST_THRESHOLD = 64
 # ... or when the whole command would be longer than this many characters (Linux caps one argument
 # at 128 KiB and the whole environment + argv at ARG_MAX; ssh to each node adds its own limits).
 SAFE_COMMAND_CHARS = 32768
+# Where a hostfile goes when the caller names none: not the roles' cache directory
+# (/var/tmp/storagebench-kvcache, kvcache_cache_dir), which is the storage under test.
+DEFAULT_HOSTFILE_DIR = "/var/tmp/storagebench-kvcache-hostfiles"
 
 # RFC 1123 labels (letters, digits, hyphens; underscores tolerated as in many internal DNS zones);
 # a name never starts with "-", so it cannot turn into an mpirun option.
@@ -308,7 +311,7 @@ def build_mpi_prefix(
     env=None,
     ssh_command=None,
     hostfile=None,
-    hostfile_dir="/var/tmp/storagebench-kvcache",
+    hostfile_dir=DEFAULT_HOSTFILE_DIR,
     command_chars=0,
     hostfile_threshold=HOSTFILE_HOST_THRESHOLD,
 ):

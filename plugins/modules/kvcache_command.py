@@ -140,8 +140,9 @@ options:
   hostfile:
     description:
       - Absolute path of the hostfile to write where the module runs; when set, a hostfile is always used.
-      - When not set, a hostfile is used only for long host lists, at C(/var/tmp/storagebench-kvcache/hostfile-HASH),
-        HASH being taken from its content.
+      - When not set, a hostfile is used only for long host lists, at
+        C(/var/tmp/storagebench-kvcache-hostfiles/hostfile-HASH), HASH being taken from its content
+        (a directory of its own, apart from the roles' cache directory C(/var/tmp/storagebench-kvcache)).
     type: str
   env:
     description:
@@ -290,7 +291,7 @@ hostfile:
     path:
       description: Where it is (written where the module ran).
       type: str
-      sample: /var/tmp/storagebench-kvcache/hostfile-0f3c2a9d41b7e655
+      sample: /var/tmp/storagebench-kvcache-hostfiles/hostfile-0f3c2a9d41b7e655
     content:
       description: Its content, one host a line.
       type: str
@@ -315,12 +316,13 @@ from ansible_collections.storagebench.kvcache.plugins.module_utils.engine_comman
 )
 from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError  # noqa: E402
 from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_launch import (  # noqa: E402
+    DEFAULT_HOSTFILE_DIR,
     FLAVORS,
     build_mpi_prefix,
     detect_flavor,
 )
 
-HOSTFILE_DIR = "/var/tmp/storagebench-kvcache"
+HOSTFILE_DIR = DEFAULT_HOSTFILE_DIR
 
 
 def describe_engine(module, python):

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """A fleet of fake hosts on one machine: network namespaces, each with its own hostname, address,
-sshd and a private cache directory mounted at one shared path.
+sshd, and a private cache directory and a private results directory, each mounted at one shared path
+(so a file written on one host is never visible on another, as on real machines).
 
 Network hygiene (mandatory): before anything is created, an `unreachable` route for the whole
 test subnet goes into the root namespace, so no packet for a test address can ever leave through
@@ -27,6 +28,7 @@ PREFIX = "10.77.0"  # hosts are PREFIX.11, .12, ...; the bridge (controller side
 BRIDGE = "kvfleet-br0"
 NAME = "kvfleet{}"  # namespace and hostname of host i
 SHARED_CACHE = "/var/tmp/kvcache-fleet-cache"  # the same path on every host, privately mounted
+SHARED_RESULTS = "/var/tmp/storagebench-kvcache-results"  # the run role's run_work_dir, privately mounted too
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 SSHD = "/usr/sbin/sshd"
 
@@ -57,6 +59,9 @@ class Fleet:
     def private_cache(self, index):
         return os.path.join(self.workdir, "hosts", self.names[index], "cache")
 
+    def private_results(self, index):
+        return os.path.join(self.workdir, "hosts", self.names[index], "results")
+
     def _state_path(self):
         return os.path.join(self.workdir, "state.json")
 
@@ -66,8 +71,7 @@ class Fleet:
             raise PermissionError("the fleet needs root (network namespaces, mounts, sshd)")
         os.makedirs(self.workdir, exist_ok=True)
         os.makedirs(self.control_dir, exist_ok=True)
-        with open(self._state_path(), "w", encoding="utf-8") as handle:
-            json.dump({"count": self.count}, handle)
+        self._write_state(created_results_mount=False)
         # The safety route first: nothing for the test subnet may ever leave the machine.
         add = run(["ip", "route", "add", "unreachable", SUBNET], check=False)
         if add.returncode != 0 and "File exists" not in add.stderr:
@@ -76,6 +80,10 @@ class Fleet:
             self._keys()
             self._bridge()
             os.makedirs(SHARED_CACHE, exist_ok=True)
+            if not os.path.isdir(SHARED_RESULTS):
+                # Recorded before it is made, so that down() (perhaps another process) removes it.
+                self._write_state(created_results_mount=True)
+                os.makedirs(SHARED_RESULTS)
             os.makedirs("/run/sshd", exist_ok=True)
             for index in range(self.count):
                 self._host(index)
@@ -85,6 +93,17 @@ class Fleet:
             self.down()
             raise
         return self
+
+    def _write_state(self, created_results_mount):
+        with open(self._state_path(), "w", encoding="utf-8") as handle:
+            json.dump({"count": self.count, "created_results_mount": created_results_mount}, handle)
+
+    def _read_state(self):
+        try:
+            with open(self._state_path(), encoding="utf-8") as handle:
+                return json.load(handle)
+        except (OSError, ValueError):
+            return {}
 
     def _keys(self):
         if not os.path.exists(self.key):
@@ -114,6 +133,7 @@ class Fleet:
         if not os.path.exists(host_key):
             run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key])
         os.makedirs(self.private_cache(index), exist_ok=True)
+        os.makedirs(self.private_results(index), exist_ok=True)
         config = os.path.join(self.workdir, f"sshd_{name}.conf")
         with open(config, "w", encoding="utf-8") as handle:
             handle.write(
@@ -136,8 +156,9 @@ class Fleet:
                     ]
                 )
             )
-        # Own hostname (UTS) and own mount namespace: the private cache appears at the shared path.
-        inner = f'hostname "$1" && mount --bind "$2" "$3" && exec {SSHD} -D -e -f "$4"'
+        # Own hostname (UTS) and own mount namespace: the private cache and results directories appear at the
+        # shared paths.
+        inner = f'hostname "$1" && mount --bind "$2" "$3" && mount --bind "$5" "$6" && exec {SSHD} -D -e -f "$4"'
         log = open(os.path.join(self.workdir, f"sshd_{name}.log"), "w", encoding="utf-8")  # noqa: SIM115
         self._daemons.append(
             subprocess.Popen(
@@ -159,6 +180,8 @@ class Fleet:
                     self.private_cache(index),
                     SHARED_CACHE,
                     config,
+                    self.private_results(index),
+                    SHARED_RESULTS,
                 ],
                 stdout=log,
                 stderr=log,
@@ -239,6 +262,10 @@ class Fleet:
         run(["ip", "route", "del", "unreachable", SUBNET], check=False)
         if os.path.isdir(SHARED_CACHE) and not os.listdir(SHARED_CACHE):
             os.rmdir(SHARED_CACHE)
+        # The results mount point only if up() made it (the machine may use that path itself) and it is empty.
+        if self._read_state().get("created_results_mount") and os.path.isdir(SHARED_RESULTS):
+            if not os.listdir(SHARED_RESULTS):
+                os.rmdir(SHARED_RESULTS)
 
     @staticmethod
     def _kill_namespace_processes(name):

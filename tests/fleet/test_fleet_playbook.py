@@ -29,6 +29,11 @@ def private_files(fleet, index):
     return found
 
 
+def results_left(fleet, index):
+    """What is in a host's private run_work_dir (/var/tmp/storagebench-kvcache-results on that host)."""
+    return sorted(os.listdir(fleet.private_results(index)))
+
+
 def test_run_playbook_six_ranks_on_three_hosts(fleet, collections, tmp_path):
     inventory = write_inventory(fleet, tmp_path / "hosts.ini")
     done = run_playbook(fleet, collections, inventory, tmp_path / "results")
@@ -49,6 +54,22 @@ def test_run_playbook_six_ranks_on_three_hosts(fleet, collections, tmp_path):
         print("\nfleet run headline:\n" + handle.read())  # `make test-fleet` shows it (pytest -s)
     for index in range(fleet.count):
         assert private_files(fleet, index) == [], f"{fleet.names[index]}'s cache dir was left dirty"
+        # Fetched, then removed from the launcher; nothing was ever written on the other hosts.
+        assert results_left(fleet, index) == [], f"{fleet.names[index]} kept {results_left(fleet, index)}"
+
+
+def test_mpi_hosts_not_starting_with_the_launcher_are_refused(fleet, collections, tmp_path):
+    # Rank 0 would run (and write the result) on kvfleet1 while kvfleet0 launches and fetches.
+    hosts = "{{ (ansible_play_hosts | map('extract', hostvars, 'ansible_host') | list)[1:] + [ansible_host] }}"
+    inventory = write_inventory(fleet, tmp_path / "hosts.ini", run_mpi_hosts=hosts)
+    done = run_playbook(fleet, collections, inventory, tmp_path / "results", "--tags", "run")
+    assert done.returncode != 0
+    assert "run_mpi_hosts must list the hosts in launch order with the launcher first" in done.stdout
+    assert f"'{fleet.addresses[1]}'" in done.stdout and fleet.names[0] in done.stdout
+    # Refused before anything was created, built or launched.
+    for task in ("Create the cache directory", "Build the benchmark command", "Run the benchmark, with a timeout"):
+        assert task not in done.stdout
+    assert result_files(tmp_path / "results") == []
 
 
 def test_limit_to_two_hosts_runs_on_two(fleet, collections, tmp_path):
@@ -135,6 +156,7 @@ def test_a_rank_killed_mid_run_fails_the_play_with_logs(fleet, collections, tmp_
     assert logs, "the rescue must fetch the logs to the controller"
     for path in result_files(results):
         assert json.loads(open(path, encoding="utf-8").read())["status"] != "ok"
+    assert results_left(fleet, 0) == [], "the rescue must remove the launcher's copy of the result"
     for index in range(fleet.count):
         for _attempt in range(100):  # orphaned ranks are being killed by mpirun; give them 10 s
             if not _engine_pids(fleet.names[index]):

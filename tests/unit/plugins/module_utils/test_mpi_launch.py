@@ -190,6 +190,13 @@ def test_more_hosts_than_threshold_use_an_open_mpi_hostfile():
     assert len(lines) == 65
 
 
+def test_default_hostfile_directory_is_not_the_roles_cache_directory():
+    hosts = [f"n{i}" for i in range(HOSTFILE_HOST_THRESHOLD + 1)]
+    path = build_mpi_prefix(hosts)["hostfile"]["path"]
+    assert path.startswith("/var/tmp/storagebench-kvcache-hostfiles/hostfile-")
+    assert not path.startswith("/var/tmp/storagebench-kvcache/")
+
+
 def test_long_command_uses_a_hostfile_even_with_few_hosts():
     hosts = [f"h{i}.example.com" for i in range(4)]
     assert build_mpi_prefix(hosts, command_chars=100)["hostfile"] is None

@@ -240,6 +240,13 @@ def test_check_mode_reports_but_does_not_write_the_hostfile(commands, tmp_path):
     assert not path.exists()
 
 
+def test_default_hostfile_directory_is_apart_from_the_cache_directory():
+    # The roles' cache directory (kvcache_cache_dir) is /var/tmp/storagebench-kvcache: the storage under test.
+    assert kvcache_command.HOSTFILE_DIR == "/var/tmp/storagebench-kvcache-hostfiles"
+    assert "C(/var/tmp/storagebench-kvcache-hostfiles/hostfile-HASH)" in kvcache_command.DOCUMENTATION
+    assert "/var/tmp/storagebench-kvcache-hostfiles/hostfile-" in kvcache_command.RETURN
+
+
 def test_many_hosts_use_a_hostfile_in_the_default_directory(commands, tmp_path, monkeypatch):
     monkeypatch.setattr(kvcache_command, "HOSTFILE_DIR", str(tmp_path))
     hosts = [f"node{i:04d}" for i in range(10000)]
