@@ -62,6 +62,13 @@ class Fleet:
     def private_results(self, index):
         return os.path.join(self.workdir, "hosts", self.names[index], "results")
 
+    def private_cache_files(self, index):
+        """Every file under host `index`'s private cache directory (empty once a run cleaned up)."""
+        found = []
+        for root, _dirs, files in os.walk(self.private_cache(index)):
+            found += [os.path.join(root, name) for name in files]
+        return found
+
     def _state_path(self):
         return os.path.join(self.workdir, "state.json")
 

@@ -60,13 +60,6 @@ def fleet_mpirun(fleet, ranks_per_host, *engine_args):
     ]
 
 
-def private_files(fleet, index):
-    found = []
-    for root, _dirs, files in os.walk(fleet.private_cache(index)):
-        found += [os.path.join(root, f) for f in files]
-    return found
-
-
 def test_six_ranks_on_three_hosts(fleet, tmp_path):
     result_path = tmp_path / "R.json"
     done = subprocess.run(
@@ -85,7 +78,7 @@ def test_six_ranks_on_three_hosts(fleet, tmp_path):
         assert [r["host"] for r in result["per_rank"]].count(host) == 2
     assert all(r["tiers"]["storage"]["bytes_written"] > 0 for r in result["per_rank"])
     for index in range(fleet.count):
-        assert private_files(fleet, index) == [], f"{fleet.names[index]}'s cache dir was not cleaned"
+        assert fleet.private_cache_files(index) == [], f"{fleet.names[index]}'s cache dir was not cleaned"
 
 
 def test_each_host_writes_to_its_own_private_directory(fleet, tmp_path):
@@ -99,7 +92,7 @@ def test_each_host_writes_to_its_own_private_directory(fleet, tmp_path):
     assert done.returncode == 0, done.stderr
     try:
         for index in range(fleet.count):
-            entries = [f for f in private_files(fleet, index) if f.endswith(".kv")]
+            entries = [f for f in fleet.private_cache_files(index) if f.endswith(".kv")]
             rank_dirs = {os.path.basename(os.path.dirname(f)) for f in entries}
             assert len(rank_dirs) == 2, f"{fleet.names[index]} should hold exactly its own two ranks: {rank_dirs}"
     finally:

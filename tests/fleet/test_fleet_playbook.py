@@ -22,13 +22,6 @@ def collections(tmp_path_factory):
     return collections_path(str(tmp_path_factory.mktemp("collections")))
 
 
-def private_files(fleet, index):
-    found = []
-    for root, _dirs, files in os.walk(fleet.private_cache(index)):
-        found += [os.path.join(root, f) for f in files]
-    return found
-
-
 def results_left(fleet, index):
     """What is in a host's private run_work_dir (/var/tmp/storagebench-kvcache-results on that host)."""
     return sorted(os.listdir(fleet.private_results(index)))
@@ -53,7 +46,7 @@ def test_run_playbook_six_ranks_on_three_hosts(fleet, collections, tmp_path):
     with open(os.path.join(run_dir, "headline.txt"), encoding="utf-8") as handle:
         print("\nfleet run headline:\n" + handle.read())  # `make test-fleet` shows it (pytest -s)
     for index in range(fleet.count):
-        assert private_files(fleet, index) == [], f"{fleet.names[index]}'s cache dir was left dirty"
+        assert fleet.private_cache_files(index) == [], f"{fleet.names[index]}'s cache dir was left dirty"
         # Fetched, then removed from the launcher; nothing was ever written on the other hosts.
         assert results_left(fleet, index) == [], f"{fleet.names[index]} kept {results_left(fleet, index)}"
 
@@ -103,7 +96,7 @@ def test_unreachable_host_stops_the_play_before_launch(fleet, collections, tmp_p
     assert result_files(tmp_path / "results") == []
     assert time.monotonic() - started < 300
     for index in range(fleet.count):
-        assert private_files(fleet, index) == []
+        assert fleet.private_cache_files(index) == []
 
 
 def _engine_pids(namespace):

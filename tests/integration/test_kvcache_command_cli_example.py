@@ -11,36 +11,13 @@ output, "localhost | SUCCESS => {...}".
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 
 import pytest
+from ansible_cli import ansible_binary, collections_path, open_mpi_mpirun
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ANSIBLE = os.path.join(os.path.dirname(sys.executable), "ansible")
 EXAMPLE_ARGS = "command=run exec_type=mpi hosts=h1,h2 model=llama3.1-8b"
 EXPECTED_PREFIX = ["mpirun", "-n", "2", "-host", "h1:1,h2:1", "--bind-to", "none", "--map-by", "node"]
-
-
-def open_mpi_mpirun():
-    """mpirun on PATH when it is Open MPI's (the module's mpi_flavor=auto asks it), else None."""
-    mpirun = shutil.which("mpirun")
-    if not mpirun:
-        return None
-    try:
-        version = subprocess.run([mpirun, "--version"], capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return mpirun if "Open MPI" in version.stdout + version.stderr else None
-
-
-def collections_path(directory):
-    """A collections path holding storagebench.kvcache as a link to this checkout."""
-    link = os.path.join(directory, "ansible_collections", "storagebench", "kvcache")
-    os.makedirs(os.path.dirname(link), exist_ok=True)
-    os.symlink(ROOT, link)
-    return directory
 
 
 def test_issue_4_example_builds_the_open_mpi_prefix(tmp_path):
@@ -48,13 +25,21 @@ def test_issue_4_example_builds_the_open_mpi_prefix(tmp_path):
         pytest.skip("Open MPI's mpirun is not installed")
     env = dict(
         os.environ,
-        ANSIBLE_COLLECTIONS_PATH=collections_path(str(tmp_path / "collections")),
+        ANSIBLE_COLLECTIONS_PATH=collections_path(tmp_path),
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_LOCALHOST_WARNING="false",
         ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
     )
     env.pop("ANSIBLE_CONFIG", None)
-    command = [ANSIBLE, "localhost", "-m", "storagebench.kvcache.kvcache_command", "-a", EXAMPLE_ARGS, "--check"]
+    command = [
+        ansible_binary(),
+        "localhost",
+        "-m",
+        "storagebench.kvcache.kvcache_command",
+        "-a",
+        EXAMPLE_ARGS,
+        "--check",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     header, _sep, body = done.stdout.partition(" => ")

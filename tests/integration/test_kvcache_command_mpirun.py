@@ -6,51 +6,23 @@ exactly as a playbook would call it; the argv it returns is then executed withou
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
+from ansible_cli import ROOT, ansible_binary, collections_path, open_mpi_mpirun
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _open_mpi_mpirun():
-    mpirun = shutil.which("mpirun")
-    if not mpirun:
-        return None
-    try:
-        version = subprocess.run([mpirun, "--version"], capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return mpirun if "Open MPI" in version.stdout + version.stderr else None
-
-
-def _ansible():
-    candidate = os.path.join(os.path.dirname(sys.executable), "ansible")
-    return candidate if os.access(candidate, os.X_OK) else shutil.which("ansible")
-
-
-def _collections_path(tmp_path):
-    parts = ROOT.split(os.sep)
-    if parts[-3:] == ["ansible_collections", "storagebench", "kvcache"]:
-        return os.sep.join(parts[:-3])
-    namespace = tmp_path / "collections" / "ansible_collections" / "storagebench"
-    namespace.mkdir(parents=True)
-    os.symlink(ROOT, str(namespace / "kvcache"))
-    return str(tmp_path / "collections")
 
 
 def run_module(tmp_path, args, env):
     """Run storagebench.kvcache.kvcache_command on localhost in check mode; return its result."""
-    ansible = _ansible()
+    ansible = ansible_binary()
     if not ansible:
         pytest.skip("the ansible command line is not installed")
     env = dict(
         env,
-        ANSIBLE_COLLECTIONS_PATH=_collections_path(tmp_path),
+        ANSIBLE_COLLECTIONS_PATH=collections_path(tmp_path),
         ANSIBLE_LOCALHOST_WARNING="false",
         ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
         ANSIBLE_NOCOLOR="true",
@@ -65,7 +37,7 @@ def run_module(tmp_path, args, env):
 
 
 def test_two_processes_on_localhost_really_run_under_open_mpi(tmp_path):
-    mpirun = _open_mpi_mpirun()
+    mpirun = open_mpi_mpirun()
     if not mpirun:
         pytest.skip("Open MPI's mpirun is not installed")
     pytest.importorskip("mpi4py")

@@ -1,0 +1,37 @@
+"""Calling the collection through the `ansible` command line, as a user would (shared by the module's tests)."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def open_mpi_mpirun():
+    """mpirun on PATH when it is Open MPI's (the module's mpi_flavor=auto asks it), else None."""
+    mpirun = shutil.which("mpirun")
+    if not mpirun:
+        return None
+    try:
+        version = subprocess.run([mpirun, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return mpirun if "Open MPI" in version.stdout + version.stderr else None
+
+
+def ansible_binary():
+    candidate = os.path.join(os.path.dirname(sys.executable), "ansible")
+    return candidate if os.access(candidate, os.X_OK) else shutil.which("ansible")
+
+
+def collections_path(tmp_path):
+    """A collections path that holds this checkout as storagebench.kvcache (a link, unless it already is one)."""
+    parts = ROOT.split(os.sep)
+    if parts[-3:] == ["ansible_collections", "storagebench", "kvcache"]:
+        return os.sep.join(parts[:-3])
+    namespace = tmp_path / "collections" / "ansible_collections" / "storagebench"
+    namespace.mkdir(parents=True, exist_ok=True)
+    if not (namespace / "kvcache").is_symlink():
+        os.symlink(ROOT, str(namespace / "kvcache"))
+    return str(tmp_path / "collections")
