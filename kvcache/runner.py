@@ -1,5 +1,6 @@
 """One rank's benchmark: users and workers that turn requests into tier I/O inside one measured window."""
 
+import collections
 import queue
 import threading
 import time
@@ -141,6 +142,11 @@ class RankRun:
             for u in range(self.values["num_users"])
         ]
         streams = [u.requests() for u in users]
+        # A user has one request in flight, as a real one would: a turn that arrives while the previous
+        # one is served waits, in order (its wait counts in queue_wait), instead of missing its context.
+        users_lock = threading.Lock()
+        busy = [False] * len(users)
+        waiting = [collections.deque() for _user in users]
         arrivals = Arrivals(self.seed, self.values["request_rate"], len(users))
 
         def dispatcher():
@@ -149,7 +155,13 @@ class RankRun:
                 for at, user_id in arrivals:
                     if self.stop.wait(max(0.0, origin + at - time.perf_counter())) or not self._admit():
                         return
-                    backlog.put((next(streams[user_id]), time.perf_counter()))
+                    item = (next(streams[user_id]), time.perf_counter())
+                    with users_lock:
+                        if busy[user_id]:
+                            waiting[user_id].append(item)
+                        else:
+                            busy[user_id] = True
+                            backlog.put(item)
             finally:
                 dispatch_done.set()
 
@@ -161,7 +173,14 @@ class RankRun:
                     if dispatch_done.is_set():
                         return
                     continue
-                self.serve(request, arrival)
+                try:
+                    self.serve(request, arrival)
+                finally:
+                    with users_lock:  # hand this user's next waiting turn, in order, to the workers
+                        if waiting[request.user]:
+                            backlog.put(waiting[request.user].popleft())
+                        else:
+                            busy[request.user] = False
 
         return dispatcher, worker
 

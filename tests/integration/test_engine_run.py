@@ -264,3 +264,16 @@ def test_resource_requests_beyond_the_host_are_usage_errors(tmp_path, args, opti
     assert done.returncode == 2, done.stderr
     assert option in done.stderr
     assert leftovers(tmp_path) == []
+
+
+def test_open_loop_user_has_one_request_in_flight(tmp_path):
+    # 1 user, 4 servers, arrivals far faster than service: turns are still served one at a time and in
+    # order, so each finds the previous one cached.
+    done = kvcache("run", *SHORT_RUN, "--num-users", "1", "--max-concurrent-requests", "4", "--duration", "3",
+                   "--request-rate", "50",
+                   "--cache-dir", tmp_path, "--output", tmp_path / "R.json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = load(tmp_path / "R.json")
+    assert result["requests"]["completed"] >= 2
+    assert result["hit_rate"]["misses"] == 1  # only the very first lookup of the shared prefix
+    assert result["latency_ms"]["queue_wait"]["max"] > 0
