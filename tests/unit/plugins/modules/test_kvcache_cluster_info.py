@@ -4,20 +4,13 @@ import json
 
 import pytest
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.storagebench.kvcache.plugins.modules import kvcache_cluster_info
+from ansible_collections.storagebench.kvcache.tests.unit.plugins.modules import module_harness as harness
+from ansible_collections.storagebench.kvcache.tests.unit.plugins.modules.module_harness import patch_exits
 
 PROBE = {"version": "3.11.2", "executable": "/v/bin/python", "prefix": "/v", "mpi4py": "4.1.1", "numpy": "2.3.5",
          "hdrhistogram": "0.10.3", "engine": "0.1.0"}  # fmt: skip
 SMI = "0, NVIDIA H100 80GB HBM3, 81559, 550.54.15, GPU-aaaa\n"
-
-
-class AnsibleExitJson(Exception):
-    pass
-
-
-class AnsibleFailJson(Exception):
-    pass
 
 
 @pytest.fixture
@@ -44,26 +37,14 @@ def tools(monkeypatch):
     def get_bin_path(self, name, *args, **kwargs):
         return state["paths"].get(name)
 
-    def exit_json(self, **kwargs):
-        raise AnsibleExitJson(kwargs)
-
-    def fail_json(self, **kwargs):
-        raise AnsibleFailJson(kwargs)
-
     monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
     monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", get_bin_path)
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+    patch_exits(monkeypatch)
     return state
 
 
 def run_module(args, check_mode=False):
-    if check_mode:
-        args = dict(args, _ansible_check_mode=True)
-    with patch_module_args(args):
-        with pytest.raises(AnsibleExitJson) as result:
-            kvcache_cluster_info.main()
-    return result.value.args[0]
+    return harness.run_module(kvcache_cluster_info.main, args, check_mode)
 
 
 def test_everything_about_this_host(tools, tmp_path):
@@ -143,7 +124,5 @@ def test_subset_returns_only_what_was_asked(tools):
 
 
 def test_bad_subset_is_refused(tools):
-    with patch_module_args({"gather_subset": ["disks"]}):
-        with pytest.raises(AnsibleFailJson) as failure:
-            kvcache_cluster_info.main()
-    assert "gather_subset" in failure.value.args[0]["msg"]
+    failure = harness.fail_module(kvcache_cluster_info.main, {"gather_subset": ["disks"]})
+    assert "gather_subset" in failure["msg"]

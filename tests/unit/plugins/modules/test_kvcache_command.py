@@ -8,21 +8,13 @@ import types
 
 import pytest
 from ansible.module_utils import basic
-from ansible.module_utils.common import warnings as module_warnings
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.storagebench.kvcache.plugins.modules import kvcache_command
+from ansible_collections.storagebench.kvcache.tests.unit.plugins.modules import module_harness as harness
+from ansible_collections.storagebench.kvcache.tests.unit.plugins.modules.module_harness import patch_exits
 
 OPENMPI_VERSION = "mpirun (Open MPI) 4.1.4\n\nReport bugs to http://www.open-mpi.org/community/help/\n"
 MPICH_VERSION = "HYDRA build details:\n    Version:                                 4.1.2\n"
 DEFAULT_PY = "/opt/storagebench-kvcache/venv/bin/python"
-
-
-class AnsibleExitJson(Exception):
-    pass
-
-
-class AnsibleFailJson(Exception):
-    pass
 
 
 @pytest.fixture
@@ -42,34 +34,17 @@ def commands(monkeypatch, description):
             raise OSError(result.errno, result.strerror)
         return result
 
-    def exit_json(self, **kwargs):
-        kwargs["warnings"] = list(module_warnings.get_warning_messages())
-        raise AnsibleExitJson(kwargs)
-
-    def fail_json(self, **kwargs):
-        raise AnsibleFailJson(kwargs)
-
-    monkeypatch.setattr(module_warnings, "_global_warnings", {})  # warnings of this test only
+    patch_exits(monkeypatch)
     monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
     return state
 
 
 def run_module(args, check_mode=False):
-    if check_mode:
-        args = dict(args, _ansible_check_mode=True)
-    with patch_module_args(args):
-        with pytest.raises(AnsibleExitJson) as result:
-            kvcache_command.main()
-    return result.value.args[0]
+    return harness.run_module(kvcache_command.main, args, check_mode)
 
 
 def fail_module(args):
-    with patch_module_args(args):
-        with pytest.raises(AnsibleFailJson) as result:
-            kvcache_command.main()
-    return result.value.args[0]
+    return harness.fail_module(kvcache_command.main, args)
 
 
 def test_issue_example_two_hosts_open_mpi(commands):
