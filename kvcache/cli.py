@@ -4,6 +4,7 @@ Exit codes: 0 ok, 2 bad input (the message names the option), 1 the run failed.
 """
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import List, Optional
@@ -78,7 +79,9 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     parser = build_parser()
-    args = parser.parse_args(argv)  # argparse itself exits 2 on unknown flags and bad choices
+    # argparse itself exits 2 on unknown flags and bad choices; its messages go to the streams we were given.
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        args = parser.parse_args(argv)
     try:
         if args.command == "describe":
             from kvcache.describe import describe  # noqa: PLC0415

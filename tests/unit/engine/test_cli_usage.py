@@ -140,3 +140,11 @@ def test_report_of_a_damaged_result_is_a_usage_error(tmp_path):
     err = io.StringIO()
     assert main(["report", str(damaged)], stdout=io.StringIO(), stderr=err) == 2
     assert "RESULT.json" in err.getvalue() and "incomplete" in err.getvalue()
+
+
+def test_argparse_errors_go_to_the_given_stream():
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--io-engine", "sideways"], stdout=io.StringIO(), stderr=err)
+    assert exited.value.code == 2
+    assert "--io-engine" in err.getvalue() and "direct" in err.getvalue()
