@@ -10,7 +10,7 @@ import sys
 from typing import List, Optional
 
 from kvcache import __version__
-from kvcache.errors import RunFailed, UsageError
+from kvcache.errors import UsageError
 from kvcache.options import DATASIZE, RUN, add_arguments, resolve
 
 EPILOG = "Every option can also be set in --config FILE.yaml; flags typed on the command line win."
@@ -101,6 +101,3 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
     except UsageError as exc:
         stderr.write(f"kvcache {args.command}: error: {exc}\n")
         return 2
-    except RunFailed as exc:
-        stderr.write(f"kvcache {args.command}: failed: {exc}\n")
-        return 1

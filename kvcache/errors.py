@@ -1,4 +1,4 @@
-"""Exceptions that map to the engine's exit codes (2 bad input, 1 run failed)."""
+"""Bad input: exit code 2. (A run that fails returns 1 with its error in the result.)"""
 
 
 class UsageError(Exception):
@@ -7,7 +7,3 @@ class UsageError(Exception):
     def __init__(self, option, message):
         super().__init__(f"{option}: {message}" if option else message)
         self.option = option
-
-
-class RunFailed(Exception):
-    """The run could not complete. Exit code 1."""
