@@ -1,10 +1,12 @@
 # Copyright: storagebench developers
 # MIT License (see LICENSE at the collection root)
-"""What the kvcache_command builders share: the error type and environment-variable checking."""
+"""What the kvcache_command builders share: the error type, quoting values in messages, environment-variable names."""
 
 import re
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A message quotes at most this many characters of a value: a huge value must not make a huge message.
+QUOTE_CHARS = 60
 
 
 class OptionError(ValueError):
@@ -16,12 +18,25 @@ class OptionError(ValueError):
         super().__init__(f"{option}: {message}")
 
 
+def quote(value, limit=QUOTE_CHARS):
+    """`value` quoted for a message, cut to its first `limit` characters (marked with ...)."""
+    text = str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + "..."
+
+
+def check_env_name(option, name):
+    """Raise OptionError unless `name` is a valid environment variable name."""
+    if not _ENV_NAME_RE.match(str(name)):
+        raise OptionError(option, f"{quote(name)} is not a valid environment variable name")
+
+
 def env_pairs(env):
     """The `env` option as [(NAME, value)], names checked, values as strings (true/false as 1/0)."""
     pairs = []
     for name, value in (env or {}).items():
-        if not _ENV_NAME_RE.match(str(name)):
-            raise OptionError("env", f"{name!r} is not a valid environment variable name")
+        check_env_name("env", name)
         if value is None:
             value = ""
         elif isinstance(value, bool):

@@ -11,11 +11,14 @@ import ipaddress
 import re
 import shlex
 
-from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError, env_pairs
-
-OPENMPI = "openmpi"
-MPICH = "mpich"
-FLAVORS = (OPENMPI, MPICH)
+from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError, env_pairs, quote
+from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_params import (
+    FLAVORS,
+    MPICH,
+    OPENMPI,
+    read_mpi_params,
+    split_mpi_params,
+)
 
 # A hostfile replaces the host list on the command line above this many hosts ...
 HOSTFILE_HOST_THRESHOLD = 64
@@ -25,46 +28,16 @@ SAFE_COMMAND_CHARS = 32768
 # Where a hostfile goes when the caller names none: not the roles' cache directory
 # (/var/tmp/storagebench-kvcache, kvcache_cache_dir), which is the storage under test.
 DEFAULT_HOSTFILE_DIR = "/var/tmp/storagebench-kvcache-hostfiles"
+# The first line of every hostfile the module writes: the mark that lets it rewrite that file and
+# no other. Open MPI and Hydra both skip lines that start with '#'.
+HOSTFILE_MARKER = "# written by storagebench.kvcache.kvcache_command"
+# At most this many host names in a warning.
+_NAMED_HOSTS = 5
 
 # RFC 1123 labels (letters, digits, hyphens; underscores tolerated as in many internal DNS zones);
 # a name never starts with "-", so it cannot turn into an mpirun option.
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 _BRACKETED_RE = re.compile(r"^\[([^\]]+)\](?::([^:]*))?$")
-
-# Flags each launcher spells several ways, mapped to the key of the option the module generates.
-# A flag of mpi_params with the same key replaces the generated option.
-_OPENMPI_KEYS = {
-    "n": "np",
-    "np": "np",
-    "c": "np",
-    "host": "hosts",
-    "H": "hosts",
-    "hostfile": "hosts",
-    "machinefile": "hosts",
-    "default-hostfile": "hosts",
-    "bind-to": "bind-to",
-    "map-by": "map-by",
-    "oversubscribe": "oversubscribe",
-    "allow-run-as-root": "allow-run-as-root",
-}
-_MPICH_KEYS = {
-    "n": "np",
-    "np": "np",
-    "host": "hosts",
-    "hosts": "hosts",
-    "f": "hosts",
-    "hostfile": "hosts",
-    "machinefile": "hosts",
-    "ppn": "ppn",
-    "launcher": "launcher",
-    "bootstrap": "launcher",
-    "launcher-exec": "launcher-exec",
-    "bootstrap-exec": "launcher-exec",
-}
-# Keys whose flag takes a value, so that the value is not read as a flag.
-_TAKES_VALUE = {"np", "hosts", "bind-to", "map-by", "ppn", "launcher", "launcher-exec"}
-# Both spellings of Open MPI's ssh agent parameter (rsh: 4.x, ssh: 5.x) are one setting.
-_MCA_SYNONYMS = {"plm_rsh_agent": "plm_ssh_agent"}
 
 
 def parse_host(entry):
@@ -81,7 +54,7 @@ def parse_host(entry):
         try:
             ipaddress.IPv6Address(name)
         except ValueError:
-            raise OptionError("hosts", f"{text!r}: only an IPv6 address may be written in brackets") from None
+            raise OptionError("hosts", f"{quote(text)}: only an IPv6 address may be written in brackets") from None
         return name, _parse_slots(text, count)
     try:
         return str(ipaddress.ip_address(text)), None
@@ -91,7 +64,7 @@ def parse_host(entry):
     if ":" in text:
         name, _sep, count = text.rpartition(":")
     if not _valid_host_name(name):
-        raise OptionError("hosts", f"{text!r} is not a hostname or IP address (optionally followed by :N)")
+        raise OptionError("hosts", f"{quote(text)} is not a hostname or IP address (optionally followed by :N)")
     return name, _parse_slots(text, count)
 
 
@@ -99,10 +72,10 @@ def _parse_slots(text, count):
     if count is None:
         return None
     if not count.isdigit():
-        raise OptionError("hosts", f"{text!r}: the process count after ':' must be a positive integer")
+        raise OptionError("hosts", f"{quote(text)}: the process count after ':' must be a positive integer")
     slots = int(count)
     if slots < 1:
-        raise OptionError("hosts", f"{text!r}: a host needs at least 1 process slot (host:0 is not allowed)")
+        raise OptionError("hosts", f"{quote(text)}: a host needs at least 1 process slot (host:0 is not allowed)")
     return slots
 
 
@@ -193,20 +166,6 @@ def plan_slots(entries, num_processes=None, processes_per_host=None, oversubscri
     return np_, slots
 
 
-def parse_mpi_params(mpi_params):
-    """`mpi_params` as an argv list: a list is taken item by item, a string is split with shlex."""
-    if mpi_params is None:
-        return []
-    if isinstance(mpi_params, (list, tuple)):
-        return [str(item) for item in mpi_params]
-    if isinstance(mpi_params, str):
-        try:
-            return shlex.split(mpi_params)
-        except ValueError as exc:
-            raise OptionError("mpi_params", f"cannot split {mpi_params!r}: {exc}") from None
-    raise OptionError("mpi_params", f"must be a list or a string, got {type(mpi_params).__name__}")
-
-
 def detect_flavor(version_text):
     """Read `mpirun --version` output: returns (flavor, (major, minor)) or (None, None)."""
     text = version_text or ""
@@ -223,12 +182,12 @@ def detect_flavor(version_text):
 
 
 def hostfile_content(slots, flavor):
-    """Open MPI: `host slots=N` lines; MPICH/Hydra: `host:N` lines (a `slots=` line is an error there)."""
+    """The marker line, then Open MPI `host slots=N` or MPICH/Hydra `host:N` lines (`slots=` is an error there)."""
     if flavor == OPENMPI:
         lines = [f"{name} slots={count}" for name, count in slots]
     else:
         lines = [f"{name}:{count}" for name, count in slots]
-    return "\n".join(lines) + "\n"
+    return "\n".join([HOSTFILE_MARKER] + lines) + "\n"
 
 
 def default_hostfile_path(directory, content):
@@ -237,65 +196,67 @@ def default_hostfile_path(directory, content):
     return "{}/hostfile-{}".format(directory.rstrip("/") or "", digest)
 
 
-def _param_key(token, flavor, following):
-    """The generated-option key a user flag stands for, or None; `following` is the rest of the params."""
-    if not token.startswith("-") or len(token) < 2 or token[1:2].isdigit():
-        return None, 0
-    name = token.lstrip("-")
-    value = None
-    if "=" in name:
-        name, value = name.split("=", 1)
-    if flavor == OPENMPI:
-        if name in ("x",):
-            var = value if value is not None else (following[0] if following else "")
-            return ("env", var.split("=", 1)[0]), 0 if value is not None else 1
-        if name in ("mca", "gmca", "prtemca"):
-            param = following[0] if following else ""
-            return ("mca", _MCA_SYNONYMS.get(param, param)), 2
-        key = _OPENMPI_KEYS.get(name)
-    else:
-        if name in ("genv", "env"):
-            return ("env", following[0] if following else ""), 2
-        key = _MPICH_KEYS.get(name)
-    if key is None:
-        return None, 0
-    return key, (1 if key in _TAKES_VALUE and value is None else 0)
-
-
-def user_param_keys(params, flavor):
-    """Keys of the generated options that mpi_params replaces, and the -n value it sets (or None)."""
-    keys = set()
-    np_ = None
-    index = 0
-    while index < len(params):
-        key, arity = _param_key(params[index], flavor, params[index + 1 :])
-        if key is not None:
-            keys.add(key)
-            if key == "np":
-                text = (
-                    params[index].split("=", 1)[1]
-                    if "=" in params[index]
-                    else (params[index + 1] if index + 1 < len(params) else "")
-                )
-                np_ = int(text) if text.isdigit() else np_
-        index += 1 + arity
-    return keys, np_
-
-
 def _ssh_options(flavor, version, ssh_command):
     if not ssh_command:
         return []
+    try:
+        words = shlex.split(ssh_command)
+    except ValueError as exc:
+        raise OptionError("ssh_command", f"cannot split {quote(ssh_command)}: {exc}") from None
+    if not words or words[0].startswith("-"):
+        raise OptionError("ssh_command", f"must start with the ssh program, got {quote(ssh_command)}")
     if flavor == OPENMPI:
         param = "plm_ssh_agent" if version and version[0] >= 5 else "plm_rsh_agent"
         return [(("mca", "plm_ssh_agent"), ["--mca", param, ssh_command])]
-    words = shlex.split(ssh_command)
     if len(words) != 1:
         raise OptionError(
             "ssh_command",
             "MPICH/Hydra runs -launcher-exec as one program without arguments; "
-            f"put {ssh_command!r} in a wrapper script and give its path",
+            f"put {quote(ssh_command)} in a wrapper script and give its path",
         )
     return [("launcher", ["-launcher", "ssh"]), ("launcher-exec", ["-launcher-exec", words[0]])]
+
+
+def check_mpi_bin(mpi_bin):
+    """The launcher must be a program name or path, never something mpirun's own caller would read as a flag."""
+    if not mpi_bin or str(mpi_bin).startswith("-"):
+        raise OptionError("mpi_bin", f"must name mpirun, mpiexec or a path to one, got {quote(mpi_bin)}")
+
+
+def _as_mpi_params(settings, check, *args):
+    """Run `check`; when it fails on an option that a flag of mpi_params set, name that flag instead.
+
+    `settings` maps an option name to the (flag, value) of mpi_params that stands for it, or None.
+    """
+    try:
+        return check(*args)
+    except OptionError as exc:
+        setting = settings.get(exc.option)
+        if setting is None:
+            raise
+        flag, value = setting
+        raise OptionError("mpi_params", f"{flag} {quote(value)}: {exc.message}") from None
+
+
+def _user_host_slots(host_list, num_processes, oversubscribe):
+    """The slots of a host list given in mpi_params (a bare host is one slot, as both launchers count it)."""
+    slots = {}
+    for entry in host_list.split(","):
+        name, count = parse_host(entry)
+        slots[name] = slots.get(name, 0) + (count or 1)
+    return plan_slots(list(slots.items()), num_processes, None, oversubscribe)[1]
+
+
+def _left_out_warnings(entries, slots, num_processes):
+    """Bare hosts left with 0 slots (more hosts than processes) are named, not dropped silently."""
+    planned = set(name for name, _count in slots)
+    left_out = [name for name, _count in entries if name not in planned]
+    if not left_out:
+        return []
+    named = ", ".join(left_out[:_NAMED_HOSTS])
+    if len(left_out) > _NAMED_HOSTS:
+        named += f" and {len(left_out) - _NAMED_HOSTS} more"
+    return [f"hosts: {num_processes} processes for {len(entries)} hosts leaves {len(left_out)} without one: {named}"]
 
 
 def build_mpi_prefix(
@@ -323,18 +284,34 @@ def build_mpi_prefix(
     {"path", "content"}), flavor, warnings. Nothing is written: the caller writes the hostfile.
     """
     if flavor not in FLAVORS:
-        raise OptionError("mpi_flavor", "must be one of {}, got {!r}".format(", ".join(FLAVORS), flavor))
-    if not mpi_bin or str(mpi_bin).startswith("-"):
-        raise OptionError("mpi_bin", f"must name mpirun, mpiexec or a path to one, got {mpi_bin!r}")
+        raise OptionError("mpi_flavor", "must be one of {}, got {}".format(", ".join(FLAVORS), quote(flavor)))
+    check_mpi_bin(mpi_bin)
     if hostfile is not None and not str(hostfile).startswith("/"):
-        raise OptionError("hostfile", f"must be an absolute path, got {hostfile!r}")
+        raise OptionError("hostfile", f"must be an absolute path, got {quote(hostfile)}")
     entries, warnings = normalize_hosts(hosts)
-    np_, slots = plan_slots(entries, num_processes, processes_per_host, oversubscribe)
-    params = parse_mpi_params(mpi_params)
+    user = read_mpi_params(split_mpi_params(mpi_params), flavor)
+    params, replaced = user.argv, user.replaced
+    may_oversubscribe = oversubscribe or user.oversubscribe
+    # A process count in mpi_params replaces the option's and is checked as the option would be.
+    np_, slots = _as_mpi_params(
+        {"num_processes": user.np, "processes_per_host": user.ppn},
+        plan_slots,
+        entries,
+        user.np[1] if user.np else num_processes,
+        user.ppn[1] if user.ppn else processes_per_host,
+        may_oversubscribe,
+    )
+    warnings.extend(_left_out_warnings(entries, slots, np_))
+    launch_slots = slots
+    if user.host_list is not None:
+        launch_slots = _as_mpi_params(
+            {"num_processes": user.host_list, "hosts": user.host_list},
+            _user_host_slots,
+            user.host_list[1],
+            np_,
+            may_oversubscribe,
+        )
     pairs = env_pairs(env)
-    replaced, np_override = user_param_keys(params, flavor)
-    if np_override is not None:
-        np_ = np_override
 
     ipv6 = [name for name, _count in slots if ":" in name]
     if ipv6 and flavor == MPICH:
@@ -386,7 +363,7 @@ def build_mpi_prefix(
     return {
         "prefix": prefix,
         "num_processes": np_,
-        "slots": slots,
+        "slots": launch_slots,
         "hostfile": hostfile_info,
         "flavor": flavor,
         "warnings": warnings,

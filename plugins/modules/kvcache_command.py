@@ -298,9 +298,7 @@ hostfile:
       sample: "h1 slots=1\nh2 slots=1\n"
 """
 
-import os  # noqa: E402
 import shlex  # noqa: E402
-import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.common.text.converters import to_native  # noqa: E402
@@ -314,15 +312,19 @@ from ansible_collections.storagebench.kvcache.plugins.module_utils.engine_comman
     with_env,
     wrap_in_container,
 )
-from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError  # noqa: E402
+from ansible_collections.storagebench.kvcache.plugins.module_utils.hostfile_writer import write_hostfile  # noqa: E402
+from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError, quote  # noqa: E402
 from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_launch import (  # noqa: E402
     DEFAULT_HOSTFILE_DIR,
     FLAVORS,
     build_mpi_prefix,
+    check_mpi_bin,
     detect_flavor,
 )
 
 HOSTFILE_DIR = DEFAULT_HOSTFILE_DIR
+# How much of a failed command's output a message quotes.
+_OUTPUT_CHARS = 100
 
 
 def describe_engine(module, python):
@@ -333,21 +335,22 @@ def describe_engine(module, python):
             [python, "-m", "kvcache", "describe"], handle_exceptions=False, expand_user_and_vars=False
         )
     except OSError as exc:
-        problems.append(f"{python} -m kvcache describe: {to_native(exc)}")
+        problems.append(f"{quote(python)} -m kvcache describe: {to_native(exc)[:_OUTPUT_CHARS]}")
     else:
         if rc == 0:
             try:
                 return parse_describe(out)
             except ValueError as exc:
-                problems.append(f"{python} -m kvcache describe printed no valid description: {to_native(exc)}")
+                reason = to_native(exc)[:_OUTPUT_CHARS]
+                problems.append(f"{quote(python)} -m kvcache describe printed no valid description ({reason})")
         else:
-            problems.append(f"{python} -m kvcache describe exited {rc}: {(err or out).strip()[-300:]}")
+            problems.append(f"{quote(python)} -m kvcache describe exited {rc}: {(err or out).strip()[-_OUTPUT_CHARS:]}")
     try:
         from kvcache.describe import describe  # pylint: disable=import-outside-toplevel
 
         return parse_describe(describe())
     except (ImportError, ValueError, TypeError) as exc:
-        problems.append(f"importing kvcache.describe here failed: {to_native(exc)}")
+        problems.append(f"importing kvcache.describe here failed: {to_native(exc)[:_OUTPUT_CHARS]}")
     module.fail_json(
         msg="python: cannot ask the engine for its models and flags ({}); set python to an interpreter that has the "
         "storagebench kvcache engine installed".format("; ".join(problems)),
@@ -366,42 +369,19 @@ def resolve_flavor(module, mpi_bin, requested):
         rc, out, err = None, "", to_native(exc)
     if rc is None:
         module.fail_json(
-            msg=f"mpi_flavor: auto cannot run '{mpi_bin} --version' here ({err}); set mpi_flavor to openmpi or mpich",
+            msg=f"mpi_flavor: auto cannot run {quote(mpi_bin)} --version here ({err[:_OUTPUT_CHARS]}); "
+            "set mpi_flavor to openmpi or mpich",
             option="mpi_flavor",
         )
     flavor, version = detect_flavor(f"{out}\n{err}")
     if flavor is None:
         module.fail_json(
-            msg=f"mpi_flavor: auto cannot tell the MPI from '{mpi_bin} --version' "
-            f"(exit {rc}: {(out or err).strip()[:200]}); "
+            msg=f"mpi_flavor: auto cannot tell the MPI from {quote(mpi_bin)} --version "
+            f"(exit {rc}: {(out or err).strip()[:_OUTPUT_CHARS]}); "
             "set mpi_flavor to openmpi or mpich",
             option="mpi_flavor",
         )
     return flavor, version
-
-
-def write_hostfile(module, path, content):
-    """Write the hostfile unless it already holds `content`; returns whether it (would have) changed."""
-    try:
-        with open(path) as handle:
-            if handle.read() == content:
-                return False
-    except OSError:
-        pass
-    if module.check_mode:
-        return True
-    directory = os.path.dirname(path)
-    try:
-        if not os.path.isdir(directory):
-            os.makedirs(directory, 0o755)
-        fd, temp = tempfile.mkstemp(prefix=".hostfile-", dir=directory)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(content)
-    except OSError as exc:
-        module.fail_json(msg=f"hostfile: cannot write {path}: {to_native(exc)}", option="hostfile")
-    os.chmod(temp, 0o644)
-    module.atomic_move(temp, path)
-    return True
 
 
 def main():
@@ -456,6 +436,7 @@ def main():
         )
         warnings.extend(engine_warnings)
         if exec_type == "mpi" and params["hosts"]:
+            check_mpi_bin(params["mpi_bin"])  # before `MPI_BIN --version` runs
             flavor, version = resolve_flavor(module, params["mpi_bin"], params["mpi_flavor"])
             launch = build_mpi_prefix(
                 params["hosts"],
@@ -475,6 +456,14 @@ def main():
             )
             warnings.extend(launch["warnings"])
             argv = launch["prefix"] + engine_argv
+            if launch["hostfile"] is not None:
+                # Last, once every other check has passed: invalid input never leaves a file behind.
+                result["changed"] = write_hostfile(
+                    launch["hostfile"]["path"],
+                    launch["hostfile"]["content"],
+                    check_mode=module.check_mode,
+                    private_directory=params["hostfile"] is None,
+                )
         elif exec_type == "container":
             argv = wrap_in_container(
                 engine_argv,
@@ -509,8 +498,6 @@ def main():
             slots=dict(launch["slots"]),
             hostfile=launch["hostfile"],
         )
-        if launch["hostfile"] is not None:
-            result["changed"] = write_hostfile(module, launch["hostfile"]["path"], launch["hostfile"]["content"])
     for warning in warnings:
         module.warn(warning)
     result.update(argv=argv, cmd=shlex.join(argv), engine_argv=engine_argv)

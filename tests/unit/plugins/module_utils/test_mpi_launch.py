@@ -6,15 +6,16 @@ import pytest
 from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError
 from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_launch import (
     HOSTFILE_HOST_THRESHOLD,
+    HOSTFILE_MARKER,
     MPICH,
     OPENMPI,
     build_mpi_prefix,
     detect_flavor,
     normalize_hosts,
     parse_host,
-    parse_mpi_params,
     plan_slots,
 )
+from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_params import split_mpi_params
 
 
 def prefix(hosts, **kwargs):
@@ -149,8 +150,8 @@ def test_mpich_hostfile_uses_host_colon_n_lines_and_f():
     assert flag_value(launch["prefix"], "-f") == path
     assert "-hosts" not in launch["prefix"]
     lines = launch["hostfile"]["content"].splitlines()
-    assert lines[0] == "node000:2"
-    assert len(lines) == len(hosts)
+    assert lines[:2] == [HOSTFILE_MARKER, "node000:2"]
+    assert len(lines) == 1 + len(hosts)
     assert "slots=" not in launch["hostfile"]["content"]
 
 
@@ -186,8 +187,8 @@ def test_more_hosts_than_threshold_use_an_open_mpi_hostfile():
     assert launch["prefix"][:5] == ["mpirun", "-n", "131", "--hostfile", path]
     assert "-host" not in launch["prefix"]
     lines = launch["hostfile"]["content"].splitlines()
-    assert lines[:2] == ["n0 slots=3", "n1 slots=2"]
-    assert len(lines) == 65
+    assert lines[:3] == [HOSTFILE_MARKER, "n0 slots=3", "n1 slots=2"]
+    assert len(lines) == 1 + 65
 
 
 def test_default_hostfile_directory_is_not_the_roles_cache_directory():
@@ -205,7 +206,7 @@ def test_long_command_uses_a_hostfile_even_with_few_hosts():
 
 def test_hostfile_option_always_uses_that_path():
     launch = build_mpi_prefix(["a", "b"], hostfile="/tmp/kv-hosts")
-    assert launch["hostfile"] == {"path": "/tmp/kv-hosts", "content": "a slots=1\nb slots=1\n"}
+    assert launch["hostfile"] == {"path": "/tmp/kv-hosts", "content": HOSTFILE_MARKER + "\na slots=1\nb slots=1\n"}
     assert flag_value(launch["prefix"], "--hostfile") == "/tmp/kv-hosts"
 
 
@@ -225,14 +226,14 @@ def test_default_hostfile_path_follows_content():
 def test_ten_thousand_hosts():
     hosts = [f"node{i:05d}.cluster.example.com" for i in range(10000)]
     launch = build_mpi_prefix(hosts, num_processes=40000)
-    assert launch["hostfile"]["content"].count("\n") == 10000
-    assert launch["hostfile"]["content"].startswith("node00000.cluster.example.com slots=4\n")
+    assert launch["hostfile"]["content"].count("\n") == 1 + 10000
+    assert launch["hostfile"]["content"].startswith(HOSTFILE_MARKER + "\nnode00000.cluster.example.com slots=4\n")
     assert len(shlex.join(launch["prefix"])) < 200
 
 
 def test_ipv6_hosts_go_to_an_open_mpi_hostfile():
     launch = build_mpi_prefix(["[fe80::1]:2", "10.0.0.2:2"])
-    assert launch["hostfile"]["content"] == "fe80::1 slots=2\n10.0.0.2 slots=2\n"
+    assert launch["hostfile"]["content"] == HOSTFILE_MARKER + "\nfe80::1 slots=2\n10.0.0.2 slots=2\n"
 
 
 # --- hosts validation --------------------------------------------------------------------------------
@@ -317,10 +318,10 @@ def test_mpi_bin_must_not_look_like_a_flag():
 
 
 def test_mpi_params_string_is_split_like_a_shell():
-    assert parse_mpi_params("--mca btl tcp,self --tag 'a b'") == ["--mca", "btl", "tcp,self", "--tag", "a b"]
-    assert parse_mpi_params(["--mca", "btl", "tcp,self"]) == ["--mca", "btl", "tcp,self"]
+    assert split_mpi_params("--mca btl tcp,self --tag 'a b'") == ["--mca", "btl", "tcp,self", "--tag", "a b"]
+    assert split_mpi_params(["--mca", "btl", "tcp,self"]) == ["--mca", "btl", "tcp,self"]
     with pytest.raises(OptionError) as err:
-        parse_mpi_params("--tag 'unterminated")
+        split_mpi_params("--tag 'unterminated")
     assert err.value.option == "mpi_params"
 
 
@@ -370,9 +371,14 @@ def test_hostile_params_stay_single_quoted_arguments():
 
 
 def test_hostile_string_params_are_split_not_executed():
-    argv = prefix(["h1"], mpi_params="--mca x '$(rm -rf /)' ';' reboot")
-    assert argv[-5:] == ["--mca", "x", "$(rm -rf /)", ";", "reboot"]
+    argv = prefix(["h1"], mpi_params="--mca x '$(rm -rf /)' --tag-output")
+    assert argv[-4:] == ["--mca", "x", "$(rm -rf /)", "--tag-output"]
     assert shlex.split(shlex.join(argv)) == argv
+    # A bare word after them would be the program mpirun starts: refused, not passed on.
+    with pytest.raises(OptionError) as err:
+        prefix(["h1"], mpi_params="--mca x '$(rm -rf /)' ';' reboot")
+    assert err.value.option == "mpi_params"
+    assert "';'" in str(err.value)
 
 
 def test_env_names_are_checked():

@@ -8,6 +8,7 @@ import types
 
 import pytest
 from ansible.module_utils import basic
+from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_launch import HOSTFILE_MARKER
 from ansible_collections.storagebench.kvcache.plugins.modules import kvcache_command
 from ansible_collections.storagebench.kvcache.tests.unit.plugins.modules import module_harness as harness
 from ansible_collections.storagebench.kvcache.tests.unit.plugins.modules.module_harness import patch_exits
@@ -192,26 +193,28 @@ def test_hostile_mpi_params_are_quoted_in_cmd(commands):
 
 
 def test_hostfile_written_once_and_changed_only_when_it_differs(commands, tmp_path):
-    path = str(tmp_path / "sub" / "hosts")
+    path = str(tmp_path / "hosts")
     args = {"exec_type": "mpi", "hosts": ["h1", "h2"], "hostfile": path, "allow_run_as_root": True}
     first = run_module(args)
     assert first["changed"] is True
-    assert first["hostfile"] == {"path": path, "content": "h1 slots=1\nh2 slots=1\n"}
+    assert first["hostfile"] == {"path": path, "content": HOSTFILE_MARKER + "\nh1 slots=1\nh2 slots=1\n"}
     assert first["mpi_prefix"][3:5] == ["--hostfile", path]
     with open(path) as handle:
-        assert handle.read() == "h1 slots=1\nh2 slots=1\n"
+        assert handle.read() == HOSTFILE_MARKER + "\nh1 slots=1\nh2 slots=1\n"
     assert oct(os.stat(path).st_mode & 0o777) == "0o644"
     assert run_module(args)["changed"] is False
+    # A hostfile the module wrote (marked) is rewritten when the hosts change.
     assert run_module(dict(args, hosts=["h1", "h3"]))["changed"] is True
     with open(path) as handle:
-        assert handle.read() == "h1 slots=1\nh3 slots=1\n"
+        assert handle.read() == HOSTFILE_MARKER + "\nh1 slots=1\nh3 slots=1\n"
+    assert sorted(os.listdir(tmp_path)) == ["hosts"]
 
 
 def test_check_mode_reports_but_does_not_write_the_hostfile(commands, tmp_path):
     path = tmp_path / "hosts"
     result = run_module({"exec_type": "mpi", "hosts": ["h1", "h2"], "hostfile": str(path)}, check_mode=True)
     assert result["changed"] is True
-    assert result["hostfile"]["content"] == "h1 slots=1\nh2 slots=1\n"
+    assert result["hostfile"]["content"] == HOSTFILE_MARKER + "\nh1 slots=1\nh2 slots=1\n"
     assert not path.exists()
 
 
@@ -232,7 +235,8 @@ def test_many_hosts_use_a_hostfile_in_the_default_directory(commands, tmp_path, 
                                     "node"]  # fmt: skip
     with open(path) as handle:
         lines = handle.read().splitlines()
-    assert len(lines) == 10000 and lines[-1] == "node9999 slots=4"
+    assert lines[0] == HOSTFILE_MARKER
+    assert len(lines) == 1 + 10000 and lines[-1] == "node9999 slots=4"
     assert result["changed"] is True
     assert len(result["slots"]) == 10000
 
