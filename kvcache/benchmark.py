@@ -21,7 +21,8 @@ from kvcache.metrics import Metrics
 from kvcache.models import Registry
 from kvcache.mpi import open_comm
 from kvcache.progress import Progress
-from kvcache.result import build_result, write_json_atomically
+from kvcache.output import check_output_path, write_json_atomically
+from kvcache.result import build_result
 from kvcache.runner import RankRun
 from kvcache.storage_io import direct_io_supported
 from kvcache.summary import format_summary
@@ -51,13 +52,8 @@ def validate_run(values: dict, models) -> dict:
 def validate_host(values: dict, rank: int, ranks_on_host: int) -> str:
     """Checks of this host (its cache dir, memory and disk) and, on rank 0, of --output. Returns the cache dir."""
     cache_dir = validate_cache_dir(values["cache_dir"])
-    output = values["output"]
-    if output and rank == 0:  # only rank 0 writes the result
-        parent = os.path.dirname(os.path.abspath(output))
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-            raise UsageError("--output", f"directory {parent} does not exist or is not writable")
-        if os.path.isdir(output):
-            raise UsageError("--output", f"{output} is a directory; give a file name")
+    if values["output"] is not None and rank == 0:  # only rank 0 writes the result
+        check_output_path(values["output"])
     available = available_memory_bytes()
     buffers = values["io_depth"] * (values["io_chunk_mib"] << 20)
     needed = (values["cpu_mem_gb"] * GIB + buffers) * ranks_on_host

@@ -10,14 +10,22 @@ import sys
 from typing import List, Optional
 
 from kvcache import __version__
-from kvcache.errors import UsageError
+from kvcache.errors import UsageError, clip
 from kvcache.options import DATASIZE, RUN, add_arguments, resolve
 
 EPILOG = "Every option can also be set in --config FILE.yaml; flags typed on the command line win."
+ARGPARSE_MESSAGE_CHARS = 200  # argparse quotes unrecognized arguments in full
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block) that quotes at most a short prefix of what was typed."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {clip(message, ARGPARSE_MESSAGE_CHARS)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kvcache",
         description="Measure a storage system as the KV-cache offload tier of LLM inference (GPU -> CPU -> storage).",
     )
@@ -40,41 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _report(paths: List[str], as_json: bool, stdout) -> int:
-    from kvcache.summary import format_summary  # noqa: PLC0415 - keeps `describe` light
-
-    headlines = []
-    for path in paths:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                result = json.load(handle)
-        except OSError as exc:
-            raise UsageError("RESULT.json", f"cannot read {path}: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise UsageError("RESULT.json", f"{path} is not JSON: {exc}") from None
-        if not isinstance(result, dict) or not str(result.get("schema", "")).startswith("storagebench.kvcache/result/"):
-            raise UsageError("RESULT.json", f"{path} is not a storagebench.kvcache result (no schema key)")
-        try:
-            if as_json:
-                headlines.append(
-                    {
-                        "path": path,
-                        "status": result["status"],
-                        "storage_read_bytes_per_s": result["tiers"]["storage"]["read_bandwidth_bytes_per_s"],
-                        "storage_write_bytes_per_s": result["tiers"]["storage"]["write_bandwidth_bytes_per_s"],
-                        "ttft_p95_ms": result["latency_ms"]["ttft"]["p95"],
-                        "ranks": result["ranks"],
-                    }
-                )
-            else:
-                stdout.write(f"== {path}\n{format_summary(result)}\n")
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise UsageError("RESULT.json", f"{path} is incomplete or damaged (at {exc!r})") from None
-    if as_json:
-        stdout.write(json.dumps(headlines, indent=2) + "\n")
-    return 0
-
-
 def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
@@ -89,7 +62,9 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
             stdout.write(json.dumps(describe(), indent=2) + "\n")
             return 0
         if args.command == "report":
-            return _report(args.results, args.json, stdout)
+            from kvcache.report import run_report  # noqa: PLC0415 - keeps `describe` light
+
+            return run_report(args.results, args.json, stdout)
         values, models = resolve(args.command, args)
         if args.command == DATASIZE:
             from kvcache.datasize import run_datasize  # noqa: PLC0415

@@ -1,17 +1,22 @@
 """Every engine option, declared once: argparse flags, YAML config keys and validation all come from here."""
 
 import argparse
+import difflib
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-import yaml
-
-from kvcache.errors import UsageError
+from kvcache.config_file import read_config_file
+from kvcache.errors import UsageError, shown, shown_path
 
 RUN = "run"
 DATASIZE = "datasize"
 BOTH = (RUN, DATASIZE)
+
+# Every number has an upper bound, so that no value can overflow the arithmetic that uses it.
+MAX_USERS = 100_000
+MAX_CAPACITY_GIB = 4 << 20  # 4 PiB: beyond any single host's memory or a cache dir's storage
+MAX_BYTES = 2**63 - 1  # the largest file offset
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,8 @@ class Option:
     minimum: Optional[float] = None
     maximum: Optional[float] = None
     exclusive_minimum: bool = False
+    # 0 switches the feature off; any other value must be at least this (a rate of 1e-300/s is not a rate).
+    nonzero_minimum: Optional[float] = None
 
     @property
     def flag(self) -> str:
@@ -33,7 +40,7 @@ class Option:
 
 OPTIONS: Tuple[Option, ...] = (
     Option("model", str, "llama3.1-8b", "model whose KV-cache geometry sets bytes per token"),
-    Option("num_users", int, 100, "simulated users (per rank under MPI)", minimum=1, maximum=100_000),
+    Option("num_users", int, 100, "simulated users (per rank under MPI)", minimum=1, maximum=MAX_USERS),
     Option(
         "ranks",
         int,
@@ -53,10 +60,32 @@ OPTIONS: Tuple[Option, ...] = (
         exclusive_minimum=True,
         maximum=7 * 24 * 3600,
     ),
-    Option("max_requests", int, 0, "stop after this many requests per rank (0: no limit)", commands=(RUN,), minimum=0),
+    Option(
+        "max_requests",
+        int,
+        0,
+        "stop after this many requests per rank (0: no limit)",
+        commands=(RUN,),
+        minimum=0,
+        maximum=10**12,
+    ),
     Option("seed", int, 42, "random seed; rank N uses seed + N", commands=(RUN,), minimum=0, maximum=2**62),
-    Option("gpu_mem_gb", float, 16.0, "GPU tier budget in GiB (0 disables the tier)", minimum=0),
-    Option("cpu_mem_gb", float, 4.0, "CPU (host memory) tier budget in GiB (0 disables the tier)", minimum=0),
+    Option(
+        "gpu_mem_gb",
+        float,
+        16.0,
+        "GPU tier budget in GiB (0 disables the tier)",
+        minimum=0,
+        maximum=MAX_CAPACITY_GIB,
+    ),
+    Option(
+        "cpu_mem_gb",
+        float,
+        4.0,
+        "CPU (host memory) tier budget in GiB (0 disables the tier)",
+        minimum=0,
+        maximum=MAX_CAPACITY_GIB,
+    ),
     Option(
         "storage_capacity_gb",
         float,
@@ -64,6 +93,7 @@ OPTIONS: Tuple[Option, ...] = (
         "storage tier budget in GiB (0: 80%% of the free space under --cache-dir)",
         commands=(RUN,),
         minimum=0,
+        maximum=MAX_CAPACITY_GIB,
     ),
     Option(
         "cache_dir",
@@ -116,6 +146,8 @@ OPTIONS: Tuple[Option, ...] = (
         "open loop: Poisson arrivals per second per rank (0: closed-loop users)",
         commands=(RUN,),
         minimum=0,
+        nonzero_minimum=0.001,
+        maximum=1_000_000,
     ),
     Option(
         "max_concurrent_requests",
@@ -124,6 +156,7 @@ OPTIONS: Tuple[Option, ...] = (
         "requests served at once (0: one per user); others queue",
         commands=(RUN,),
         minimum=0,
+        maximum=MAX_USERS,  # one worker thread each in the open loop
     ),
     Option(
         "stats_interval", float, 1.0, "seconds between time-series samples", commands=(RUN,), minimum=0.05, maximum=3600
@@ -163,6 +196,7 @@ OPTIONS: Tuple[Option, ...] = (
         "exit 1 when the storage needed exceeds this many free bytes",
         commands=(DATASIZE,),
         minimum=0,
+        maximum=MAX_BYTES,
     ),
     Option(
         "check_mem_bytes",
@@ -171,6 +205,7 @@ OPTIONS: Tuple[Option, ...] = (
         "exit 1 when the host memory needed exceeds this many bytes",
         commands=(DATASIZE,),
         minimum=0,
+        maximum=MAX_BYTES,
     ),
 )
 
@@ -195,14 +230,14 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         if opt.kind is bool:
             parser.add_argument(opt.flag, dest=opt.name, action="store_true", default=argparse.SUPPRESS, help=text)
         else:
+            # Choices are checked by the converter, not by argparse, whose message would quote the whole value.
             parser.add_argument(
                 opt.flag,
                 dest=opt.name,
                 default=argparse.SUPPRESS,
-                choices=opt.choices,
                 type=_argparse_type(opt),
                 help=text,
-                metavar=None if opt.choices else opt.kind.__name__.upper(),
+                metavar="{" + ",".join(opt.choices) + "}" if opt.choices else opt.kind.__name__.upper(),
             )
     parser.add_argument(
         "--config",
@@ -216,12 +251,24 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 def _argparse_type(opt: Option):
     def convert(text):
         try:
-            return opt.kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {opt.kind.__name__}, got {text!r}") from None
+            value = opt.kind(text)
+        except ValueError:  # also int() of more digits than Python converts
+            raise argparse.ArgumentTypeError(f"expected {opt.kind.__name__}, got {shown(text)}") from None
+        if opt.choices and value not in opt.choices:
+            raise argparse.ArgumentTypeError(_choices_problem(opt, value))
+        return value
 
     convert.__name__ = opt.kind.__name__
     return convert
+
+
+def _choices_problem(opt: Option, value) -> str:
+    return f"must be one of {', '.join(opt.choices)}, got {shown(value)}"
+
+
+def _bound(number: float) -> str:
+    """A bound as typed: 4194304 and 9223372036854775807 in full, 0.05 as is."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
 def _check_value(opt: Option, value: Any, where: str) -> Any:
@@ -229,54 +276,66 @@ def _check_value(opt: Option, value: Any, where: str) -> Any:
         return None
     if opt.kind is bool:
         if not isinstance(value, bool):
-            raise UsageError(where, f"must be true or false, got {value!r}")
+            raise UsageError(where, f"must be true or false, got {shown(value)}")
         return value
     if opt.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > MAX_BYTES:  # float() of a huge int overflows; no float option allows one anyway
+            raise UsageError(where, f"must be <= {_bound(opt.maximum)}, got {shown(value)}")
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, opt.kind):
-        raise UsageError(where, f"must be {'a number' if opt.kind is float else opt.kind.__name__}, got {value!r}")
+        raise UsageError(where, f"must be {'a number' if opt.kind is float else opt.kind.__name__}, got {shown(value)}")
     if opt.kind is float and not math.isfinite(value):
-        raise UsageError(where, f"must be a finite number, got {value!r}")
+        raise UsageError(where, f"must be a finite number, got {shown(value)}")
+    if opt.kind is str and not value:
+        raise UsageError(where, "must not be empty")
     if opt.choices and value not in opt.choices:
-        raise UsageError(where, f"must be one of {', '.join(opt.choices)}, got {value!r}")
+        raise UsageError(where, _choices_problem(opt, value))
     if opt.minimum is not None:
         if value < opt.minimum or (opt.exclusive_minimum and value == opt.minimum):
-            bound = f"> {opt.minimum:g}" if opt.exclusive_minimum else f">= {opt.minimum:g}"
-            raise UsageError(where, f"must be {bound}, got {value!r}")
+            bound = f"> {_bound(opt.minimum)}" if opt.exclusive_minimum else f">= {_bound(opt.minimum)}"
+            raise UsageError(where, f"must be {bound}, got {shown(value)}")
+    if opt.nonzero_minimum is not None and value != 0 and value < opt.nonzero_minimum:
+        raise UsageError(where, f"must be 0 or >= {_bound(opt.nonzero_minimum)}, got {shown(value)}")
     if opt.maximum is not None and value > opt.maximum:
-        raise UsageError(where, f"must be <= {opt.maximum:g}, got {value!r}")
+        raise UsageError(where, f"must be <= {_bound(opt.maximum)}, got {shown(value)}")
     return value
 
 
 def load_config(path: str, command: str) -> Tuple[Dict[str, Any], Mapping]:
-    """Read a YAML config strictly: unknown keys and wrong types are errors naming the key."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as exc:
-        raise UsageError("--config", f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise UsageError("--config", f"{path} is not valid YAML: {exc}") from None
+    """Read a YAML config strictly: unknown keys and wrong types are errors naming the key.
+
+    One file serves every step (datasize, then run): a key of another command is checked like any
+    other, then left out of this command's values.
+    """
+    where = shown_path(path)
+    data = read_config_file(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise UsageError("--config", f"{path} must hold a mapping of option: value")
-    allowed = {o.name for o in options_for(command)}
+        raise UsageError("--config", f"{where} must hold a mapping of option: value")
+    mine = {o.name for o in options_for(command)}
     values: Dict[str, Any] = {}
     models = data.get("models") or {}
     if not isinstance(models, dict):
-        raise UsageError("--config", f"{path}: models must be a mapping of name: {{layers, kv_heads, head_dim}}")
+        raise UsageError("--config", f"{where}: models must be a mapping of name: {{layers, kv_heads, head_dim}}")
     for key, value in data.items():
         if key == "models":
             continue
         name = str(key).replace("-", "_")
-        if name not in allowed:
-            raise UsageError(
-                "--config",
-                f"{path}: unknown key {key!r} for `{command}`; allowed: {', '.join(sorted(allowed))}, models",
-            )
-        values[name] = _check_value(BY_NAME[name], value, f"--config {path}: {key}")
+        if name not in BY_NAME:
+            raise UsageError("--config", f"{where}: unknown key {shown(key)}{_did_you_mean(name)}; {ALLOWED_KEYS}")
+        checked = _check_value(BY_NAME[name], value, f"--config {where}: {key}")
+        if name in mine:
+            values[name] = checked
     return values, models
+
+
+ALLOWED_KEYS = "keys are the long options of `kvcache run --help` and `kvcache datasize --help`, and models"
+
+
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, list(BY_NAME), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def resolve(command: str, typed: argparse.Namespace, argv_names: Optional[Sequence[str]] = None):
@@ -285,6 +344,8 @@ def resolve(command: str, typed: argparse.Namespace, argv_names: Optional[Sequen
     config_values: Dict[str, Any] = {}
     models: Mapping = {}
     config_path = getattr(typed, "config", None)
+    if config_path == "":
+        raise UsageError("--config", "must not be empty: give the path of a YAML file")
     if config_path:
         config_values, models = load_config(config_path, command)
     values = {}

@@ -1,9 +1,6 @@
 """Builds the result JSON from every rank's payload: pooled histograms, IOR-style bandwidth, stragglers."""
 
-import json
-import os
 import statistics
-import tempfile
 from typing import List, Optional
 
 from kvcache.metrics import REQUEST_LATENCIES, TIERS, decode, merge, percentile_block
@@ -254,18 +251,3 @@ def build_result(
         result["error"] = f"rank {first[0]}: {first[1]}"
         result["failed_ranks"] = sorted({p["rank"] for p in failed} | ({failure[0]} if failure else set()))
     return result
-
-
-def write_json_atomically(path: str, data: dict) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a result."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(prefix=".kvcache-result-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise

@@ -83,13 +83,30 @@ def test_unknown_config_key_names_key_and_allowed(tmp_path):
     assert "num_userz" in text and "num_users" in text and "models" in text
 
 
-def test_config_key_of_the_other_command_is_unknown(tmp_path):
-    path = write_config(tmp_path, "ranks: 4\n")
-    with pytest.raises(UsageError, match="unknown key 'ranks'"):
-        resolve(RUN, parse("run", "--config", path))
-    path = write_config(tmp_path, "duration: 4\n", "size.yaml")
-    with pytest.raises(UsageError, match="unknown key 'duration'"):
+def test_one_config_file_serves_run_and_datasize(tmp_path):
+    path = write_config(
+        tmp_path,
+        "model: tiny-1b\nnum_users: 3\nranks: 4\njson: true\ncheck_free_bytes: 1000\n"
+        "duration: 5\ncache_dir: /mnt/x\noutput: r.json\nio-engine: buffered\n",
+    )
+    run_values = resolve(RUN, parse("run", "--config", path))[0]
+    size_values = resolve(DATASIZE, parse("datasize", "--config", path))[0]
+    # Each command takes its own keys and the shared ones, and ignores the other's.
+    assert run_values["duration"] == 5.0 and run_values["cache_dir"] == "/mnt/x" and run_values["output"] == "r.json"
+    assert run_values["io_engine"] == "buffered" and "ranks" not in run_values and "json" not in run_values
+    assert size_values["ranks"] == 4 and size_values["json"] is True and size_values["check_free_bytes"] == 1000
+    assert "duration" not in size_values and "cache_dir" not in size_values and "output" not in size_values
+    assert run_values["num_users"] == size_values["num_users"] == 3
+
+
+def test_a_key_of_the_other_command_is_still_checked(tmp_path):
+    # datasize comes first in the playbook: a bad run-only value fails there, before anything runs.
+    path = write_config(tmp_path, "duration: -1\n")
+    with pytest.raises(UsageError, match="duration: must be > 0"):
         resolve(DATASIZE, parse("datasize", "--config", path))
+    path = write_config(tmp_path, "ranks: 0\n", "ranks.yaml")
+    with pytest.raises(UsageError, match="ranks: must be >= 1"):
+        resolve(RUN, parse("run", "--config", path))
 
 
 @pytest.mark.parametrize(

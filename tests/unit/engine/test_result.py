@@ -6,7 +6,7 @@ import random
 import pytest
 
 from kvcache.metrics import Metrics, decode, merge, percentile_block
-from kvcache.result import SCHEMA, build_result, write_json_atomically
+from kvcache.result import SCHEMA, build_result
 
 MIB = 1 << 20
 T0 = 1_700_000_000.0
@@ -221,14 +221,6 @@ def test_timeseries_sums_ranks_index_by_index():
     assert series[0]["storage_read_p95_ms_max_rank"] == 7.0
     assert series[1]["ranks"] == 1 and series[1]["requests"] == 5
     assert series[1]["storage_read_p95_ms_max_rank"] is None
-
-
-def test_write_json_atomically(tmp_path, payloads):
-    path = tmp_path / "result.json"
-    path.write_text("old")
-    write_json_atomically(str(path), build(payloads))
-    assert json.loads(path.read_text())["schema"] == SCHEMA
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
 
 
 def test_window_uses_barrier_offsets_not_wall_clocks(payloads):
