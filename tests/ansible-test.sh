@@ -21,10 +21,13 @@ trap 'rm -rf "$work"' EXIT
 dest="$work/ansible_collections/storagebench/kvcache"
 mkdir -p "$dest"
 
-# Copy tracked and untracked-but-not-ignored files that exist in the working tree.
+# Copy tracked and untracked-but-not-ignored files that exist in the working tree, but not
+# playbooks/collections: the checkout's link to itself for playbooks run from it, which galaxy
+# leaves out of the collection too (build_ignore).
 (
     cd "$root"
     git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' path; do
+        case "$path" in playbooks/collections/*) continue ;; esac
         [ -f "$path" ] || [ -L "$path" ] || continue
         printf '%s\0' "$path"
     done | tar --null -T - -cf - | tar -xf - -C "$dest"
