@@ -6,7 +6,7 @@ Used by `run`, `datasize` and every capacity check, so sizes never disagree.
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional
 
-from kvcache.errors import UsageError
+from kvcache.errors import SHOWN_CHARS, UsageError, clip, shown
 
 BYTES_PER_ELEMENT = {"fp16": 2, "bf16": 2, "fp8": 1, "fp32": 4}
 
@@ -57,23 +57,25 @@ _INT_FIELDS = ("layers", "kv_heads", "head_dim", "kv_lora_rank", "qk_rope_dim")
 
 def model_from_mapping(name: str, spec: Mapping) -> Model:
     """Build a user-defined model from a config mapping; errors name `models.<name>.<field>`."""
-    where = f"models.{name}"
+    where = f"models.{clip(name, SHOWN_CHARS)}"
     if not isinstance(spec, Mapping):
         raise UsageError(where, "must be a mapping of layers, kv_heads, head_dim (or kv_lora_rank, qk_rope_dim)")
-    unknown = sorted(set(spec) - set(_INT_FIELDS) - {"dtype"})
+    unknown = sorted(str(key) for key in set(spec) - set(_INT_FIELDS) - {"dtype"})  # keys of any YAML type
     if unknown:
-        raise UsageError(f"{where}.{unknown[0]}", f"unknown key; allowed: {', '.join(_INT_FIELDS + ('dtype',))}")
+        raise UsageError(
+            f"{where}.{clip(unknown[0], SHOWN_CHARS)}", f"unknown key; allowed: {', '.join(_INT_FIELDS + ('dtype',))}"
+        )
     values = {}
     for field in _INT_FIELDS:
         value = spec.get(field, 0)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise UsageError(f"{where}.{field}", f"must be a non-negative integer, got {value!r}")
+            raise UsageError(f"{where}.{field}", f"must be a non-negative integer, got {shown(value)}")
         values[field] = value
     dtype = spec.get("dtype", "fp16")
     if not isinstance(dtype, str):
-        raise UsageError(f"{where}.dtype", f"must be one of {', '.join(BYTES_PER_ELEMENT)}, got {dtype!r}")
+        raise UsageError(f"{where}.dtype", f"must be one of {', '.join(BYTES_PER_ELEMENT)}, got {shown(dtype)}")
     if dtype not in BYTES_PER_ELEMENT:
-        raise UsageError(f"{where}.dtype", f"must be one of {', '.join(BYTES_PER_ELEMENT)}, got {dtype!r}")
+        raise UsageError(f"{where}.dtype", f"must be one of {', '.join(BYTES_PER_ELEMENT)}, got {shown(dtype)}")
     if values["layers"] < 1:
         raise UsageError(f"{where}.layers", "must be at least 1")
     mla = values["kv_lora_rank"] > 0
@@ -92,7 +94,9 @@ class Registry:
         self._models = dict(BUILTIN_MODELS)
         for name, spec in (user_models or {}).items():
             if str(name) in BUILTIN_MODELS:
-                raise UsageError(f"models.{name}", "is a built-in model; give your model another name")
+                raise UsageError(
+                    f"models.{clip(str(name), SHOWN_CHARS)}", "is a built-in model; give your model another name"
+                )
             self._models[str(name)] = model_from_mapping(str(name), spec)
 
     def names(self):
@@ -102,4 +106,5 @@ class Registry:
         try:
             return self._models[name]
         except KeyError:
-            raise UsageError("--model", f"unknown model {name!r}; choose one of: {', '.join(self._models)}") from None
+            choices = clip(", ".join(self._models), 200)  # a config file may define many models
+            raise UsageError("--model", f"unknown model {shown(name)}; choose one of: {choices}") from None
