@@ -4,6 +4,7 @@ setup (run directory, I/O engine probe) -> barrier -> window -> gather on rank 0
 -> every rank cleans its namespace -> exit code agreed by all ranks.
 """
 
+import math
 import os
 import shutil
 import signal
@@ -13,15 +14,15 @@ import time
 import traceback
 from typing import Optional
 
-from kvcache.cachedir import RunDirectory, validate_cache_dir
-from kvcache.datasize import AUTO_STORAGE_SHARE
+from kvcache.cachedir import LIVE, UNCHECKED, RunDirectory, other_run_warnings, other_runs, validate_cache_dir
+from kvcache.datasize import AUTO_STORAGE_SHARE, largest_entry_bytes
 from kvcache.environment import describe_environment, mount_info
 from kvcache.errors import UsageError
 from kvcache.metrics import Metrics
 from kvcache.models import Registry
 from kvcache.mpi import open_comm
-from kvcache.progress import Progress
 from kvcache.output import check_output_path, write_json_atomically
+from kvcache.progress import Progress
 from kvcache.result import build_result
 from kvcache.runner import RankRun
 from kvcache.storage_io import direct_io_supported
@@ -64,27 +65,56 @@ def validate_host(values: dict, rank: int, ranks_on_host: int) -> str:
             f"{values['cpu_mem_gb']:g} GiB + {values['io_depth']} x {values['io_chunk_mib']} MiB I/O buffers each), "
             f"more than its available memory ({available / GIB:.1f} GiB); the CPU tier holds real bytes",
         )
+    return cache_dir
+
+
+def storage_capacity(values: dict, model, cache_dir: str, ranks_on_host: int) -> int:
+    """The storage tier's bytes per rank: --storage-capacity-gb, or a share of the free space. Refused
+    (before anything is created) when the free space cannot give it, or when it cannot hold the largest
+    entry the workload writes: such a run would drop entries and measure less than it was asked to."""
+    usage = shutil.disk_usage(cache_dir)
+    free = usage.free
+    sized = usage.total > 0  # ramfs reports no size at all: its free space is unknown, not zero
+    largest = largest_entry_bytes(model.bytes_per_token, not values["disable_prefix_caching"])
+    needed = f"the largest entry this workload writes ({_bytes(largest)}, {model.name})"
     if values["storage_capacity_gb"] > 0:
-        free = shutil.disk_usage(cache_dir).free
-        wanted = values["storage_capacity_gb"] * GIB * ranks_on_host
-        if wanted > free:
+        capacity = int(values["storage_capacity_gb"] * GIB)
+        if sized and capacity * ranks_on_host > free:
             raise UsageError(
                 "--storage-capacity-gb",
                 f"{ranks_on_host} rank(s) x {values['storage_capacity_gb']:g} GiB is more than the "
                 f"{free / GIB:.1f} GiB free under {cache_dir}",
             )
-    return cache_dir
+        if capacity < largest:
+            raise UsageError(
+                "--storage-capacity-gb",
+                f"{values['storage_capacity_gb']:g} GiB ({_bytes(capacity)}) per rank cannot hold {needed}; "
+                f"give at least {math.ceil(largest / GIB * 1000) / 1000:g} GiB",
+            )
+        return capacity
+    if not sized:
+        raise UsageError(
+            "--storage-capacity-gb",
+            f"the filesystem under {cache_dir} reports no size (ramfs?), so no share of its free space can be "
+            "taken: give the storage tier's size per rank",
+        )
+    capacity = int(free * AUTO_STORAGE_SHARE / max(1, ranks_on_host))
+    if capacity < largest:
+        raise UsageError(
+            "--cache-dir",
+            f"the free space under {cache_dir} ({_bytes(free)}; a run uses {AUTO_STORAGE_SHARE:.0%} of it, "
+            f"{_bytes(capacity)} for each of {ranks_on_host} rank(s)) cannot hold {needed}; "
+            "free some space, use larger storage or a smaller model",
+        )
+    return capacity
+
+
+def _bytes(nbytes: int) -> str:
+    return f"{nbytes:,} bytes = {nbytes / GIB:.3f} GiB"
 
 
 def _new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(3).hex()
-
-
-def _storage_capacity(values, directory, ranks_on_host) -> int:
-    if values["storage_capacity_gb"] > 0:
-        return int(values["storage_capacity_gb"] * GIB)
-    free = shutil.disk_usage(directory).free
-    return int(free * AUTO_STORAGE_SHARE / max(1, ranks_on_host))
 
 
 def run_benchmark(values: dict, models, stdout=None, stderr=None) -> int:
@@ -95,9 +125,13 @@ def run_benchmark(values: dict, models, stdout=None, stderr=None) -> int:
     try:
         hosts = comm.bcast(comm.gather(comm.host))
         ranks_on_host = hosts.count(comm.host)
+        derived["first_rank_on_host"] = hosts.index(comm.host) == comm.rank
         problem = None
         try:
             derived["cache_dir"] = validate_host(values, comm.rank, ranks_on_host)
+            derived["storage_capacity"] = storage_capacity(
+                values, derived["model"], derived["cache_dir"], ranks_on_host
+            )
         except UsageError as exc:
             problem = str(exc) if comm.size == 1 else f"rank {comm.rank} on {comm.host}: {exc}"
         # Every rank learns every rank's verdict, so all exit 2 together and nothing is created.
@@ -128,6 +162,7 @@ def _run_rank(values, derived, comm, ranks_on_host, stdout, stderr) -> int:
     setup_error = None
     io_engine = values["io_engine"]
     storage_capacity = 0
+    other_runs_seen = []
     interrupted = threading.Event()
 
     def on_signal(signum, _frame):
@@ -139,6 +174,11 @@ def _run_rank(values, derived, comm, ranks_on_host, stdout, stderr) -> int:
     try:
         try:
             run_dir.create()
+            if derived["first_rank_on_host"]:  # one look per host is enough
+                other_runs_seen = other_runs(derived["cache_dir"], run_id)
+                for line in other_run_warnings(derived["cache_dir"], other_runs_seen):
+                    warnings.append(line)
+                    stderr.write(f"kvcache: warning: rank {comm.rank}: {line}\n")
             if io_engine == "direct" and not direct_io_supported(run_dir.rank_dir):
                 io_engine = "buffered"
                 warnings.append(
@@ -153,7 +193,7 @@ def _run_rank(values, derived, comm, ranks_on_host, stdout, stderr) -> int:
                     f"{derived['cache_dir']} is on {fstype}, which lives in RAM: this measures memory, not storage"
                 )
                 stderr.write(f"kvcache: warning: rank {comm.rank}: {warnings[-1]}\n")
-            storage_capacity = _storage_capacity(values, run_dir.rank_dir, ranks_on_host)
+            storage_capacity = derived["storage_capacity"]
             progress = (
                 Progress(stderr, "rank 0 " if comm.size > 1 else "")
                 if Progress.wanted(values["quiet"], comm.rank, stderr)
@@ -173,6 +213,17 @@ def _run_rank(values, derived, comm, ranks_on_host, stdout, stderr) -> int:
             run.measure(sync)
         elif run is not None:
             run.interrupt("SIGINT")
+        if derived["first_rank_on_host"] and setup_error is None:
+            # A run that started during this one and still runs shared the storage with it too.
+            reported = {r.name for r in other_runs_seen if r.state in (LIVE, UNCHECKED)}
+            started_later = [
+                r
+                for r in other_runs(derived["cache_dir"], run_id)
+                if r.state in (LIVE, UNCHECKED) and r.name not in reported
+            ]
+            for line in other_run_warnings(derived["cache_dir"], started_later):
+                warnings.append(line)
+                stderr.write(f"kvcache: warning: rank {comm.rank}: {line}\n")
         failure = setup_error or (run.failure if run else None) or ("interrupted" if interrupted.is_set() else None)
         payload = {
             "rank": comm.rank,

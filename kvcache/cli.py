@@ -1,4 +1,4 @@
-"""Command line: `kvcache run | datasize | report | describe` (also `python -m kvcache ...`).
+"""Command line: `kvcache run | datasize | report | describe | clean` (also `python -m kvcache ...`).
 
 Exit codes: 0 ok, 2 bad input (the message names the option), 1 the run failed.
 """
@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", nargs="+", metavar="RESULT.json")
     report.add_argument("--json", action="store_true", help="print the headline figures as JSON")
     sub.add_parser("describe", help="models and flags as JSON (for tools that build command lines)")
+    clean = sub.add_parser(
+        "clean", help="remove run directories left under a cache dir by runs that are no longer running"
+    )
+    clean.add_argument("--cache-dir", dest="cache_dir", metavar="DIR", help="the cache dir the runs used")
+    clean.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     return parser
 
 
@@ -65,6 +70,10 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
             from kvcache.report import run_report  # noqa: PLC0415 - keeps `describe` light
 
             return run_report(args.results, args.json, stdout)
+        if args.command == "clean":
+            from kvcache.clean import run_clean  # noqa: PLC0415
+
+            return run_clean(args.cache_dir, args.dry_run, stdout)
         values, models = resolve(args.command, args)
         if args.command == DATASIZE:
             from kvcache.datasize import run_datasize  # noqa: PLC0415

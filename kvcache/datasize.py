@@ -11,7 +11,8 @@ import json
 import math
 
 from kvcache.models import Registry
-from kvcache.workload import TEMPLATES, mean_entry_tokens
+from kvcache.storage_io import align_up
+from kvcache.workload import TEMPLATES, largest_entry_tokens, mean_entry_tokens
 
 GIB = 1 << 30
 HEADROOM = 1.25
@@ -21,12 +22,18 @@ ENGINE_OVERHEAD_BYTES = 256 << 20  # interpreter, numpy, threads, histograms
 AUTO_STORAGE_SHARE = 0.8
 
 
+def largest_entry_bytes(bytes_per_token: int, prefix_caching: bool = True) -> int:
+    """What the largest entry a run can write takes in a tier (whole 4 KiB blocks). `run` refuses a storage
+    tier smaller than this: every entry that reaches storage must fit there."""
+    return align_up(largest_entry_tokens(prefix_caching) * bytes_per_token)
+
+
 def compute(values: dict, models) -> dict:
     model = Registry(models).get(values["model"])
     bpt = model.bytes_per_token
     entries_per_user = 1 if values["disable_multi_turn"] else 2
     per_user = math.ceil(mean_entry_tokens() * bpt * entries_per_user)
-    largest_entry = max(t.context_tokens[1] for t in TEMPLATES) * bpt
+    largest_entry = largest_entry_bytes(bpt, not values["disable_prefix_caching"])
     prefix = 0 if values["disable_prefix_caching"] else sum(t.system_prompt_tokens for t in TEMPLATES) * bpt
     ranks, users = values["ranks"], values["num_users"]
     per_rank = per_user * users + prefix

@@ -94,7 +94,8 @@ class Metrics:
             "demotions.cpu": 0,
             "evictions.storage": 0,
             "promotions": 0,
-            "dropped_entries": 0,
+            "entry_writes": 0,  # new entries the workload tried to write
+            "dropped_entries": 0,  # of those, entries that no tier could hold (on writing or on demotion)
         }
         self.interval_read = new_histogram()  # storage read latency since the last time-series sample
 

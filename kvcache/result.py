@@ -89,6 +89,7 @@ def _per_rank(payload) -> dict:
         "requests": requests,
         "tokens": tokens,
         "hit_rate": _hit_rate(metrics["counters"]),
+        "dropped_entries": _dropped_entries(metrics["counters"]),
         "histograms": {name: metrics["latency"][name] for name in RANK_HISTOGRAMS},
     }
 
@@ -111,7 +112,13 @@ def _qos(payloads) -> dict:
     return block
 
 
-def _sla(tiers, hit_rate, profile, completed) -> dict:
+def _dropped_entries(counters) -> dict:
+    """Entries the workload wrote that no tier could hold: the storage did not hold the workload."""
+    count, attempts = counters.get("dropped_entries", 0), counters.get("entry_writes", 0)
+    return {"count": count, "entry_writes": attempts, "share_of_writes": _ratio(count, attempts)}
+
+
+def _sla(tiers, hit_rate, profile, completed, dropped, failed) -> dict:
     criteria = []
     for name, limit in SLA_LIMITS_MS:
         tier, op = name.split(".")
@@ -127,13 +134,23 @@ def _sla(tiers, hit_rate, profile, completed) -> dict:
                 "passed": hit_rate["overall"] > SLA_MIN_HIT_RATE,
             }
         )
+    # A dropped entry was never stored anywhere: the latencies above did not serve the whole workload.
+    criteria.append(
+        {"name": "dropped entries", "maximum": 0, "value": dropped["count"], "passed": not dropped["count"]}
+    )
     applies = profile == "latency"
-    return {
-        "applies": applies,
-        "criteria": criteria,
-        # No verdict on a run that completed no request: there is nothing to judge.
-        "passed": all(c["passed"] for c in criteria) if applies and criteria and completed else None,
-    }
+    # No verdict on a run that failed (what it measured is not the run that was asked for), on one that
+    # completed no request (nothing to judge), or outside the latency profile.
+    if not applies:
+        reason = "the SLA applies to the latency profile only"
+    elif failed:
+        reason = "the run failed"
+    elif not completed:
+        reason = "no request completed"
+    else:
+        reason = None
+    passed = all(c["passed"] for c in criteria) if reason is None else None
+    return {"applies": applies, "criteria": criteria, "passed": passed, "no_verdict_reason": reason}
 
 
 def _stragglers(per_rank, fraction) -> List[int]:
@@ -206,12 +223,21 @@ def build_result(
     hit_rate = _hit_rate(counters)
     requests, tokens = _requests_and_tokens(counters, seconds)
     ends = [p["window"]["end_offset_s"] for p in payloads]
+    status = "failed" if failed or failure else "ok"
+    dropped = _dropped_entries(counters)
+    warnings = sorted({w for p in payloads for w in p.get("warnings", [])})
+    if dropped["count"]:
+        warnings.append(
+            f"{dropped['count']} of {dropped['entry_writes']} entries written ({dropped['share_of_writes']:.1%}) "
+            "were dropped: no tier had room for them, so the storage did not hold the workload and the SLA "
+            "cannot pass; give the storage tier more room (--storage-capacity-gb, free space) or fewer users"
+        )
     result = {
         "schema": SCHEMA,
-        "status": "failed" if failed or failure else "ok",
+        "status": status,
         "config": config,
         "environment": environment,
-        "warnings": sorted({w for p in payloads for w in p.get("warnings", [])}),
+        "warnings": warnings,
         "ranks": len(payloads),
         "hosts": sorted({p["host"] for p in payloads}),
         "host_count": len({p["host"] for p in payloads}),
@@ -222,7 +248,8 @@ def build_result(
         "tokens": tokens,
         "hit_rate": hit_rate,
         "qos": _qos(payloads),
-        "sla": _sla(tiers, hit_rate, config.get("performance_profile"), requests["completed"]),
+        "dropped_entries": dropped,
+        "sla": _sla(tiers, hit_rate, config.get("performance_profile"), requests["completed"], dropped, status != "ok"),
         "events": {
             name: value
             for name, value in counters.items()
@@ -246,7 +273,7 @@ def build_result(
         "per_rank": per_rank,
         "timeseries": _timeseries(payloads),
     }
-    if result["status"] == "failed":
+    if status == "failed":
         first = failure or (failed[0]["rank"], failed[0].get("error"))
         result["error"] = f"rank {first[0]}: {first[1]}"
         result["failed_ranks"] = sorted({p["rank"] for p in failed} | ({failure[0]} if failure else set()))

@@ -18,6 +18,7 @@ import numpy as np
 ALIGN = 4096
 BLOCK_WORDS = ALIGN // 8  # uint64 words in a 4 KiB block
 O_DIRECT = getattr(os, "O_DIRECT", 0)
+DIRECT_IO_PROBE = ".odirect-probe"  # made and removed in a rank's directory (`kvcache clean` knows the name)
 
 
 def align_up(nbytes: int) -> int:
@@ -155,7 +156,7 @@ def direct_io_supported(directory: str) -> bool:
     """O_DIRECT is refused by some filesystems (tmpfs: EINVAL on open). Probe with a file we create and remove."""
     if not O_DIRECT:
         return False
-    probe = os.path.join(directory, ".odirect-probe")
+    probe = os.path.join(directory, DIRECT_IO_PROBE)
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_DIRECT, 0o600)
     except OSError as exc:

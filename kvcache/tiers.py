@@ -11,6 +11,7 @@ import abc
 import itertools
 import mmap
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -29,8 +30,12 @@ from kvcache.storage_io import (
     PatternSource,
     align_up,
 )
+from kvcache.workload import KEY_PATTERN
 
 GIB = 1 << 30
+ENTRY_SUFFIX = ".kv"
+# The storage tier's file names, <key>.<generation>.kv: `kvcache clean` removes only files named so.
+ENTRY_FILE = re.compile(KEY_PATTERN + r"\.[0-9]+" + re.escape(ENTRY_SUFFIX))
 
 
 class Mover:
@@ -247,7 +252,7 @@ class StorageTier(Tier):
         # A new file name each time a key is stored: an evicted or promoted copy of the same key may
         # still be open by a reader or not yet unlinked, and must be neither truncated nor deleted
         # under the new copy.
-        return os.path.join(self.directory, f"{key}.{next(self._generation)}.kv")
+        return os.path.join(self.directory, f"{key}.{next(self._generation)}{ENTRY_SUFFIX}")
 
     def store(self, key, size, source):
         path = self.path(key)
@@ -318,6 +323,7 @@ class TierManager:
                 return None
             entry = Entry(key, size)
             self.entries[key] = entry
+        self.metrics.count("entry_writes")  # an attempt: the share of dropped entries is taken of these
         try:
             index = self._reserve(size, 0)
             if index is None:

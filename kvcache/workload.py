@@ -8,6 +8,9 @@ import random
 from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
 
+# Every cache key a request names (its turn, the turn before, the shared prefix) matches this; `kvcache
+# clean` recognises the engine's own entry files by it.
+KEY_PATTERN = r"(?:u[0-9]+c[0-9]+t[0-9]+|prefix-[a-z]+)"
 GENERATION_SECONDS_PER_TOKEN = {"none": 0.0, "fast": 0.002, "realistic": 0.030}
 CONVERSATION_END_PROBABILITY = 0.2
 MAX_TURNS = 50
@@ -121,6 +124,14 @@ class Arrivals:
         while True:
             at += self.rng.expovariate(self.rate)
             yield at, self.rng.randrange(self.num_users)
+
+
+def largest_entry_tokens(prefix_caching: bool = True) -> int:
+    """The most tokens one entry can hold: the longest context of any template, or a system prompt if longer."""
+    longest = max(t.context_tokens[1] for t in TEMPLATES)
+    if prefix_caching:
+        longest = max(longest, max(t.system_prompt_tokens for t in TEMPLATES))
+    return longest
 
 
 def mean_entry_tokens() -> float:

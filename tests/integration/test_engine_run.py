@@ -58,7 +58,12 @@ def test_filesystem_without_o_direct_falls_back_to_buffered_io_visibly(tmp_path)
     shm.mkdir()
     subprocess.run(["mount", "-t", "ramfs", "kvcache-test", str(shm)], check=True)
     try:
-        done = kvcache("run", *SHORT_RUN, "--duration", "2", "--cache-dir", shm, "--output", tmp_path / "R.json")
+        # ramfs reports no size, so the storage tier's size must be given.
+        unsized = kvcache("run", *SHORT_RUN, "--duration", "2", "--cache-dir", shm)
+        assert unsized.returncode == 2 and "--storage-capacity-gb" in unsized.stderr and "no size" in unsized.stderr
+        assert leftovers(shm) == []
+        done = kvcache("run", *SHORT_RUN, "--duration", "2", "--storage-capacity-gb", "1", "--cache-dir", shm,
+                       "--output", tmp_path / "R.json")  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert "O_DIRECT" in done.stderr and "buffered" in done.stderr
         result = load(tmp_path / "R.json")

@@ -1,10 +1,12 @@
 """The run's own directory: refused system paths, what is created, and that only it is removed."""
 
+import json
 import os
+import socket
 
 import pytest
 
-from kvcache.cachedir import MARKER, RUN_PREFIX, RunDirectory, validate_cache_dir
+from kvcache.cachedir import MARKER, OWNER_PREFIX, RUN_PREFIX, RunDirectory, process_start_ticks, validate_cache_dir
 from kvcache.errors import UsageError
 
 
@@ -58,8 +60,12 @@ def test_create_makes_run_dir_marker_and_rank_dir(tmp_path):
     assert run.rank_dir == os.path.join(run.run_dir, "rank-3")
     assert os.path.isdir(run.rank_dir)
     assert "20250101-000000-abcdef" in (tmp_path / (RUN_PREFIX + "20250101-000000-abcdef") / MARKER).read_text()
-    assert sorted(os.listdir(run.run_dir)) == sorted([MARKER, "rank-3"])
+    assert sorted(os.listdir(run.run_dir)) == sorted([MARKER, OWNER_PREFIX + "3", "rank-3"])
     assert os.stat(run.rank_dir).st_mode & 0o777 == 0o700
+    owner = json.loads((tmp_path / (RUN_PREFIX + "20250101-000000-abcdef") / (OWNER_PREFIX + "3")).read_text())
+    assert owner["run_id"] == "20250101-000000-abcdef" and owner["rank"] == 3
+    assert owner["host"] == socket.gethostname() and owner["pid"] == os.getpid()
+    assert owner["pid_start_ticks"] == process_start_ticks(os.getpid()) is not None
 
 
 def test_remove_deletes_only_its_own(tmp_path):
@@ -112,9 +118,11 @@ def test_two_ranks_share_a_run_dir_and_the_last_removes_it(tmp_path):
     first.create()
     second.create()
     assert first.run_dir == second.run_dir
-    assert sorted(os.listdir(first.run_dir)) == sorted([MARKER, "rank-0", "rank-1"])
+    assert sorted(os.listdir(first.run_dir)) == sorted(
+        [MARKER, OWNER_PREFIX + "0", OWNER_PREFIX + "1", "rank-0", "rank-1"]
+    )
     first.remove()
-    assert sorted(os.listdir(second.run_dir)) == sorted([MARKER, "rank-1"])
+    assert sorted(os.listdir(second.run_dir)) == sorted([MARKER, OWNER_PREFIX + "1", "rank-1"])
     second.remove()
     assert os.listdir(tmp_path) == []
 
