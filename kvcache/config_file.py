@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from kvcache.errors import UsageError, clip, not_utf8, shown, shown_path
+from kvcache.errors import SHOWN_CHARS, UsageError, clip, not_utf8, shown, shown_path
 
 MAX_CONFIG_BYTES = 1 << 20
 MAX_CONFIG_VALUES = 10_000  # keys, values and list items, counting every alias as the values it stands for
@@ -104,7 +104,7 @@ def read_config_file(path: str) -> Any:
         raise UsageError("--config", f"{where} is not valid YAML: {_yaml_problem(exc)}") from None
     except (ValueError, OverflowError) as exc:  # e.g. an integer of more digits than Python converts
         raise UsageError(
-            "--config", f"{where} has a value that cannot be read: {clip(str(exc), PROBLEM_CHARS)}"
+            "--config", f"{where} has a value that cannot be read: {clip(str(exc), SHOWN_CHARS)}"
         ) from None
     finally:
         loader.dispose()
