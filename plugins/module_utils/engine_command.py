@@ -6,11 +6,12 @@ The engine describes itself (`python -m kvcache describe`: models and the long f
 subcommand); these functions check options against that description instead of keeping a copy.
 """
 
+import difflib
 import json
 import posixpath
 import re
 
-from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError, env_pairs
+from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError, env_pairs, quote
 
 DEFAULT_PYTHON = "/opt/storagebench-kvcache/venv/bin/python"
 COMMANDS = ("run", "datasize")
@@ -67,7 +68,16 @@ def _check_value(name, value):
     if isinstance(value, str) and not value:
         raise OptionError(name, "must not be empty")
     if name == "cache_dir" and not posixpath.isabs(value):
-        raise OptionError(name, f"must be an absolute path (every rank resolves it on its own host), got {value!r}")
+        raise OptionError(
+            name, f"must be an absolute path (every rank resolves it on its own host), got {quote(value)}"
+        )
+
+
+def _unknown_flag_message(key, command, flag, accepted):
+    """Short, whatever the number of flags: the closest ones, and where the whole list is."""
+    close = difflib.get_close_matches(flag, sorted(accepted), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"{quote(key)}: 'kvcache {command}' has no {quote(flag)} flag{hint} ('kvcache {command} --help' lists them)"
 
 
 def build_engine_argv(python, command, options, extra_args=None, description=None):
@@ -80,9 +90,9 @@ def build_engine_argv(python, command, options, extra_args=None, description=Non
     """
     warnings = []
     if command not in COMMANDS:
-        raise OptionError("command", "must be one of {}, got {!r}".format(", ".join(COMMANDS), command))
+        raise OptionError("command", "must be one of {}, got {}".format(", ".join(COMMANDS), quote(command)))
     if not python or str(python).startswith("-"):
-        raise OptionError("python", f"must name the Python interpreter that has the engine, got {python!r}")
+        raise OptionError("python", f"must name the Python interpreter that has the engine, got {quote(python)}")
     accepted = None
     models = None
     if description is not None:
@@ -99,31 +109,26 @@ def build_engine_argv(python, command, options, extra_args=None, description=Non
         _check_value(name, value)
         if name == "model" and models is not None and value not in models:
             if options.get("config"):
-                warnings.append(f"model: {value!r} is not a built-in model; the config file must define it")
+                warnings.append(f"model: {quote(value)} is not a built-in model; the config file must define it")
             else:
-                raise OptionError(name, "unknown model {!r}; choose one of: {}".format(value, ", ".join(models)))
+                raise OptionError(name, "unknown model {}; choose one of: {}".format(quote(value), ", ".join(models)))
         argv.extend([flag, format_value(value)])
 
     for key, value in (extra_args or {}).items():
         key = str(key)
         if not _EXTRA_KEY_RE.match(key):
-            raise OptionError("extra_args", f"{key!r} is not an engine option name")
+            raise OptionError("extra_args", f"{quote(key)} is not an engine option name")
         flag = "--" + key.replace("_", "-")
         if flag in _FIRST_CLASS_FLAGS:
             raise OptionError("extra_args", f"{key}: use the module's {_FIRST_CLASS_FLAGS[flag]} option instead")
         if accepted is not None and flag not in accepted:
-            raise OptionError(
-                "extra_args",
-                "{}: 'kvcache {}' has no {} flag; it accepts {}".format(
-                    key, command, flag, ", ".join(sorted(accepted))
-                ),
-            )
+            raise OptionError("extra_args", _unknown_flag_message(key, command, flag, accepted))
         if value is None or value is False:
             continue
         if value is True:
             argv.append(flag)
         elif isinstance(value, (list, tuple, dict, set)):
-            raise OptionError("extra_args", f"{key}: the value must be a string, a number or a boolean")
+            raise OptionError("extra_args", f"{quote(key)}: the value must be a string, a number or a boolean")
         else:
             argv.extend([flag, format_value(value)])
     return argv, warnings
@@ -140,7 +145,7 @@ def with_env(argv, env):
 def _mount_dir(option, path, cache_dir):
     """The directory to bind-mount so that `path` (a file option) exists inside the container, or None."""
     if not posixpath.isabs(path):
-        raise OptionError(option, f"must be an absolute path with exec_type=container, got {path!r}")
+        raise OptionError(option, f"must be an absolute path with exec_type=container, got {quote(path)}")
     directory = posixpath.dirname(posixpath.normpath(path))
     if cache_dir and (directory + "/").startswith(cache_dir.rstrip("/") + "/"):
         return None
@@ -157,10 +162,11 @@ def wrap_in_container(
     """
     if container_engine not in CONTAINER_ENGINES:
         raise OptionError(
-            "container_engine", "must be one of {}, got {!r}".format(", ".join(CONTAINER_ENGINES), container_engine)
+            "container_engine",
+            "must be one of {}, got {}".format(", ".join(CONTAINER_ENGINES), quote(container_engine)),
         )
     if not image or str(image).startswith("-"):
-        raise OptionError("container_image", f"exec_type=container needs an image name, got {image!r}")
+        raise OptionError("container_image", f"exec_type=container needs an image name, got {quote(image)}")
     if command == "run" and not cache_dir:
         raise OptionError("cache_dir", "exec_type=container needs cache_dir, the directory to mount into the container")
     mounts = []
@@ -174,7 +180,7 @@ def wrap_in_container(
     argv = [container_engine, "run", "--rm", "--network", "host"]
     for option, directory in mounts:
         if ":" in directory or "," in directory:
-            raise OptionError(option, f"{directory!r} cannot be bind-mounted: it contains ':' or ','")
+            raise OptionError(option, f"{quote(directory)} cannot be bind-mounted: it contains ':' or ','")
         argv.extend(["-v", f"{directory}:{directory}"])
     for name, value in env_pairs(env):
         argv.extend(["-e", f"{name}={value}"])

@@ -235,7 +235,8 @@ def _as_mpi_params(settings, check, *args):
         if setting is None:
             raise
         flag, value = setting
-        raise OptionError("mpi_params", f"{flag} {quote(value)}: {exc.message}") from None
+        shown = value if isinstance(value, int) else quote(value)
+        raise OptionError("mpi_params", f"{flag} {shown}: {exc.message}") from None
 
 
 def _user_host_slots(host_list, num_processes, oversubscribe):
@@ -256,7 +257,9 @@ def _left_out_warnings(entries, slots, num_processes):
     named = ", ".join(left_out[:_NAMED_HOSTS])
     if len(left_out) > _NAMED_HOSTS:
         named += f" and {len(left_out) - _NAMED_HOSTS} more"
-    return [f"hosts: {num_processes} processes for {len(entries)} hosts leaves {len(left_out)} without one: {named}"]
+    return [
+        f"hosts: only {len(slots)} of {len(entries)} hosts get a process ({num_processes} in all); left out: {named}"
+    ]
 
 
 def build_mpi_prefix(

@@ -5,6 +5,10 @@ from ansible.module_utils import basic
 from ansible.module_utils.common import warnings as module_warnings
 from ansible.module_utils.testing import patch_module_args
 
+# What `mpirun --version` prints for each MPI flavor.
+OPENMPI_VERSION = "mpirun (Open MPI) 4.1.4\n\nReport bugs to http://www.open-mpi.org/community/help/\n"
+MPICH_VERSION = "HYDRA build details:\n    Version:                                 4.1.2\n"
+
 
 class AnsibleExitJson(Exception):
     """exit_json was called; args[0] is the module's result."""

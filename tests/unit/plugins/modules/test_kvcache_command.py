@@ -1,43 +1,17 @@
-"""The kvcache_command module: external commands (describe, mpirun --version) mocked, the module never."""
+"""The kvcache_command module: external commands (describe, mpirun --version) mocked (conftest), the module never."""
 
-import json
 import os
 import shlex
 import sys
 import types
 
 import pytest
-from ansible.module_utils import basic
 from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_launch import HOSTFILE_MARKER
 from ansible_collections.storagebench.kvcache.plugins.modules import kvcache_command
 from ansible_collections.storagebench.kvcache.tests.unit.plugins.modules import module_harness as harness
-from ansible_collections.storagebench.kvcache.tests.unit.plugins.modules.module_harness import patch_exits
+from ansible_collections.storagebench.kvcache.tests.unit.plugins.modules.module_harness import MPICH_VERSION
 
-OPENMPI_VERSION = "mpirun (Open MPI) 4.1.4\n\nReport bugs to http://www.open-mpi.org/community/help/\n"
-MPICH_VERSION = "HYDRA build details:\n    Version:                                 4.1.2\n"
 DEFAULT_PY = "/opt/storagebench-kvcache/venv/bin/python"
-
-
-@pytest.fixture
-def commands(monkeypatch, description):
-    """Stand-ins for the external commands; records every argv the module runs."""
-    state = {"calls": [], "describe": (0, json.dumps(description), ""), "version": (0, OPENMPI_VERSION, "")}
-
-    def run_command(self, args, **kwargs):
-        state["calls"].append(list(args))
-        if args[1:] == ["-m", "kvcache", "describe"]:
-            result = state["describe"]
-        elif args[1:] == ["--version"]:
-            result = state["version"]
-        else:
-            raise AssertionError(f"unexpected command {args!r}")
-        if isinstance(result, OSError):
-            raise OSError(result.errno, result.strerror)
-        return result
-
-    patch_exits(monkeypatch)
-    monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
-    return state
 
 
 def run_module(args, check_mode=False):
@@ -247,3 +221,30 @@ def test_ssh_command_and_mpi_params_replacing_generated_flags(commands):
     prefix = result["mpi_prefix"]
     assert prefix.count("--map-by") == 1 and prefix[-2:] == ["--map-by", "ppr:1:node"]
     assert ["--mca", "plm_rsh_agent", "ssh -F /etc/kv/ssh_config"] == prefix[7:10]
+
+
+def test_hosts_left_without_a_process_are_named_in_a_warning(commands):
+    result = run_module({"exec_type": "mpi", "hosts": ["h1", "h2", "h3"], "num_processes": 2})
+    assert result["slots"] == {"h1": 1, "h2": 1}
+    assert "hosts: only 2 of 3 hosts get a process (2 in all); left out: h3" in result["warnings"]
+
+
+def test_fleet_style_mca_params_pass_and_a_bare_word_fails(commands):
+    params = ["--mca", "pml", "ob1", "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", "10.77.0.0/24"]
+    result = run_module({"exec_type": "mpi", "hosts": ["h1", "h2"], "mpi_params": params})
+    assert result["mpi_prefix"][-len(params) :] == params
+    failure = fail_module({"exec_type": "mpi", "hosts": ["h1", "h2"], "mpi_params": ["echo", "INJECTED"]})
+    assert failure["msg"].startswith("mpi_params: 'echo'")
+
+
+def test_a_marked_hostfile_is_rewritten_and_an_unmarked_one_refused(commands, tmp_path):
+    path = tmp_path / "hosts"
+    path.write_text(HOSTFILE_MARKER + "\nold slots=1\n")
+    args = {"exec_type": "mpi", "hosts": ["h1", "h2"], "hostfile": str(path)}
+    assert run_module(args)["changed"] is True
+    assert path.read_text() == HOSTFILE_MARKER + "\nh1 slots=1\nh2 slots=1\n"
+    path.write_text("precious user data\n")
+    failure = fail_module(args)
+    assert failure["msg"].startswith("hostfile: ")
+    assert path.read_text() == "precious user data\n"
+    assert os.listdir(tmp_path) == ["hosts"]
