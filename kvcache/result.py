@@ -228,9 +228,10 @@ def build_result(
     warnings = sorted({w for p in payloads for w in p.get("warnings", [])})
     if dropped["count"]:
         warnings.append(
-            f"{dropped['count']} of {dropped['entry_writes']} entries written ({dropped['share_of_writes']:.1%}) "
-            "were dropped: no tier had room for them, so the storage did not hold the workload and the SLA "
-            "cannot pass; give the storage tier more room (--storage-capacity-gb, free space) or fewer users"
+            f"{dropped['count']:,} of the {dropped['entry_writes']:,} entries the workload wrote "
+            f"({dropped['share_of_writes']:.1%}) were dropped: no tier had room for them, so the storage did not "
+            "hold the workload and no SLA can pass; give the storage tier more room (--storage-capacity-gb, "
+            "free space) or run fewer users"
         )
     result = {
         "schema": SCHEMA,

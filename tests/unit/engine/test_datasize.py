@@ -7,7 +7,7 @@ import math
 import pytest
 
 from kvcache.cli import main
-from kvcache.datasize import AUTO_STORAGE_SHARE, GIB, HEADROOM, compute
+from kvcache.datasize import AUTO_STORAGE_SHARE, GIB, HEADROOM, compute, largest_entry_bytes
 from kvcache.workload import TEMPLATES, mean_entry_tokens
 
 
@@ -158,3 +158,15 @@ def test_memory_needed_follows_the_io_buffers():
     small = datasize("--io-depth", "1", "--io-chunk-mib", "1")[1]["host_memory_bytes_needed_per_rank"]
     large = datasize("--io-depth", "4", "--io-chunk-mib", "64")[1]["host_memory_bytes_needed_per_rank"]
     assert large - small == 4 * (64 << 20) - (1 << 20)
+
+
+def test_largest_entry_is_the_one_formula_run_checks_against():
+    # deepseek-v3's 70,272 bytes per token do not fill whole 4 KiB blocks: the entry takes whole blocks.
+    report = compute(values(model="deepseek-v3"), {})
+    assert report["largest_entry_bytes"] == largest_entry_bytes(70272) == math.ceil(25000 * 70272 / 4096) * 4096
+    assert largest_entry_bytes(70272, prefix_caching=False) == report["largest_entry_bytes"]  # contexts are longer
+    assert (
+        compute(values(model="deepseek-v3", disable_prefix_caching=True), {})["largest_entry_bytes"]
+        == (report["largest_entry_bytes"])
+    )
+    assert report["storage_bytes_needed_per_rank"] >= report["largest_entry_bytes"]

@@ -7,6 +7,7 @@ import pytest
 
 from kvcache.metrics import Metrics, decode, merge, percentile_block
 from kvcache.result import SCHEMA, build_result
+from kvcache.summary import format_summary
 
 MIB = 1 << 20
 T0 = 1_700_000_000.0
@@ -231,3 +232,69 @@ def test_window_uses_barrier_offsets_not_wall_clocks(payloads):
     assert result["window"]["seconds"] == pytest.approx(12.0)
     assert result["aggregate"]["last_done_s"] == pytest.approx(12.0)
     assert result["aggregate"]["first_done_s"] == pytest.approx(10.0)
+
+
+def with_writes(payload, written, dropped):
+    """The payload with `written` entry-write attempts of which `dropped` were dropped, as TierManager counts."""
+    payload["metrics"]["counters"]["entry_writes"] = written
+    payload["metrics"]["counters"]["dropped_entries"] = dropped
+    return payload
+
+
+def test_a_run_without_dropped_entries_passes_the_sla(payloads):
+    result = build([with_writes(p, 50, 0) for p in payloads])
+    assert result["dropped_entries"] == {"count": 0, "entry_writes": 150, "share_of_writes": 0.0}
+    assert result["sla"]["passed"] is True and result["sla"]["no_verdict_reason"] is None
+    assert {"name": "dropped entries", "maximum": 0, "value": 0, "passed": True} in result["sla"]["criteria"]
+    assert "SLA (latency profile): PASS" in format_summary(result)
+    assert not any("dropped" in w for w in result["warnings"])
+
+
+def test_dropped_entries_are_counted_per_rank_and_in_total_and_fail_the_sla(payloads):
+    with_writes(payloads[0], 100, 0)
+    with_writes(payloads[1], 100, 7)
+    with_writes(payloads[2], 200, 5)
+    result = build(payloads)
+    assert result["dropped_entries"] == {"count": 12, "entry_writes": 400, "share_of_writes": 0.03}
+    assert [r["dropped_entries"]["count"] for r in result["per_rank"]] == [0, 7, 5]
+    assert result["per_rank"][1]["dropped_entries"]["share_of_writes"] == 0.07
+    assert result["status"] == "ok"  # the run happened; what it measured did not hold the workload
+    assert result["sla"]["passed"] is False
+    dropped = [c for c in result["sla"]["criteria"] if c["name"] == "dropped entries"]
+    assert dropped == [{"name": "dropped entries", "maximum": 0, "value": 12, "passed": False}]
+    assert [w for w in result["warnings"] if "12 of the 400 entries" in w and "3.0%" in w]
+    summary = format_summary(result)
+    assert "SLA (latency profile): FAIL: dropped entries" in summary and "PASS" not in summary
+    assert "warning: 12 of the 400 entries the workload wrote (3.0%) were dropped" in summary
+
+
+def test_a_failed_run_has_no_sla_verdict(payloads):
+    payloads[2]["status"] = "failed"
+    payloads[2]["error"] = "OSError: [Errno 28] No space left on device"
+    result = build(payloads)  # latencies and hit rate alone would pass
+    assert result["status"] == "failed"
+    assert result["sla"]["passed"] is None and result["sla"]["no_verdict_reason"] == "the run failed"
+    summary = format_summary(result)
+    assert "status: FAILED" in summary and "SLA (latency profile): no verdict (the run failed)" in summary
+    assert "PASS" not in summary
+    remote = build_result({"performance_profile": "latency"}, {}, payloads[:2], T0, failure=(1, "interrupted"))
+    assert remote["sla"]["passed"] is None and "PASS" not in format_summary(remote)
+
+
+def test_summary_of_an_older_failed_result_that_says_pass_gives_no_verdict(payloads):
+    result = build(payloads)
+    result["status"], result["error"] = "failed", "rank 0: interrupted by SIGINT"  # as older engines wrote it
+    assert result["sla"]["passed"] is True
+    summary = format_summary(result)
+    assert "no verdict (the run failed)" in summary and "PASS" not in summary
+
+
+def test_no_verdict_outside_the_latency_profile_or_without_requests(payloads):
+    throughput = build(payloads, performance_profile="throughput")
+    assert throughput["sla"]["passed"] is None and "latency profile only" in throughput["sla"]["no_verdict_reason"]
+    assert "SLA" not in format_summary(throughput)
+    idle = rank_payload(0, T0, T0 + 1, 0, 0, [])
+    idle["metrics"]["counters"]["requests"] = 0
+    nothing = build([idle])
+    assert nothing["sla"]["passed"] is None and nothing["sla"]["no_verdict_reason"] == "no request completed"
+    assert "SLA (latency profile): no verdict (no request completed)" in format_summary(nothing)

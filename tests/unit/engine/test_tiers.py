@@ -1,5 +1,6 @@
 """The waterfall LRU across GPU (simulated), CPU and storage tiers, on a real directory."""
 
+import itertools
 import os
 import random
 import threading
@@ -7,7 +8,8 @@ import threading
 import pytest
 
 from kvcache.storage_io import Interrupted
-from kvcache.tiers import choose_gpu_backend
+from kvcache.tiers import ENTRY_FILE, choose_gpu_backend
+from kvcache.workload import User
 
 E = 32 << 10  # one entry: two I/O chunks of the conftest's stack
 
@@ -353,3 +355,30 @@ def test_concurrent_writes_and_reads_stay_consistent(make_stack):
 def test_gpu_backend_simulated_and_unavailable_library():
     assert choose_gpu_backend("simulated") == "simulated"
     assert choose_gpu_backend("auto") in ("simulated", "torch", "cupy")
+
+
+def test_every_new_entry_is_a_write_attempt_and_dropped_ones_are_counted(make_stack):
+    stack = make_stack(cpu_bytes=E, storage_bytes=E)
+    manager = stack.manager
+    assert manager.write_new("a", E, stack.pattern) == "cpu"
+    assert manager.write_new("a", E, stack.pattern) is None  # already there: written once, not an attempt
+    assert manager.write_new("b", E, stack.pattern) == "cpu"  # a -> storage
+    assert manager.write_new("huge", 2 * E, stack.pattern) is None  # fits no tier
+    assert counters(stack)["entry_writes"] == 3
+    assert counters(stack)["dropped_entries"] == 1
+    assert counters(stack)["evictions.storage"] == 0
+    check_consistent(stack)
+
+
+def test_storage_file_names_match_what_clean_recognises(make_stack):
+    stack = make_stack(storage_bytes=8 * E)
+    user = User(7, 3)
+    keys = set()
+    for request in itertools.islice(user.requests(), 6):
+        keys.update(k for k in (request.key, request.previous_key, request.prefix_key) if k)
+    for key in sorted(keys):
+        assert stack.manager.write_new(key, E, stack.pattern) == "storage"
+    assert len(stack.files()) == len(keys)
+    assert all(ENTRY_FILE.fullmatch(name) for name in stack.files()), stack.files()
+    for foreign in ("notes.txt", "u1c1t1.kv", "u1c1t1.1.kv.bak", "../u1c1t1.1.kv", "prefix-chatbot.x.kv"):
+        assert not ENTRY_FILE.fullmatch(foreign), foreign
