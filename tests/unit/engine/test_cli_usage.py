@@ -148,3 +148,59 @@ def test_argparse_errors_go_to_the_given_stream():
         main(["run", "--io-engine", "sideways"], stdout=io.StringIO(), stderr=err)
     assert exited.value.code == 2
     assert "--io-engine" in err.getvalue() and "direct" in err.getvalue()
+
+
+def test_argparse_errors_are_one_short_line_without_the_usage_block():
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--io-engine", "z" * 10_000], stdout=io.StringIO(), stderr=err)
+    assert exited.value.code == 2
+    message = err.getvalue()
+    assert message.count("\n") == 1 and len(message) < 300
+    assert message.startswith("kvcache run: error: argument --io-engine: must be one of direct, buffered")
+    assert "usage:" not in message and "kvcache run --help" in message
+
+
+def test_help_still_lists_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "{direct,buffered}" in capsys.readouterr().out
+
+
+def test_one_config_file_serves_datasize_and_run(tmp_path, cache_dir):
+    output = tmp_path / "result.json"
+    config = tmp_path / "shared.yaml"
+    config.write_text(
+        "model: tiny-1b\nnum_users: 1\ngpu_mem_gb: 0\ncpu_mem_gb: 0.01\n"
+        f"ranks: 1\njson: true\ncheck_free_bytes: {1 << 40}\n"  # datasize only
+        f"duration: 0.3\ncache_dir: {cache_dir}\noutput: {output}\nquiet: true\n"  # run only
+    )
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["datasize", "--config", str(config)], out, err) == 0, err.getvalue()
+    assert json.loads(out.getvalue())["model"] == "tiny-1b"
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["run", "--config", str(config)], out, err) == 0, err.getvalue()
+    result = json.loads(output.read_text())
+    assert result["config"]["duration"] == 0.3 and "ranks" not in result["config"]
+    assert os.stat(output).st_mode & 0o777 == 0o666 & ~_umask()
+    assert os.listdir(cache_dir) == []
+
+
+def _umask():
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def test_output_fifo_is_refused_before_the_run_via_python_m(tmp_path, cache_dir):
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kvcache", "run", "--cache-dir", str(cache_dir), "--output", str(fifo), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2 and "--output" in proc.stderr and "FIFO" in proc.stderr
+    assert os.listdir(cache_dir) == [] and sorted(os.listdir(tmp_path)) == ["cache", "out.fifo"]

@@ -1,11 +1,12 @@
 """Options: one declaration gives flags, config keys and validation; defaults < config < typed flags."""
 
 import argparse
+import time
 
 import pytest
 
 from kvcache.cli import build_parser
-from kvcache.errors import UsageError
+from kvcache.errors import SHOWN_CHARS, UsageError, shown
 from kvcache.options import BY_NAME, DATASIZE, OPTIONS, RUN, flags_for, load_config, options_for, resolve
 
 
@@ -215,3 +216,64 @@ def test_every_default_passes_its_own_validation():
 def test_resolve_ignores_foreign_namespace_attributes():
     values = resolve(RUN, argparse.Namespace(command="run", config=None, results=["x"]))[0]
     assert "results" not in values and "command" not in values
+
+
+def test_every_number_has_both_bounds():
+    # Without an upper bound a value like 1e308 overflows the arithmetic that uses it (item 8 of issue 9).
+    for opt in OPTIONS:
+        if opt.kind in (int, float):
+            assert opt.minimum is not None and opt.maximum is not None, opt.name
+
+
+def test_request_rate_is_zero_or_a_real_rate():
+    assert resolve(RUN, parse("run", "--request-rate", "0"))[0]["request_rate"] == 0
+    assert resolve(RUN, parse("run", "--request-rate", "0.001"))[0]["request_rate"] == 0.001
+    with pytest.raises(UsageError, match="must be 0 or >= 0.001, got 0.0001"):
+        resolve(RUN, parse("run", "--request-rate", "0.0001"))
+
+
+def test_anchors_and_merge_keys_within_the_limits_are_fine(tmp_path):
+    path = write_config(
+        tmp_path,
+        "models:\n  base: &geometry {layers: 2, kv_heads: 2, head_dim: 64}\n"
+        "  deeper:\n    <<: *geometry\n    layers: 4\nmodel: deeper\n",
+    )
+    values, models = resolve(DATASIZE, parse("datasize", "--config", path))
+    assert values["model"] == "deeper"
+    assert models["deeper"] == {"layers": 4, "kv_heads": 2, "head_dim": 64}  # the override is not a duplicate
+
+
+def test_alias_bomb_fails_fast(tmp_path):
+    levels = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n" for prev, name in zip("abcdefgh", "bcdefghi")
+    )
+    assert len(levels) < 600  # a billion values from a few hundred bytes
+    started = time.monotonic()
+    with pytest.raises(UsageError, match="expands to more than 10,000 values"):
+        load_config(write_config(tmp_path, levels), RUN)
+    assert time.monotonic() - started < 5
+
+
+def test_config_read_is_bounded_even_from_an_endless_file():
+    with pytest.raises(UsageError, match="larger than the 1 MiB limit"):
+        load_config("/dev/zero", RUN)
+
+
+def test_duplicate_keys_are_errors_at_every_level(tmp_path):
+    with pytest.raises(UsageError, match="duplicate key 'seed' \\(line 3\\)"):
+        load_config(write_config(tmp_path, "seed: 1\nnum_users: 2\nseed: 3\n"), RUN)
+    with pytest.raises(UsageError, match="duplicate key 'head_dim'"):
+        load_config(write_config(tmp_path, "models:\n  m: {layers: 1, head_dim: 1, head_dim: 2}\n", "m.yaml"), RUN)
+
+
+def test_messages_quote_a_short_prefix_of_the_value(tmp_path):
+    long_value = "v" * 100_000
+    with pytest.raises(UsageError) as info:
+        load_config(write_config(tmp_path, f"model: [{long_value}]\n"), RUN)
+    assert len(str(info.value)) < 200
+    assert shown(long_value) == repr("v" * SHOWN_CHARS) + "..."
+    assert shown("short") == "'short'"
+    nested = []
+    for _level in range(30):
+        nested = [nested] * 9  # 9**30 items if expanded: shown() must not try
+    assert len(shown(nested)) <= SHOWN_CHARS + 3
