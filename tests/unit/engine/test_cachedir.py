@@ -1,13 +1,34 @@
 """The run's own directory: refused system paths, what is created, and that only it is removed."""
 
+import io
 import json
 import os
 import socket
+import subprocess
+import time
 
 import pytest
 
-from kvcache.cachedir import MARKER, OWNER_PREFIX, RUN_PREFIX, RunDirectory, process_start_ticks, validate_cache_dir
+from kvcache.cachedir import (
+    LIVE,
+    MARKER,
+    MAX_RUN_SECONDS,
+    OWNER_PREFIX,
+    RUN_PREFIX,
+    STALE,
+    STARTUP_GRACE_S,
+    UNCHECKED,
+    UNKNOWN,
+    RunDirectory,
+    other_run_warnings,
+    other_runs,
+    process_start_ticks,
+    this_process,
+    validate_cache_dir,
+)
+from kvcache.cli import main
 from kvcache.errors import UsageError
+from kvcache.storage_io import DIRECT_IO_PROBE
 
 
 @pytest.mark.parametrize(
@@ -149,3 +170,149 @@ def test_remove_without_create_leaves_other_ranks_alone(tmp_path):
     other.create()
     RunDirectory(str(tmp_path), "x", 0).remove()  # a rank whose setup failed before create
     assert os.path.isdir(other.rank_dir)
+
+
+# -- other runs' directories: who owns them, and what `kvcache clean` may remove -------------------
+def fake_run(cache_dir, run_id, owners=(), rank_dirs=(), marker=True):
+    """A run directory as the engine lays it out, with owner records given as dicts (or raw text)."""
+    path = os.path.join(cache_dir, RUN_PREFIX + run_id)
+    os.mkdir(path)
+    if marker:
+        with open(os.path.join(path, MARKER), "w") as handle:
+            handle.write(f"storagebench.kvcache run {run_id}\n")  # the marker's text since the first version
+    for rank, owner in owners:
+        with open(os.path.join(path, OWNER_PREFIX + str(rank)), "w") as handle:
+            handle.write(owner if isinstance(owner, str) else json.dumps(owner))
+    for rank in rank_dirs:
+        os.mkdir(os.path.join(path, f"rank-{rank}"))
+        with open(os.path.join(path, f"rank-{rank}", "u0c1t1.1.kv"), "wb") as handle:
+            handle.write(b"\0" * 4096)
+    return path
+
+
+def me(**changes):
+    owner = this_process("x", 0)
+    owner.update(changes)
+    return owner
+
+
+def dead_pid():
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def age(path, seconds):
+    """Make a run directory and the directories in it look `seconds` old."""
+    when = time.time() - seconds
+    for root, dirs, _files in os.walk(path):
+        for name in dirs:
+            os.utime(os.path.join(root, name), (when, when))
+    os.utime(path, (when, when))
+
+
+def states(cache_dir, own=None):
+    return {run.name[len(RUN_PREFIX) :]: run.state for run in other_runs(str(cache_dir), own)}
+
+
+def test_owner_records_tell_live_from_dead_runs(tmp_path):
+    fake_run(str(tmp_path), "live", [(0, me())], [0])
+    fake_run(str(tmp_path), "dead", [(0, me(pid=dead_pid()))], [0])
+    fake_run(str(tmp_path), "reused", [(0, me(pid_start_ticks=me()["pid_start_ticks"] - 1))], [0])
+    fake_run(str(tmp_path), "rebooted", [(0, me(boot_id="another-boot"))], [0])
+    fake_run(str(tmp_path), "remote", [(0, me(host="elsewhere.example"))], [0])
+    fake_run(str(tmp_path), "container", [(0, me(pid_namespace="pid:[1]"))], [0])
+    fake_run(str(tmp_path), "mixed", [(0, me(pid=dead_pid())), (1, me())], [0, 1])  # one rank still runs
+    assert states(tmp_path) == {
+        "live": LIVE,
+        "dead": STALE,
+        "reused": STALE,  # the pid runs, but it is another process
+        "rebooted": STALE,
+        "remote": UNCHECKED,
+        "container": UNCHECKED,
+        "mixed": LIVE,
+    }
+    assert "live" not in states(tmp_path, own="live")  # a run never reports itself
+
+
+def test_runs_without_a_readable_owner_are_left_alone_until_no_run_can_be_that_old(tmp_path):
+    old_format = fake_run(str(tmp_path), "old-format", [], [0])  # an engine before owner records
+    damaged = fake_run(str(tmp_path), "damaged", [(0, "{not json")], [0])
+    deep = fake_run(str(tmp_path), "deep", [(0, "[" * 3000)], [0])
+    starting = fake_run(str(tmp_path), "starting")  # marker only: a rank is about to write its record
+    fake_run(str(tmp_path), "not-ours", [(0, me(pid=dead_pid()))], [0], marker=False)
+    os.symlink(starting, str(tmp_path / (RUN_PREFIX + "link")))
+    assert states(tmp_path) == {"old-format": UNKNOWN, "damaged": UNKNOWN, "deep": UNKNOWN, "starting": UNKNOWN}
+    for path in (old_format, damaged, deep):
+        age(path, MAX_RUN_SECONDS + 60)
+    age(starting, STARTUP_GRACE_S + 5)
+    assert set(states(tmp_path).values()) == {STALE}
+
+
+def test_warnings_name_the_sharing_run_and_the_clean_command(tmp_path):
+    fake_run(str(tmp_path), "live", [(0, me())], [0])
+    fake_run(str(tmp_path), "remote", [(0, me(host="elsewhere.example", pid=4242))], [0])
+    fake_run(str(tmp_path), "dead1", [(0, me(pid=dead_pid()))], [0])
+    fake_run(str(tmp_path), "dead2", [(0, me(pid=dead_pid()))], [0])
+    lines = other_run_warnings(str(tmp_path), other_runs(str(tmp_path)))
+    assert len(lines) == 3
+    live, remote, stale = lines
+    assert "kvcache-run-live" in live and f"pid {os.getpid()}" in live and "shared the storage" in live
+    assert "elsewhere.example" in remote and "cannot check" in remote and "pid 4242" in remote
+    assert "2 run directories" in stale and "kvcache-run-dead1" in stale and "kvcache-run-dead2" in stale
+    assert f"kvcache clean --cache-dir {tmp_path}" in stale
+    assert other_run_warnings(str(tmp_path), []) == []
+
+
+def clean(cache_dir, *extra):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["clean", "--cache-dir", str(cache_dir), *extra], out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_clean_removes_only_dead_runs_and_only_what_the_engine_made(tmp_path):
+    (tmp_path / "precious.npy").write_bytes(b"user data")
+    dead = fake_run(str(tmp_path), "dead", [(0, me(pid=dead_pid())), (1, me(pid=dead_pid()))], [0, 1])
+    with open(os.path.join(dead, "rank-1", DIRECT_IO_PROBE), "wb"):
+        pass
+    live = fake_run(str(tmp_path), "live", [(0, me())], [0])
+    remote = fake_run(str(tmp_path), "remote", [(0, me(host="elsewhere.example"))], [0])
+    user = fake_run(str(tmp_path), "user-files", [(0, me(pid=dead_pid()))], [0])
+    (tmp_path / (RUN_PREFIX + "user-files") / "rank-0" / "notes.txt").write_text("mine")
+    os.symlink(str(tmp_path / "precious.npy"), os.path.join(user, "rank-0", "u9c9t9.1.kv"))  # looks like ours
+    before = sorted(os.listdir(tmp_path))
+
+    code, out, err = clean(tmp_path, "--dry-run")
+    assert (code, err) == (0, "")
+    assert "would remove kvcache-run-dead" in out and "would be removed" in out
+    assert sorted(os.listdir(tmp_path)) == before and os.listdir(os.path.join(dead, "rank-0")) == ["u0c1t1.1.kv"]
+
+    code, out, err = clean(tmp_path)
+    assert (code, err) == (0, "")
+    assert not os.path.exists(dead)
+    assert "removed kvcache-run-dead" in out
+    assert "kept kvcache-run-live" in out and "running on this host" in out
+    assert "kept kvcache-run-remote" in out and "elsewhere.example" in out
+    assert "notes.txt" in out and "u9c9t9.1.kv" in out
+    assert f"{tmp_path}: 1 run directory removed, 3 kept" in out
+    assert os.listdir(os.path.join(live, "rank-0")) == ["u0c1t1.1.kv"]
+    assert os.listdir(os.path.join(remote, "rank-0")) == ["u0c1t1.1.kv"]
+    # The user's files stay, and so do the directories holding them, still marked as ours.
+    assert sorted(os.listdir(os.path.join(user, "rank-0"))) == ["notes.txt", "u9c9t9.1.kv"]
+    assert sorted(os.listdir(user)) == sorted([MARKER, OWNER_PREFIX + "0", "rank-0"])
+    assert (tmp_path / "precious.npy").read_bytes() == b"user data"
+    assert sorted(os.listdir(tmp_path)) == sorted(n for n in before if n != RUN_PREFIX + "dead")
+
+
+@pytest.mark.parametrize(("argv", "message"), [([], "required"), (["--cache-dir", "/etc"], "system directory")])
+def test_clean_refuses_bad_cache_dirs(argv, message):
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["clean", *argv], out, err) == 2
+    assert err.getvalue().startswith("kvcache clean: error: --cache-dir") and message in err.getvalue()
+    assert out.getvalue() == ""
+
+
+def test_clean_of_a_missing_directory_creates_nothing(tmp_path):
+    code, _out, err = clean(tmp_path / "missing")
+    assert code == 2 and "does not exist" in err
+    assert os.listdir(tmp_path) == []
