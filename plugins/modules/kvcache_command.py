@@ -134,15 +134,34 @@ options:
   mpi_params:
     description:
       - Extra launcher arguments, as a list or as a string split like a shell would (no shell ever sees it).
+      - Every element is a flag (it starts with C(-)) or a value of the flag before it. The module knows which
+        Open MPI and MPICH/Hydra flags take values, and how many (C(--mca NAME VALUE), C(-x NAME=value),
+        C(--map-by VALUE), C(-genv NAME VALUE), ...); a flag it does not know takes none, so give its value as
+        C(--flag=value). A bare word anywhere else is refused, since the launcher would run it as the program
+        instead of the engine; so are C(--), C(:) (a second program), and flags after which the engine would
+        not run as built (C(--app), C(-configfile), C(--version), C(--help), C(--do-not-launch)) or whose
+        process count the module cannot check (Open MPI C(-N), C(--npernode), C(--ppr); use O(processes_per_host)).
       - They come after the generated ones. A flag the module also generates (C(-n), C(-host), C(--hostfile),
-        C(--bind-to), C(--map-by), C(--mca plm_rsh_agent), C(-x NAME), C(-ppn), ...) replaces the generated one.
+        C(--bind-to), C(--map-by), C(--mca plm_rsh_agent), C(-x NAME), C(-ppn), ...) replaces the generated one
+        and is checked as that option is. C(-n N) counts as O(num_processes) (C(-n 0), C(-n abc), or more
+        processes than slots without O(oversubscribe), C(--oversubscribe) or C(--map-by ...:OVERSUBSCRIBE) fail),
+        C(-ppn N) as O(processes_per_host), C(-host LIST) gives the slots (a bare host is one slot), a
+        hostfile flag needs an absolute path, and C(-x)/C(-genv) a valid variable name.
     type: raw
   hostfile:
     description:
       - Absolute path of the hostfile to write where the module runs; when set, a hostfile is always used.
+        Its directory must exist.
       - When not set, a hostfile is used only for long host lists, at
         C(/var/tmp/storagebench-kvcache-hostfiles/hostfile-HASH), HASH being taken from its content
         (a directory of its own, apart from the roles' cache directory C(/var/tmp/storagebench-kvcache)).
+        The module creates that directory (mode 0755) when it is missing, and refuses it when it is a
+        symlink, not a directory, owned by another user or writable by others; it never changes its mode.
+      - Every hostfile the module writes starts with the line C(# written by storagebench.kvcache.kvcache_command),
+        a comment to Open MPI and Hydra. An existing file is replaced only when it starts with that line; any
+        other file, a directory, a symlink, a FIFO or a device node is refused (the message starts with
+        C(hostfile)). The file is written under a temporary name and renamed into place; on a failure nothing
+        is left behind.
     type: str
   env:
     description:
@@ -178,6 +197,7 @@ notes:
   - Every host or parameter ends up as one argv element; RV(cmd) quotes each one,
     so a value with C(;), spaces or C($(...)) never reaches a shell unquoted.
   - Host names are validated and may not start with C(-).
+  - Hosts left with no process (more bare hosts than processes) are named in a warning.
 seealso:
   - module: ansible.builtin.command
 """
@@ -293,9 +313,9 @@ hostfile:
       type: str
       sample: /var/tmp/storagebench-kvcache-hostfiles/hostfile-0f3c2a9d41b7e655
     content:
-      description: Its content, one host a line.
+      description: Its content, the marker line, then one host a line.
       type: str
-      sample: "h1 slots=1\nh2 slots=1\n"
+      sample: "# written by storagebench.kvcache.kvcache_command\nh1 slots=1\nh2 slots=1\n"
 """
 
 import shlex  # noqa: E402

@@ -199,6 +199,11 @@ def test_default_hostfile_directory_is_apart_from_the_cache_directory():
     assert "/var/tmp/storagebench-kvcache-hostfiles/hostfile-" in kvcache_command.RETURN
 
 
+def test_the_documented_marker_is_the_one_written():
+    assert f"C({HOSTFILE_MARKER})" in kvcache_command.DOCUMENTATION
+    assert HOSTFILE_MARKER in kvcache_command.RETURN
+
+
 def test_many_hosts_use_a_hostfile_in_the_default_directory(commands, tmp_path, monkeypatch):
     monkeypatch.setattr(kvcache_command, "HOSTFILE_DIR", str(tmp_path))
     hosts = [f"node{i:04d}" for i in range(10000)]
