@@ -127,6 +127,7 @@ HAND_CASES = [
     # config files (items 8, 9, 10)
     case("config-empty-path", RUN_BASE + ["--config", ""], ["--config"]),
     case("config-absent", RUN_BASE + ["--config", "{ws}/absent.yaml"], ["--config", "absent.yaml"]),
+    case("config-endless", RUN_BASE + ["--config", "/dev/zero"], ["--config", "/dev/zero", "MiB"]),
     case("config-is-a-directory", RUN_BASE + ["--config", "{ws}/d"], ["--config"], {"d": DIRECTORY}),
     case(
         "config-not-utf8", RUN_BASE + ["--config", "{ws}/c.yaml"], ["--config", "UTF-8"], {"c.yaml": b"model: \xff\n"}
@@ -264,7 +265,7 @@ def _bad_numbers(opt):
     huge = "1e308" if opt.kind is float else HUGE_INT
     cases = [("huge", huge, huge if opt.kind is int else "1.0e+308"), ("negative", "-1", "-1")]
     if opt.kind is float:
-        cases.append(("inf", "inf", ".inf"))
+        cases += [("inf", "inf", ".inf"), ("nan", "nan", ".nan")]
     return cases
 
 
