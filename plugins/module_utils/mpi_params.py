@@ -24,16 +24,15 @@ MPICH = "mpich"
 FLAVORS = (OPENMPI, MPICH)
 
 # Flags (without their leading dashes; both launchers take one or two) that are followed by values,
-# and how many. Open MPI 4.x (mpirun) and 5.x (prterun).
+# and how many. Open MPI 4.x (mpirun) and 5.x (prterun). Only flags known to take a value: listing
+# one that takes none would let a bare word after it through as the program.
 OPENMPI_VALUE_COUNTS = dict.fromkeys(
     (
         "n", "np", "c", "H", "host", "hostfile", "machinefile", "default-hostfile", "rankfile", "map-by",
         "rank-by", "bind-to", "x", "wdir", "wd", "path", "prefix", "preload-files", "output-filename",
         "output", "timeout", "cpus-per-proc", "cpus-per-rank", "cpu-set", "cpu-list", "report-uri",
         "report-pid", "ompi-server", "launch-agent", "am", "tune", "display", "runtime-options", "rtos",
-        "personality", "stdin", "forward-signals", "max-vm-size", "tmpdir", "debugger", "xterm", "dvm",
-        "dvm-uri", "hnp", "keepalive", "with-ft", "max-restarts", "spawn-timeout", "stream-buffering",
-        "report-events", "pmixam",
+        "personality", "stdin", "forward-signals", "max-vm-size", "tmpdir", "debugger", "xterm",
     ),
     1,
 )  # fmt: skip
@@ -46,7 +45,7 @@ MPICH_VALUE_COUNTS = dict.fromkeys(
         "launcher-exec", "bootstrap-exec", "bootstrap-exec-args", "rmk", "iface", "bind-to", "binding",
         "map-by", "membind", "topolib", "demux", "prepend-pattern", "outfile-pattern", "errfile-pattern",
         "nameserver", "localhost", "usize", "gpus-per-proc", "gpu-subdevs-per-proc", "ckpoint-interval",
-        "ckpoint-prefix", "ckpoint-num", "ckpointlib", "order-nodes", "tune", "hostos",
+        "ckpoint-prefix", "ckpoint-num", "ckpointlib", "hostos",
     ),
     1,
 )  # fmt: skip
