@@ -203,6 +203,21 @@ def test_a_signal_mid_run_cleans_up_and_fails_the_run_without_a_verdict(tmp_path
     assert leftovers(cache) == []
 
 
+def test_a_cache_dir_deleted_mid_run_fails_the_run_without_a_verdict(tmp_path, toy):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    process = start(*toy, "--num-users", "2", "--duration", "60", "--cache-dir", cache, "--output", tmp_path / "R.json")
+    with stopped_at_exit(process):
+        wait_for_entries(cache, process)
+        shutil.rmtree(cache)
+        stdout, stderr = process.communicate(timeout=WAIT_S)
+    assert process.returncode == 1, stderr
+    result = load(tmp_path / "R.json")
+    assert result["status"] == "failed" and "No such file or directory" in result["error"]
+    assert result["sla"]["passed"] is None and "PASS" not in stdout
+    assert not cache.exists()  # nothing was made again
+
+
 def test_a_killed_run_is_reported_by_the_next_run_and_removed_by_clean(tmp_path, toy):
     cache = tmp_path / "cache"
     cache.mkdir()
