@@ -271,6 +271,19 @@ def _bound(number: float) -> str:
     return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
+def _range_problem(opt: Option, value) -> Optional[str]:
+    """Why a number is out of the option's range, or None."""
+    if opt.minimum is not None:
+        if value < opt.minimum or (opt.exclusive_minimum and value == opt.minimum):
+            bound = f"> {_bound(opt.minimum)}" if opt.exclusive_minimum else f">= {_bound(opt.minimum)}"
+            return f"must be {bound}, got {shown(value)}"
+    if opt.nonzero_minimum is not None and value != 0 and value < opt.nonzero_minimum:
+        return f"must be 0 or >= {_bound(opt.nonzero_minimum)}, got {shown(value)}"
+    if opt.maximum is not None and value > opt.maximum:
+        return f"must be <= {_bound(opt.maximum)}, got {shown(value)}"
+    return None
+
+
 def _check_value(opt: Option, value: Any, where: str) -> Any:
     if value is None and opt.default is None:
         return None
@@ -279,8 +292,10 @@ def _check_value(opt: Option, value: Any, where: str) -> Any:
             raise UsageError(where, f"must be true or false, got {shown(value)}")
         return value
     if opt.kind is float and isinstance(value, int) and not isinstance(value, bool):
-        if abs(value) > MAX_BYTES:  # float() of a huge int overflows; no float option allows one anyway
-            raise UsageError(where, f"must be <= {_bound(opt.maximum)}, got {shown(value)}")
+        # float() of a huge int overflows: check the range on the int (Python compares int and float exactly).
+        problem = _range_problem(opt, value)
+        if problem:
+            raise UsageError(where, problem)
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, opt.kind):
         raise UsageError(where, f"must be {'a number' if opt.kind is float else opt.kind.__name__}, got {shown(value)}")
@@ -290,14 +305,9 @@ def _check_value(opt: Option, value: Any, where: str) -> Any:
         raise UsageError(where, "must not be empty")
     if opt.choices and value not in opt.choices:
         raise UsageError(where, _choices_problem(opt, value))
-    if opt.minimum is not None:
-        if value < opt.minimum or (opt.exclusive_minimum and value == opt.minimum):
-            bound = f"> {_bound(opt.minimum)}" if opt.exclusive_minimum else f">= {_bound(opt.minimum)}"
-            raise UsageError(where, f"must be {bound}, got {shown(value)}")
-    if opt.nonzero_minimum is not None and value != 0 and value < opt.nonzero_minimum:
-        raise UsageError(where, f"must be 0 or >= {_bound(opt.nonzero_minimum)}, got {shown(value)}")
-    if opt.maximum is not None and value > opt.maximum:
-        raise UsageError(where, f"must be <= {_bound(opt.maximum)}, got {shown(value)}")
+    problem = _range_problem(opt, value) if opt.kind in (int, float) else None
+    if problem:
+        raise UsageError(where, problem)
     return value
 
 

@@ -277,3 +277,9 @@ def test_messages_quote_a_short_prefix_of_the_value(tmp_path):
     for _level in range(30):
         nested = [nested] * 9  # 9**30 items if expanded: shown() must not try
     assert len(shown(nested)) <= SHOWN_CHARS + 3
+
+
+@pytest.mark.parametrize("digits,fragment", [("9" * 400, "<= 4194304"), ("-" + "9" * 400, ">= 0")])
+def test_a_huge_yaml_integer_for_a_float_option_is_out_of_range_not_an_overflow(tmp_path, digits, fragment):
+    with pytest.raises(UsageError, match=fragment):
+        load_config(write_config(tmp_path, f"gpu_mem_gb: {digits}\n"), DATASIZE)
