@@ -303,6 +303,8 @@ def _check_value(opt: Option, value: Any, where: str) -> Any:
         raise UsageError(where, f"must be a finite number, got {shown(value)}")
     if opt.kind is str and not value:
         raise UsageError(where, "must not be empty")
+    if opt.kind is str and "\0" in value:  # no path or name can hold one (YAML can write "\0")
+        raise UsageError(where, f"must not contain a NUL character, got {shown(value)}")
     if opt.choices and value not in opt.choices:
         raise UsageError(where, _choices_problem(opt, value))
     problem = _range_problem(opt, value) if opt.kind in (int, float) else None

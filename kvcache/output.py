@@ -68,7 +68,10 @@ def check_output_path(path: str) -> None:
     where = shown_path(path)
     if path.endswith("/"):
         raise UsageError("--output", f"{where} names a directory; give a file name")
-    found = _not_regular(path)
+    try:
+        found = _not_regular(path)
+    except OSError as exc:  # a parent that is a file, a name too long, a loop of symlinks, ...
+        raise UsageError("--output", f"{where}: {exc.strerror}") from None
     if found:
         raise UsageError("--output", f"{where} is {found}; the result replaces only a regular file")
     directory = _directory_of(path)

@@ -122,6 +122,11 @@ HAND_CASES = [
     ),
     case("output-directory", RUN_BASE + ["--output", "{ws}/d"], ["--output", "directory"], {"d": DIRECTORY}),
     case("output-trailing-slash", RUN_BASE + ["--output", "{ws}/new/"], ["--output"]),
+    case("output-under-a-file", RUN_BASE + ["--output", "{ws}/data/r.json"], ["--output"], {"data": b"user data"}),
+    case("output-name-too-long", RUN_BASE + ["--output", "{ws}/" + "n" * 300], ["--output", "too long"]),
+    case(
+        "output-symlink-loop", RUN_BASE + ["--output", "{ws}/loop/r.json"], ["--output"], {"loop": ("symlink", "loop")}
+    ),
     case("output-in-proc", RUN_BASE + ["--output", "/proc/x.json"], ["--output", "/proc"]),
     case("output-dir-missing", RUN_BASE + ["--output", "{ws}/absent/r.json"], ["--output", "absent"]),
     # config files (items 8, 9, 10)
@@ -182,6 +187,15 @@ HAND_CASES = [
     case("config-inf", ["datasize", "--config", "{ws}/c.yaml"], ["gpu_mem_gb"], {"c.yaml": "gpu_mem_gb: .inf\n"}),
     case(
         "config-5000-digits", RUN_BASE + ["--config", "{ws}/c.yaml"], ["--config"], {"c.yaml": "seed: 1" + "0" * 5000}
+    ),
+    case(
+        "config-nul-in-path",
+        ["run", "--config", "{ws}/c.yaml"],
+        ["cache_dir", "NUL"],
+        {"c.yaml": 'cache_dir: "a\\0b"\n'},
+    ),
+    case(
+        "config-nul-in-output", RUN_BASE + ["--config", "{ws}/c.yaml"], ["output", "NUL"], {"c.yaml": 'output: "\\0"\n'}
     ),
     case("config-bool-as-int", RUN_BASE + ["--config", "{ws}/c.yaml"], ["keep_cache"], {"c.yaml": "keep_cache: 1\n"}),
     case("config-empty-output", RUN_BASE + ["--config", "{ws}/c.yaml"], ["output"], {"c.yaml": "output: ''\n"}),
