@@ -128,6 +128,9 @@ def _check_extra_args(value):
     flags = description["commands"][options.RUN]
     for key in value:
         flag = "--" + str(key).replace("_", "-")
+        shared = PREFIX + flag[2:].replace("-", "_")
+        if shared in SHARED_VARIABLES:
+            raise OptionError(variable, f"{quote(key)}: set {shared} instead")
         if flag not in flags:
             close = difflib.get_close_matches(flag, flags, n=1)
             hint = f"did you mean {close[0][2:].replace('-', '_')}?" if close else "see kvcache run --help"

@@ -1,5 +1,6 @@
 """Calling the collection through the `ansible` command line, as a user would (shared by the module's tests)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -35,3 +36,31 @@ def collections_path(tmp_path):
     if not (namespace / "kvcache").is_symlink():
         os.symlink(ROOT, str(namespace / "kvcache"))
     return str(tmp_path / "collections")
+
+
+def playbook_binary():
+    """ansible-playbook beside this interpreter (the venv's), else the one on PATH."""
+    candidate = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    return candidate if os.access(candidate, os.X_OK) else shutil.which("ansible-playbook")
+
+
+def clean_environment(home):
+    """What a new user's shell has: PATH with this venv's bin first, a HOME of its own, no ANSIBLE_* variable."""
+    return {
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/bin", "/bin"]),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+    }
+
+
+def failed_task_messages(output):
+    """The `msg` of every `fatal: [host]: FAILED! => {...}` line of ansible-playbook's default output."""
+    messages = []
+    for line in output.splitlines():
+        _, marker, payload = line.partition("FAILED! => ")
+        if marker and line.startswith("fatal: "):
+            try:
+                messages.append(str(json.loads(payload).get("msg", "")))
+            except ValueError:
+                messages.append(payload)
+    return messages
