@@ -218,7 +218,7 @@ def _ssh_options(flavor, version, ssh_command):
 
 
 def check_mpi_bin(mpi_bin):
-    """The launcher must be a program name or path, never something mpirun's own caller would read as a flag."""
+    """The launcher must be a program name or path, never a word that starts with '-' like an option."""
     if not mpi_bin or str(mpi_bin).startswith("-"):
         raise OptionError("mpi_bin", f"must name mpirun, mpiexec or a path to one, got {quote(mpi_bin)}")
 
@@ -285,6 +285,8 @@ def build_mpi_prefix(
     would make the whole line longer than SAFE_COMMAND_CHARS moves its hosts to a hostfile.
     Returns a dict: prefix (argv list), num_processes, slots (list of (host, N)), hostfile (None or
     {"path", "content"}), flavor, warnings. Nothing is written: the caller writes the hostfile.
+    `mpi_params` is checked element by element (mpi_params.read_mpi_params); a process count, slots
+    per host or host list given there replaces the option's and is checked as the option would be.
     """
     if flavor not in FLAVORS:
         raise OptionError("mpi_flavor", "must be one of {}, got {}".format(", ".join(FLAVORS), quote(flavor)))
@@ -304,7 +306,8 @@ def build_mpi_prefix(
         user.ppn[1] if user.ppn else processes_per_host,
         may_oversubscribe,
     )
-    warnings.extend(_left_out_warnings(entries, slots, np_))
+    if "hosts" not in replaced:
+        warnings.extend(_left_out_warnings(entries, slots, np_))
     launch_slots = slots
     if user.host_list is not None:
         launch_slots = _as_mpi_params(

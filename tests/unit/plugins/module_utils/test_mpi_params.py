@@ -186,3 +186,8 @@ def test_many_hosts_left_out_are_named_briefly():
 
 def test_no_warning_when_every_host_gets_a_process():
     assert build_mpi_prefix(["a", "b"], num_processes=2)["warnings"] == []
+
+
+def test_no_left_out_warning_when_mpi_params_gives_the_hosts():
+    launch = build_mpi_prefix(["a", "b", "c"], num_processes=1, mpi_params=["-host", "x:1"])
+    assert not [w for w in launch["warnings"] if "left out" in w]
