@@ -26,6 +26,21 @@ def quote(value, limit=QUOTE_CHARS):
     return repr(text[:limit]) + "..."
 
 
+def check_no_nul(params):
+    """Raise OptionError naming the first option whose value holds a NUL byte (no program argument can carry one)."""
+    for option, value in params.items():
+        pending = [value]
+        while pending:  # a loop, not recursion: however deep the value is nested
+            item = pending.pop()
+            if isinstance(item, str) and "\0" in item:
+                raise OptionError(option, "must not contain a NUL byte")
+            if isinstance(item, dict):
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                pending.extend(item)
+
+
 def check_env_name(option, name):
     """Raise OptionError unless `name` is a valid environment variable name."""
     if not _ENV_NAME_RE.match(str(name)):

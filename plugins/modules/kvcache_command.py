@@ -333,7 +333,11 @@ from ansible_collections.storagebench.kvcache.plugins.module_utils.engine_comman
     wrap_in_container,
 )
 from ansible_collections.storagebench.kvcache.plugins.module_utils.hostfile_writer import write_hostfile  # noqa: E402
-from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError, quote  # noqa: E402
+from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import (  # noqa: E402
+    OptionError,
+    check_no_nul,
+    quote,
+)
 from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_launch import (  # noqa: E402
     DEFAULT_HOSTFILE_DIR,
     FLAVORS,
@@ -441,6 +445,10 @@ def main():
         required_if=[("exec_type", "container", ("container_image",))],
     )
     params = module.params
+    try:
+        check_no_nul(params)
+    except OptionError as exc:
+        module.fail_json(msg=to_native(exc), option=exc.option)
     exec_type = params["exec_type"]
     result = dict(changed=False, mpi_prefix=[], mpi_flavor=None, num_processes=1, slots={}, hostfile=None)
     warnings = []

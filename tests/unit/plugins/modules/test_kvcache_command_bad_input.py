@@ -154,6 +154,12 @@ CASES = [
     ("auto-hostfile-dir-shared", MANY_HOSTS, "hostfile", True, _auto_shared),
     ("auto-hostfile-dir-is-a-file", MANY_HOSTS, "hostfile", True, _auto_not_a_directory),
     pytest.param("auto-hostfile-dir-other-owner", MANY_HOSTS, "hostfile", True, _auto_other_owner, marks=AS_ROOT),
+    # a NUL byte, which no program argument can carry, anywhere in a value
+    ("nul-in-hostfile", dict(TWO_HOSTS, hostfile="{files}/a\0b"), "hostfile", True, None),
+    ("nul-in-mpi-params", dict(TWO_HOSTS, mpi_params=["--tag\0x"]), "mpi_params", True, None),
+    ("nul-in-cache-dir", {"cache_dir": "/kv\0x"}, "cache_dir", True, None),
+    ("nul-in-env-value", {"env": {"A": "x\0y"}}, "env", True, None),
+    ("nul-in-extra-args-value", {"extra_args": {"io_engine": "x\0y"}}, "extra_args", True, None),
     # env, ssh_command, mpi_bin
     ("env-name-with-equals", {"env": {"A=B": "1"}}, "env", True, None),
     ("env-name-with-space", dict(TWO_HOSTS, env={"BAD NAME": 1}), "env", True, None),
