@@ -234,7 +234,13 @@ def rank_state(owner: Optional[dict], here: Optional[dict] = None) -> str:
         return UNKNOWN
     started = process_start_ticks(pid)
     if started is None:
-        return STALE  # no such process
+        try:
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return STALE
+        except OSError:
+            pass
+        return UNCHECKED  # it exists, but /proc hides it (hidepid): whose it is cannot be told
     return LIVE if started == owner.get("pid_start_ticks") else STALE  # else the pid was reused
 
 
@@ -281,7 +287,7 @@ def inspect_run_dir(path: str, here: Optional[dict] = None, now: Optional[float]
         why = (
             f"a run of {', '.join(map(str, hosts))}, which this host cannot check"
             if hosts
-            else ("a run in another PID namespace (a container?), which this host cannot check")
+            else "a run this host cannot check (another PID namespace, or a process /proc does not show)"
         )
     elif not ranks:
         state = STALE if age > STARTUP_GRACE_S else UNKNOWN

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from kvcache import cachedir
 from kvcache.cachedir import (
     LIVE,
     MARKER,
@@ -233,6 +234,14 @@ def test_owner_records_tell_live_from_dead_runs(tmp_path):
         "mixed": LIVE,
     }
     assert "live" not in states(tmp_path, own="live")  # a run never reports itself
+
+
+def test_a_process_that_proc_hides_is_never_taken_for_dead(tmp_path, monkeypatch):
+    # /proc mounted with hidepid shows no stat of other users' processes, yet they run.
+    fake_run(str(tmp_path), "hidden", [(0, me())], [0])
+    fake_run(str(tmp_path), "gone", [(0, me(pid=dead_pid()))], [0])
+    monkeypatch.setattr(cachedir, "process_start_ticks", lambda pid: None)
+    assert states(tmp_path) == {"hidden": UNCHECKED, "gone": STALE}
 
 
 def test_runs_without_a_readable_owner_are_left_alone_until_no_run_can_be_that_old(tmp_path):
