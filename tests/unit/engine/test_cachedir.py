@@ -87,7 +87,8 @@ def test_create_makes_run_dir_marker_and_rank_dir(tmp_path):
     owner = json.loads((tmp_path / (RUN_PREFIX + "20250101-000000-abcdef") / (OWNER_PREFIX + "3")).read_text())
     assert owner["run_id"] == "20250101-000000-abcdef" and owner["rank"] == 3
     assert owner["host"] == socket.gethostname() and owner["pid"] == os.getpid()
-    assert owner["pid_start_ticks"] == process_start_ticks(os.getpid()) is not None
+    assert owner["pid_start_ticks"] is not None
+    assert owner["pid_start_ticks"] == process_start_ticks(os.getpid())
 
 
 def test_remove_deletes_only_its_own(tmp_path):
