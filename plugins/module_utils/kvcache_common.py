@@ -20,7 +20,10 @@ class OptionError(ValueError):
 
 def quote(value, limit=QUOTE_CHARS):
     """`value` quoted for a message, cut to its first `limit` characters (marked with ...)."""
-    text = str(value)
+    try:
+        text = str(value)
+    except ValueError:  # an integer with more digits than Python prints
+        return "a number too long to print"
     if len(text) <= limit:
         return repr(text)
     return repr(text[:limit]) + "..."

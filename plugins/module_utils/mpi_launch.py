@@ -14,6 +14,7 @@ import shlex
 from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError, env_pairs, quote
 from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_params import (
     FLAVORS,
+    MAX_PROCESSES,
     MPICH,
     OPENMPI,
     read_mpi_params,
@@ -71,8 +72,10 @@ def parse_host(entry):
 def _parse_slots(text, count):
     if count is None:
         return None
-    if not count.isdigit():
+    if not (count.isascii() and count.isdigit()):  # "²" is a digit to isdigit, not to int
         raise OptionError("hosts", f"{quote(text)}: the process count after ':' must be a positive integer")
+    if len(count) > len(str(MAX_PROCESSES)) or int(count) > MAX_PROCESSES:
+        raise OptionError("hosts", f"{quote(text)}: at most {MAX_PROCESSES} process slots on a host")
     slots = int(count)
     if slots < 1:
         raise OptionError("hosts", f"{quote(text)}: a host needs at least 1 process slot (host:0 is not allowed)")
@@ -142,6 +145,9 @@ def plan_slots(entries, num_processes=None, processes_per_host=None, oversubscri
         raise OptionError("num_processes", f"must be at least 1, got {num_processes}")
     if processes_per_host is not None and processes_per_host < 1:
         raise OptionError("processes_per_host", f"must be at least 1, got {processes_per_host}")
+    for option, count in (("num_processes", num_processes), ("processes_per_host", processes_per_host)):
+        if count is not None and count > MAX_PROCESSES:
+            raise OptionError(option, f"must be at most {MAX_PROCESSES} (an MPI rank is a C int), got {quote(count)}")
     explicit = entries[0][1] is not None
     if explicit and processes_per_host is not None:
         raise OptionError("processes_per_host", "cannot be combined with host:N entries in hosts")
@@ -157,6 +163,10 @@ def plan_slots(entries, num_processes=None, processes_per_host=None, oversubscri
         slots = [(name, base + (1 if index < extra else 0)) for index, (name, _count) in enumerate(entries)]
         slots = [(name, count) for name, count in slots if count > 0]
     total = sum(count for _name, count in slots)
+    if np_ > MAX_PROCESSES:
+        raise OptionError(
+            "num_processes", f"{quote(np_)} processes in all is more than {MAX_PROCESSES} (MPI ranks are C ints)"
+        )
     if np_ > total and not oversubscribe:
         raise OptionError(
             "num_processes",

@@ -22,6 +22,8 @@ from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_commo
 OPENMPI = "openmpi"
 MPICH = "mpich"
 FLAVORS = (OPENMPI, MPICH)
+# An MPI rank is a C int: no launch can have more processes, on one host or in all.
+MAX_PROCESSES = 2**31 - 1
 
 # Flags (without their leading dashes; both launchers take one or two) that are followed by values,
 # and how many. Open MPI 4.x (mpirun) and 5.x (prterun). Only flags known to take a value: listing
@@ -164,8 +166,10 @@ def _refuse_separator(token):
 def _check_value(flag, check, value):
     """Check the value of a flag the module also generates, as the module option would be checked."""
     if check == "count":
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):  # "²" is a digit to isdigit, not to int
             raise OptionError("mpi_params", f"{flag} {quote(value)}: the process count must be a whole number")
+        if len(value) > len(str(MAX_PROCESSES)) or int(value) > MAX_PROCESSES:
+            raise OptionError("mpi_params", f"{flag} {quote(value)}: must be at most {MAX_PROCESSES}")
         if int(value) < 1:
             raise OptionError("mpi_params", f"{flag} {value}: must be at least 1")
         return int(value)
