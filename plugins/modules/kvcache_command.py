@@ -103,7 +103,7 @@ options:
       - Total MPI processes (ranks).
       - Defaults to the number of hosts, or O(processes_per_host) times it, or the sum of the C(:N) slots.
       - Bare hosts get C(num_processes // hosts) slots each, plus one for the first C(num_processes % hosts) hosts.
-      - More processes than slots is an error unless O(oversubscribe=true).
+      - More processes than slots is an error unless O(oversubscribe=true). At most 2147483647 (an MPI rank is a C int).
     type: int
   processes_per_host:
     description:
