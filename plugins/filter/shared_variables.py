@@ -56,7 +56,7 @@ _PLAIN_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _CONVERTERS = {int: check_type_int, float: check_type_float}
 
 
-def _engine(name):
+def engine_module(name):
     """A light engine module (kvcache.options, .models, .cachedir, .describe) from this collection's source."""
     added = COLLECTION_ROOT not in sys.path
     if added:
@@ -72,8 +72,8 @@ def _engine(name):
 
 def _engine_value(variable, option, value):
     """`value` converted as the module converts it, then checked by the engine's rule for `option`."""
-    options = _engine("options")
-    errors = _engine("errors")
+    options = engine_module("options")
+    errors = engine_module("errors")
     opt = options.BY_NAME[option]
     if isinstance(value, (dict, list)):
         raise OptionError(variable, f"must be a single value, got {quote(value)}")
@@ -93,7 +93,7 @@ def _engine_value(variable, option, value):
 
 
 def _check_model(value, config):
-    models = list(_engine("models").BUILTIN_MODELS)
+    models = list(engine_module("models").BUILTIN_MODELS)
     if value not in models and not config:
         raise OptionError(PREFIX + "model", f"unknown model {quote(value)}; choose one of: {', '.join(models)}")
 
@@ -107,7 +107,7 @@ def _check_host_path(variable, value):
         raise OptionError(variable, f"must be an absolute path (each host resolves it on its own), got {quote(value)}")
     if variable != PREFIX + "cache_dir":
         return
-    cachedir = _engine("cachedir")
+    cachedir = engine_module("cachedir")
     normal = posixpath.normpath(value)
     if normal.startswith("//"):
         normal = normal[1:]
@@ -122,8 +122,8 @@ def _check_extra_args(value):
     variable = PREFIX + "extra_args"
     if not isinstance(value, dict):
         raise OptionError(variable, f"must be a mapping of engine option: value, got {quote(value)}")
-    options = _engine("options")
-    description = _engine("describe").describe()
+    options = engine_module("options")
+    description = engine_module("describe").describe()
     # The engine's own flag list, asked first for a short message with a suggestion (the builder lists every flag).
     flags = description["commands"][options.RUN]
     for key in value:

@@ -1,0 +1,93 @@
+# Copyright: storagebench developers
+# MIT License (see LICENSE at the collection root)
+"""The playbooks' first-play checks, called directly: the engine's rules reach the shared variables."""
+
+import pytest
+from ansible import context
+from ansible.errors import AnsibleFilterError
+from ansible_collections.storagebench.kvcache.plugins.filter import shared_variables
+from ansible_collections.storagebench.kvcache.plugins.filter.shared_variables import hosts_pattern, variable_problems
+
+GOOD = {
+    "kvcache_model": "tiny-1b",
+    "kvcache_num_users": "4",  # an inventory gives strings; kvcache_command converts them
+    "kvcache_duration": 10,
+    "kvcache_gpu_mem_gb": "0",
+    "kvcache_cpu_mem_gb": 0.25,
+    "kvcache_processes_per_host": 2,
+    "kvcache_cache_dir": "/var/tmp/kvcache-make-run",
+    "kvcache_extra_args": {"io_depth": 4, "keep_cache": True, "io_engine": "buffered", "promote": None},
+    "kvcache_config": "",
+    "kvcache_ssh_mesh": "yes",
+    "kvcache_results_dir": "results",
+    "kvcache_run_id": "20261201-120000",
+}
+
+
+def test_a_sound_inventory_has_no_problems():
+    assert variable_problems(GOOD) == []
+
+
+def test_every_built_in_model_passes_and_others_need_a_config():
+    engine_models = shared_variables.engine_module("models").BUILTIN_MODELS
+    for model in engine_models:
+        assert variable_problems({"kvcache_model": model}) == []
+    assert variable_problems({"kvcache_model": "mine"})[0].startswith("kvcache_model: unknown model 'mine'")
+    assert variable_problems({"kvcache_model": "mine", "kvcache_config": "/etc/kvcache/models.yaml"}) == []
+
+
+def test_bounds_come_from_the_engine_option_table():
+    options = shared_variables.engine_module("options")
+    top = options.BY_NAME["num_users"].maximum
+    assert variable_problems({"kvcache_num_users": int(top)}) == []
+    assert variable_problems({"kvcache_num_users": int(top) + 1}) == [
+        f"kvcache_num_users: must be <= {top:g}, got {int(top) + 1}"
+    ]
+    ranks_top = options.BY_NAME["ranks"].maximum
+    assert variable_problems({"kvcache_processes_per_host": int(ranks_top) + 1})[0].startswith(
+        "kvcache_processes_per_host:"
+    )
+
+
+def test_system_directories_come_from_the_engine():
+    cachedir = shared_variables.engine_module("cachedir")
+    for directory in cachedir.FORBIDDEN:
+        (problem,) = variable_problems({"kvcache_cache_dir": directory})
+        assert "system directory" in problem
+    (problem,) = variable_problems({"kvcache_cache_dir": "/usr/../etc/./kv"})
+    assert "system directory" in problem
+    assert variable_problems({"kvcache_cache_dir": "/mnt/nvme/kvcache"}) == []
+
+
+def test_every_problem_is_reported_once_and_short():
+    bad = {"kvcache_num_users": "x" * 100_000, "kvcache_duration": 0, "kvcache_extra_args": {"io_depth": "deep"}}
+    problems = variable_problems(bad)
+    assert [p.split(":")[0] for p in problems] == ["kvcache_duration", "kvcache_extra_args", "kvcache_num_users"]
+    assert all(len(problem) < 200 for problem in problems), problems
+
+
+def test_a_typo_is_named_with_the_variable_it_resembles():
+    assert variable_problems({"kvcache_cachedir": "/mnt"}) == [
+        "kvcache_cachedir: not a variable of the kvcache playbooks (did you mean kvcache_cache_dir?)"
+    ]
+
+
+@pytest.mark.parametrize("pattern", ["kvcache", "node1", "localhost", "kvcache:!node2", "rack*"])
+def test_hosts_pattern_passes_what_can_match(pattern):
+    groups = {"all": ["node1", "node2"], "kvcache": ["node1", "node2"], "ungrouped": []}
+    assert hosts_pattern(pattern, groups) == pattern
+
+
+@pytest.mark.parametrize(
+    ("pattern", "says"), [("kvcache", "has no hosts"), ("racks", "no group or host 'racks'"), ("", "must name")]
+)
+def test_hosts_pattern_refuses_what_matches_nothing(pattern, says):
+    groups = {"all": ["node1"], "ungrouped": ["node1"], "kvcache": []}
+    with pytest.raises(AnsibleFilterError) as caught:
+        hosts_pattern(pattern, groups)
+    assert says in str(caught.value) and "-e kvcache_hosts=GROUP" in str(caught.value)
+
+
+def test_hosts_pattern_lets_a_syntax_check_through(monkeypatch):
+    monkeypatch.setattr(context, "CLIARGS", {"syntax": True})
+    assert hosts_pattern("kvcache", {"all": [], "ungrouped": []}) == "kvcache"
