@@ -57,7 +57,7 @@ def failed_task_messages(output):
     """The `msg` of every `fatal: [host]: FAILED! => {...}` line of ansible-playbook's default output."""
     messages = []
     for line in output.splitlines():
-        _, marker, payload = line.partition("FAILED! => ")
+        marker, payload = line.partition("FAILED! => ")[1:]
         if marker and line.startswith("fatal: "):
             try:
                 messages.append(str(json.loads(payload).get("msg", "")))
