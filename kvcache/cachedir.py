@@ -52,12 +52,20 @@ FORBIDDEN = (
 FORBIDDEN_SUBTREES = ("/etc", "/usr", "/bin", "/sbin", "/boot", "/proc", "/sys", "/dev")
 
 
+def is_system_directory(path: str) -> bool:
+    """Whether an absolute, normalized path is a system directory or lies below a system subtree.
+
+    Pure (no filesystem access): the playbooks ask it on the controller about paths on the hosts.
+    """
+    return path in FORBIDDEN or any(path.startswith(tree + "/") for tree in FORBIDDEN_SUBTREES)
+
+
 def validate_cache_dir(path: Optional[str]) -> str:
     """Check --cache-dir without creating anything. Returns the absolute, resolved path."""
     if not path:
         raise UsageError("--cache-dir", "required: a directory on the storage under test")
     real = os.path.realpath(os.path.abspath(path))
-    if real in FORBIDDEN or any(real.startswith(tree + "/") for tree in FORBIDDEN_SUBTREES):
+    if is_system_directory(real):
         raise UsageError(
             "--cache-dir",
             f"{path} is a system directory; choose a directory on the storage "

@@ -111,7 +111,7 @@ def _check_host_path(variable, value):
     normal = posixpath.normpath(value)
     if normal.startswith("//"):
         normal = normal[1:]
-    if normal in cachedir.FORBIDDEN or any(normal.startswith(tree + "/") for tree in cachedir.FORBIDDEN_SUBTREES):
+    if cachedir.is_system_directory(normal):
         raise OptionError(
             variable,
             f"{quote(value)} is a system directory; choose one on the storage under test (e.g. /mnt/nvme/kvcache)",
