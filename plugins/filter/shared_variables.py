@@ -129,7 +129,7 @@ def _check_extra_args(value):
     for key in value:
         flag = "--" + str(key).replace("_", "-")
         shared = PREFIX + flag[2:].replace("-", "_")
-        if shared in SHARED_VARIABLES:
+        if shared in SHARED_VARIABLES and flag in flags:
             raise OptionError(variable, f"{quote(key)}: set {shared} instead")
         if flag not in flags:
             close = difflib.get_close_matches(flag, flags, n=1)
