@@ -118,6 +118,19 @@ def test_good_variables_pass_the_check(tmp_path, dirs):
     assert not cache_dir.exists() and not results_dir.exists()
 
 
+def test_a_variable_that_needs_facts_is_left_for_later(tmp_path, dirs):
+    """Facts are not gathered in the first play: a value built from them is checked where it is used."""
+    cache_dir, results_dir, inventory = dirs
+    with inventory.open("a", encoding="utf-8") as handle:
+        handle.write('kvcache_processes_per_host="{{ ansible_facts.processor_vcpus }}"\n')
+    proc = run_playbook(tmp_path, inventory, "kvcache_check.yml", "-e", "kvcache_num_users=0")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert failed_task_messages(proc.stdout) == ["kvcache_num_users: must be >= 1, got 0"]
+    proc = run_playbook(tmp_path, inventory, "kvcache_check.yml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not cache_dir.exists() and not results_dir.exists()
+
+
 # (inventory groups, extra arguments, what the message names)
 NO_HOSTS = [
     pytest.param("[other]\n" + HOST + "\n", (), "no group or host 'kvcache'", id="no-kvcache-group"),
