@@ -12,7 +12,7 @@ import re
 import subprocess
 
 import pytest
-from ansible_cli import ROOT, clean_environment, failed_task_messages, playbook_binary
+from ansible_cli import ROOT, clean_environment, collections_path, failed_task_messages, playbook_binary
 
 PLAYBOOKS = ("kvcache_run.yml", "kvcache_setup.yml", "kvcache_datasize.yml")
 MESSAGE_CHARS = 300
@@ -129,6 +129,38 @@ def test_a_variable_that_needs_facts_is_left_for_later(tmp_path, dirs):
     proc = run_playbook(tmp_path, inventory, "kvcache_check.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not cache_dir.exists() and not results_dir.exists()
+
+
+RUN_ROLE_ALONE = """
+- name: The run role on its own, with its own variable
+  hosts: kvcache
+  gather_facts: false
+  roles:
+    - role: storagebench.kvcache.run
+"""
+
+
+def test_run_role_creates_nothing_under_a_system_directory(tmp_path, dirs):
+    """run_cache_dir set directly (not through kvcache_cache_dir) is checked before the role creates it."""
+    inventory = dirs[2]
+    playbook = tmp_path / "run_alone.yml"
+    playbook.write_text(RUN_ROLE_ALONE, encoding="utf-8")
+    target = "/etc/storagebench-kvcache-test-never-created"
+    env = clean_environment(tmp_path / "home")
+    env["ANSIBLE_COLLECTIONS_PATH"] = collections_path(tmp_path)
+    proc = subprocess.run(
+        [playbook_binary(), "-i", str(inventory), str(playbook), "-e", f"run_cache_dir={target}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (message,) = failed_task_messages(proc.stdout)
+    assert message.startswith(f"run_cache_dir: '{target}' is a system directory"), message
+    assert not os.path.lexists(target)
+    assert "Create the cache directory" not in proc.stdout
 
 
 # (inventory groups, extra arguments, what the message names)
