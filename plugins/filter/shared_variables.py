@@ -159,6 +159,8 @@ def _check_other(name, value):
             raise OptionError(
                 variable, f"must be a name of letters, digits, '.', '_' and '-' (a directory), got {quote(value)}"
             )
+    elif name == "hosts" and isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+        return  # a list of patterns, as a play's hosts may be
     elif not isinstance(value, str) or not value.strip():
         raise OptionError(variable, f"must be a non-empty string, got {quote(value)}")
 
@@ -208,6 +210,10 @@ def hosts_pattern(pattern, groups):
     if context.CLIARGS.get("syntax"):
         return pattern  # --syntax-check (ansible-lint, molecule) runs nothing, often with no inventory at all
     how = "put hosts under [kvcache] in the inventory, or choose a group with -e kvcache_hosts=GROUP"
+    if isinstance(pattern, list) and pattern:
+        for item in pattern:
+            hosts_pattern(item, groups)
+        return pattern
     if not isinstance(pattern, str) or not pattern.strip():
         raise AnsibleFilterError(f"kvcache_hosts: must name an inventory group, got {quote(pattern)}; {how}")
     if not _PLAIN_NAME_RE.match(pattern):

@@ -39,6 +39,8 @@ GOOD = {
 
 def test_a_sound_inventory_has_no_problems():
     assert variable_problems(GOOD) == []
+    assert variable_problems({"kvcache_hosts": ["rack1", "rack2"]}) == []
+    assert variable_problems({"kvcache_hosts": []}) == ["kvcache_hosts: must be a non-empty string, got '[]'"]
 
 
 def test_every_built_in_model_passes_and_others_need_a_config():
@@ -85,14 +87,20 @@ def test_a_typo_is_named_with_the_variable_it_resembles():
     ]
 
 
-@pytest.mark.parametrize("pattern", ["kvcache", "node1", "localhost", "kvcache:!node2", "rack*"])
+@pytest.mark.parametrize("pattern", ["kvcache", "node1", "localhost", "kvcache:!node2", "rack*", ["node1", "kvcache"]])
 def test_hosts_pattern_passes_what_can_match(pattern):
     groups = {"all": ["node1", "node2"], "kvcache": ["node1", "node2"], "ungrouped": []}
     assert hosts_pattern(pattern, groups) == pattern
 
 
 @pytest.mark.parametrize(
-    ("pattern", "says"), [("kvcache", "has no hosts"), ("racks", "no group or host 'racks'"), ("", "must name")]
+    ("pattern", "says"),
+    [
+        ("kvcache", "has no hosts"),
+        ("racks", "no group or host 'racks'"),
+        ("", "must name"),
+        (["node1", "racks"], "'racks'"),
+    ],
 )
 def test_hosts_pattern_refuses_what_matches_nothing(pattern, says):
     groups = {"all": ["node1"], "ungrouped": ["node1"], "kvcache": []}
