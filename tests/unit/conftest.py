@@ -6,10 +6,14 @@ itself. Plain pytest from a checkout anywhere else gets a temporary
 """
 
 import atexit
+import hashlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,3 +33,25 @@ def _collections_root():
 _root = _collections_root()
 if _root not in sys.path:
     sys.path.insert(0, _root)
+
+
+def _snapshot(root) -> dict:
+    """Every entry under `root` and `root` itself, not following symlinks: mode, owner, and for regular
+    files size and content hash. Two equal snapshots mean nothing was created, deleted, changed or chmod-ed."""
+    root = str(root)
+    seen = {}
+    for directory, subdirs, names in os.walk(root):
+        for path in [directory] + [os.path.join(directory, name) for name in subdirs + names]:
+            info = os.lstat(path)
+            digest = None
+            if stat.S_ISREG(info.st_mode):
+                with open(path, "rb") as handle:
+                    digest = hashlib.sha256(handle.read()).hexdigest()
+            seen[os.path.relpath(path, root)] = (info.st_mode, info.st_uid, info.st_gid, info.st_size, digest)
+    return seen
+
+
+@pytest.fixture
+def tree_snapshot():
+    """The `_snapshot` function, for tests that assert a failure left a directory exactly as it was."""
+    return _snapshot

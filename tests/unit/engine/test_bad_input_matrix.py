@@ -6,7 +6,6 @@ workspace (also the working directory) and {cache} an empty cache dir inside it.
 generated from the option table itself, so a new option is covered without a second list of options.
 """
 
-import hashlib
 import io
 import json
 import os
@@ -325,23 +324,6 @@ def make_files(workspace, files):
                 handle.write(content.encode() if isinstance(content, str) else content)
 
 
-def snapshot(root):
-    """Every entry under root: its type and mode, and for regular files their size and content hash."""
-    seen = {}
-    for directory, subdirs, names in os.walk(root):
-        for name in subdirs + names:
-            path = os.path.join(directory, name)
-            info = os.lstat(path)
-            digest = None
-            if stat.S_ISREG(info.st_mode):
-                with open(path, "rb") as handle:
-                    digest = hashlib.sha256(handle.read()).hexdigest()
-            seen[os.path.relpath(path, root)] = (info.st_mode, info.st_size if digest else None, digest)
-    root_info = os.lstat(root)
-    seen["."] = (root_info.st_mode, None, None)
-    return seen
-
-
 def call_in_process(argv):
     out, err = io.StringIO(), io.StringIO()
     try:
@@ -359,13 +341,13 @@ def call_via_process(argv, cwd):
 
 
 @pytest.mark.parametrize("argv,names,files,via_process", CASES)
-def test_bad_input(argv, names, files, via_process, tmp_path, monkeypatch):
+def test_bad_input(argv, names, files, via_process, tmp_path, monkeypatch, tree_snapshot):
     workspace = tmp_path / "ws"
     (workspace / "cache").mkdir(parents=True)
     make_files(str(workspace), files)
     argv = [a.replace("{ws}", str(workspace)).replace("{cache}", str(workspace / "cache")) for a in argv]
     dev_null = os.stat("/dev/null")
-    before = snapshot(str(workspace))
+    before = tree_snapshot(workspace)
     monkeypatch.chdir(workspace)  # a relative output would land here
 
     code, out, err = call_via_process(argv, str(workspace)) if via_process else call_in_process(argv)
@@ -378,7 +360,7 @@ def test_bad_input(argv, names, files, via_process, tmp_path, monkeypatch):
     assert "\n" not in message, message
     assert len(message) <= MAX_MESSAGE_CHARS, message
     assert "Traceback" not in err
-    assert snapshot(str(workspace)) == before
+    assert tree_snapshot(workspace) == before
     after = os.stat("/dev/null")
     assert (after.st_mode, after.st_rdev, after.st_ino) == (dev_null.st_mode, dev_null.st_rdev, dev_null.st_ino)
 

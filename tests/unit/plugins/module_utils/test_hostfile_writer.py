@@ -14,21 +14,6 @@ OTHER = HOSTFILE_MARKER + "\nh3 slots=2\n"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="making device nodes and other users' files needs root")
 
 
-def snapshot(directory):
-    """Every entry under `directory`: (relative path, type and mode bits, owner, size, content)."""
-    entries = []
-    for root, dirs, files in os.walk(directory):
-        for name in sorted(dirs + files):
-            path = os.path.join(root, name)
-            info = os.lstat(path)
-            content = None
-            if stat.S_ISREG(info.st_mode):
-                with open(path, "rb") as handle:
-                    content = handle.read()
-            entries.append((os.path.relpath(path, directory), info.st_mode, info.st_uid, content))
-    return sorted(entries)
-
-
 def refused(path, content=CONTENT, **kwargs):
     with pytest.raises(OptionError) as err:
         write_hostfile(str(path), content, **kwargs)
@@ -60,14 +45,14 @@ def test_check_mode_reports_a_change_and_writes_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_an_existing_file_without_the_mark_is_never_replaced(tmp_path):
+def test_an_existing_file_without_the_mark_is_never_replaced(tmp_path, tree_snapshot):
     path = tmp_path / "hosts"
     path.write_text("precious user data\n")
-    before = snapshot(tmp_path)
+    before = tree_snapshot(tmp_path)
     message = refused(path)
     assert "not a hostfile this module wrote" in message
     refused(path, check_mode=True)
-    assert snapshot(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
 
 
 def test_the_mark_must_be_the_first_line(tmp_path):
@@ -77,36 +62,36 @@ def test_the_mark_must_be_the_first_line(tmp_path):
     assert read(path) == "node1 slots=4\n" + HOSTFILE_MARKER + "\n"
 
 
-def test_a_directory_is_refused(tmp_path):
+def test_a_directory_is_refused(tmp_path, tree_snapshot):
     (tmp_path / "hosts").mkdir()
     (tmp_path / "hosts" / "keep").write_text("x")
-    before = snapshot(tmp_path)
+    before = tree_snapshot(tmp_path)
     assert "is a directory" in refused(tmp_path / "hosts")
-    assert snapshot(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
 
 
-def test_a_symlink_is_refused_and_its_target_untouched(tmp_path):
+def test_a_symlink_is_refused_and_its_target_untouched(tmp_path, tree_snapshot):
     target = tmp_path / "target"
     target.write_text(HOSTFILE_MARKER + "\nold\n")
     os.symlink(target, tmp_path / "hosts")
-    before = snapshot(tmp_path)
+    before = tree_snapshot(tmp_path)
     assert "symlink" in refused(tmp_path / "hosts")
-    assert snapshot(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
 
 
-def test_a_fifo_is_refused_without_blocking(tmp_path):
+def test_a_fifo_is_refused_without_blocking(tmp_path, tree_snapshot):
     os.mkfifo(tmp_path / "hosts")
-    before = snapshot(tmp_path)
+    before = tree_snapshot(tmp_path)
     assert "not a regular file" in refused(tmp_path / "hosts")
-    assert snapshot(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
 
 
 @needs_root
-def test_a_device_node_is_refused(tmp_path):
+def test_a_device_node_is_refused(tmp_path, tree_snapshot):
     os.mknod(tmp_path / "hosts", 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # what /dev/null is
-    before = snapshot(tmp_path)
+    before = tree_snapshot(tmp_path)
     assert "device node" in refused(tmp_path / "hosts")
-    assert snapshot(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
 
 
 def test_a_missing_directory_is_refused_and_not_created(tmp_path):
@@ -151,32 +136,32 @@ def test_an_existing_private_directory_keeps_its_mode(tmp_path):
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
 
 
-def test_a_symlinked_private_directory_is_refused(tmp_path):
+def test_a_symlinked_private_directory_is_refused(tmp_path, tree_snapshot):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     os.symlink(elsewhere, tmp_path / "hostfiles")
-    before = snapshot(tmp_path)
+    before = tree_snapshot(tmp_path)
     assert "symlink" in refused(tmp_path / "hostfiles" / "hostfile-1", private_directory=True)
-    assert snapshot(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
 
 
-def test_a_private_directory_writable_by_others_is_refused_and_keeps_its_mode(tmp_path):
+def test_a_private_directory_writable_by_others_is_refused_and_keeps_its_mode(tmp_path, tree_snapshot):
     directory = tmp_path / "hostfiles"
     directory.mkdir()
     os.chmod(directory, 0o777)
-    before = snapshot(tmp_path)
+    before = tree_snapshot(tmp_path)
     assert "writable by other users" in refused(directory / "hostfile-1", private_directory=True)
-    assert snapshot(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
 
 
 @needs_root
-def test_a_private_directory_owned_by_another_user_is_refused_and_kept(tmp_path):
+def test_a_private_directory_owned_by_another_user_is_refused_and_kept(tmp_path, tree_snapshot):
     directory = tmp_path / "hostfiles"
     directory.mkdir()
     os.chown(directory, 65534, 65534)
-    before = snapshot(tmp_path)
+    before = tree_snapshot(tmp_path)
     assert "belongs to uid 65534" in refused(directory / "hostfile-1", private_directory=True)
-    assert snapshot(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
 
 
 def test_a_failed_write_removes_the_private_directory_it_created(tmp_path, monkeypatch):

@@ -195,21 +195,6 @@ def _case_id(case):
     return case.values[0] if hasattr(case, "values") else case[0]
 
 
-def snapshot(directory):
-    """Every entry under `directory`, not following symlinks: (path, mode, owner, content of regular files)."""
-    entries = []
-    for root, dirs, files in os.walk(directory):
-        for name in dirs + files:
-            path = os.path.join(root, name)
-            info = os.lstat(path)
-            content = None
-            if stat.S_ISREG(info.st_mode):
-                with open(path, "rb") as handle:
-                    content = handle.read()
-            entries.append((os.path.relpath(path, directory), info.st_mode, info.st_uid, content))
-    return sorted(entries)
-
-
 def test_the_table_is_large_and_every_case_is_named_once():
     names = [_case_id(case) for case in CASES]
     assert len(names) >= 25
@@ -218,7 +203,7 @@ def test_the_table_is_large_and_every_case_is_named_once():
 
 @pytest.mark.parametrize("name, args, option, prefixed, setup", CASES, ids=[_case_id(case) for case in CASES])
 def test_bad_input_fails_naming_the_option_briefly_and_changes_nothing(
-    commands, tmp_path, monkeypatch, name, args, option, prefixed, setup
+    commands, tmp_path, monkeypatch, tree_snapshot, name, args, option, prefixed, setup
 ):
     (tmp_path / "files").mkdir()
     monkeypatch.setattr(kvcache_command, "HOSTFILE_DIR", str(tmp_path / "auto"))
@@ -226,7 +211,7 @@ def test_bad_input_fails_naming_the_option_briefly_and_changes_nothing(
         setup(str(tmp_path))
     args = dict((key, value.replace("{files}", str(tmp_path / "files")) if isinstance(value, str) else value)
                 for key, value in args.items())  # fmt: skip
-    before = snapshot(tmp_path)
+    before = tree_snapshot(tmp_path)
 
     failure = harness.fail_module(kvcache_command.main, args)
 
@@ -237,4 +222,4 @@ def test_bad_input_fails_naming_the_option_briefly_and_changes_nothing(
     else:
         assert option in message, message
     assert len(message) <= MAX_MESSAGE, f"{len(message)} characters: {message[:400]}"
-    assert snapshot(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
