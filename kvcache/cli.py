@@ -11,7 +11,7 @@ from typing import List, Optional
 
 from kvcache import __version__
 from kvcache.errors import UsageError, clip
-from kvcache.options import DATASIZE, RUN, add_arguments, resolve
+from kvcache.options import CLEAN, COMMANDS, DATASIZE, DESCRIBE, REPORT, RUN, add_arguments, resolve
 
 EPILOG = "Every option can also be set in --config FILE.yaml; flags typed on the command line win."
 ARGPARSE_MESSAGE_CHARS = 200  # argparse quotes unrecognized arguments in full
@@ -32,24 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kvcache {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    run = sub.add_parser(
-        RUN,
-        help="run the benchmark (one rank, or every rank under mpirun)",
-        epilog=EPILOG,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_arguments(run, RUN)
-    size = sub.add_parser(DATASIZE, help="what a run needs: working set, tier sizes, storage capacity", epilog=EPILOG)
-    add_arguments(size, DATASIZE)
-    report = sub.add_parser("report", help="print the summary of result JSON files")
+    for command in (RUN, DATASIZE, CLEAN):
+        # run's help shows each default; datasize and clean put theirs in the help text where they matter
+        extra = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter} if command == RUN else {}
+        add_arguments(sub.add_parser(command, help=COMMANDS[command], epilog=EPILOG, **extra), command)
+    report = sub.add_parser(REPORT, help=COMMANDS[REPORT])
     report.add_argument("results", nargs="+", metavar="RESULT.json")
     report.add_argument("--json", action="store_true", help="print the headline figures as JSON")
-    sub.add_parser("describe", help="models and flags as JSON (for tools that build command lines)")
-    clean = sub.add_parser(
-        "clean", help="remove run directories left under a cache dir by runs that are no longer running"
-    )
-    clean.add_argument("--cache-dir", dest="cache_dir", metavar="DIR", help="the cache dir the runs used")
-    clean.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    describe = sub.add_parser(DESCRIBE, help=COMMANDS[DESCRIBE])
+    describe.add_argument("--json", action="store_true", help="the same output: describe always prints JSON")
     return parser
 
 
@@ -61,20 +52,20 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         args = parser.parse_args(argv)
     try:
-        if args.command == "describe":
+        if args.command == DESCRIBE:
             from kvcache.describe import describe  # noqa: PLC0415
 
             stdout.write(json.dumps(describe(), indent=2) + "\n")
             return 0
-        if args.command == "report":
+        if args.command == REPORT:
             from kvcache.report import run_report  # noqa: PLC0415 - keeps `describe` light
 
             return run_report(args.results, args.json, stdout)
-        if args.command == "clean":
+        values, models = resolve(args.command, args)
+        if args.command == CLEAN:
             from kvcache.clean import run_clean  # noqa: PLC0415
 
-            return run_clean(args.cache_dir, args.dry_run, stdout)
-        values, models = resolve(args.command, args)
+            return run_clean(values["cache_dir"], values["dry_run"], stdout)
         if args.command == DATASIZE:
             from kvcache.datasize import run_datasize  # noqa: PLC0415
 

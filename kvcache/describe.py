@@ -1,13 +1,54 @@
-"""`kvcache describe`: the engine's models and flags as JSON, for the Ansible module to validate against."""
+"""`kvcache describe`: the option contract as JSON, which the Ansible module and roles validate against.
 
-from kvcache import __version__
-from kvcache.models import BUILTIN_MODELS
-from kvcache.options import DATASIZE, RUN, flags_for
+Every option of the table with its flag, type, default, bounds, unit and commands; the models with their
+geometry and bytes per token; the result schema. Light on purpose: no numpy, nothing that probes the host.
+"""
+
+from typing import Any, Dict, List
+
+from kvcache import RESULT_SCHEMA, __version__
+from kvcache.models import BUILTIN_MODELS, Model
+from kvcache.options import COMMANDS, OPTIONS, Option
 
 
-def describe() -> dict:
+def option_contract(opt: Option) -> Dict[str, Any]:
+    return {
+        "name": opt.name,
+        "flag": opt.flag,
+        "config_key": opt.name,
+        "type": opt.kind.__name__,
+        "default": opt.default,
+        "choices": list(opt.choices) if opt.choices is not None else None,
+        "minimum": opt.minimum,
+        "maximum": opt.maximum,
+        "exclusive_minimum": opt.exclusive_minimum,
+        "nonzero_minimum": opt.nonzero_minimum,
+        "unit": opt.unit,
+        "help": opt.help,
+        "commands": list(opt.commands),
+    }
+
+
+def model_contract(model: Model) -> Dict[str, Any]:
+    """A model's geometry; the fields its attention kind does not use are null."""
+    return {
+        "name": model.name,
+        "bytes_per_token": model.bytes_per_token,
+        "layers": model.layers,
+        "kv_heads": None if model.is_mla else model.kv_heads,
+        "head_dim": None if model.is_mla else model.head_dim,
+        "kv_lora_rank": model.kv_lora_rank if model.is_mla else None,
+        "qk_rope_dim": model.qk_rope_dim if model.is_mla else None,
+        "dtype": model.dtype,
+    }
+
+
+def describe() -> Dict[str, Any]:
+    options: List[Dict[str, Any]] = [option_contract(opt) for opt in OPTIONS]
     return {
         "version": __version__,
-        "models": list(BUILTIN_MODELS),
-        "commands": {RUN: flags_for(RUN), DATASIZE: flags_for(DATASIZE)},
+        "result_schema": RESULT_SCHEMA,
+        "commands": {name: {"help": text} for name, text in COMMANDS.items()},
+        "options": options,
+        "models": [model_contract(model) for model in BUILTIN_MODELS.values()],
     }

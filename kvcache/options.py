@@ -4,14 +4,27 @@ import argparse
 import difflib
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from kvcache.config_file import read_config_file
 from kvcache.errors import UsageError, shown, shown_path
 
 RUN = "run"
 DATASIZE = "datasize"
+CLEAN = "clean"
+REPORT = "report"
+DESCRIBE = "describe"
 BOTH = (RUN, DATASIZE)
+
+# Every subcommand with its one-line help; `report` and `describe` read files or nothing, so no option of the
+# table belongs to them (report's RESULT.json arguments are declared in cli.py).
+COMMANDS: Dict[str, str] = {
+    RUN: "run the benchmark (one rank, or every rank under mpirun)",
+    DATASIZE: "what a run needs: working set, tier sizes, storage capacity",
+    REPORT: "print the summary of result JSON files",
+    DESCRIBE: "the option contract as JSON: every option, the models, the result schema",
+    CLEAN: "remove run directories left under a cache dir by runs that are no longer running",
+}
 
 # Every number has an upper bound, so that no value can overflow the arithmetic that uses it.
 MAX_USERS = 100_000
@@ -32,6 +45,7 @@ class Option:
     exclusive_minimum: bool = False
     # 0 switches the feature off; any other value must be at least this (a rate of 1e-300/s is not a rate).
     nonzero_minimum: Optional[float] = None
+    unit: Optional[str] = None  # what a number counts: GiB, s, MiB, users, requests, ...
 
     @property
     def flag(self) -> str:
@@ -40,7 +54,7 @@ class Option:
 
 OPTIONS: Tuple[Option, ...] = (
     Option("model", str, "llama3.1-8b", "model whose KV-cache geometry sets bytes per token"),
-    Option("num_users", int, 100, "simulated users (per rank under MPI)", minimum=1, maximum=MAX_USERS),
+    Option("num_users", int, 100, "simulated users (per rank under MPI)", minimum=1, maximum=MAX_USERS, unit="users"),
     Option(
         "ranks",
         int,
@@ -49,6 +63,7 @@ OPTIONS: Tuple[Option, ...] = (
         commands=(DATASIZE,),
         minimum=1,
         maximum=1_000_000,
+        unit="ranks",
     ),
     Option(
         "duration",
@@ -59,6 +74,7 @@ OPTIONS: Tuple[Option, ...] = (
         minimum=0,
         exclusive_minimum=True,
         maximum=7 * 24 * 3600,
+        unit="s",
     ),
     Option(
         "max_requests",
@@ -68,6 +84,7 @@ OPTIONS: Tuple[Option, ...] = (
         commands=(RUN,),
         minimum=0,
         maximum=10**12,
+        unit="requests",
     ),
     Option("seed", int, 42, "random seed; rank N uses seed + N", commands=(RUN,), minimum=0, maximum=2**62),
     Option(
@@ -77,6 +94,7 @@ OPTIONS: Tuple[Option, ...] = (
         "GPU tier budget in GiB (0 disables the tier)",
         minimum=0,
         maximum=MAX_CAPACITY_GIB,
+        unit="GiB",
     ),
     Option(
         "cpu_mem_gb",
@@ -85,22 +103,24 @@ OPTIONS: Tuple[Option, ...] = (
         "CPU (host memory) tier budget in GiB (0 disables the tier)",
         minimum=0,
         maximum=MAX_CAPACITY_GIB,
+        unit="GiB",
     ),
     Option(
         "storage_capacity_gb",
         float,
         0.0,
-        "storage tier budget in GiB (0: 80%% of the free space under --cache-dir)",
+        "storage tier budget in GiB (0: 80% of the free space under --cache-dir)",
         commands=(RUN,),
         minimum=0,
         maximum=MAX_CAPACITY_GIB,
+        unit="GiB",
     ),
     Option(
         "cache_dir",
         str,
         None,
         "directory on the storage under test; the run works in a subdirectory it creates",
-        commands=(RUN,),
+        commands=(RUN, CLEAN),
     ),
     Option("keep_cache", bool, False, "leave the run's cache files in place at the end", commands=(RUN,)),
     Option(
@@ -111,7 +131,7 @@ OPTIONS: Tuple[Option, ...] = (
         commands=(RUN,),
         choices=("direct", "buffered"),
     ),
-    Option("io_chunk_mib", int, 16, "storage I/O size in MiB", minimum=1, maximum=1024),
+    Option("io_chunk_mib", int, 16, "storage I/O size in MiB", minimum=1, maximum=1024, unit="MiB"),
     Option(
         "io_depth",
         int,
@@ -148,6 +168,7 @@ OPTIONS: Tuple[Option, ...] = (
         minimum=0,
         nonzero_minimum=0.001,
         maximum=1_000_000,
+        unit="requests/s",
     ),
     Option(
         "max_concurrent_requests",
@@ -157,9 +178,17 @@ OPTIONS: Tuple[Option, ...] = (
         commands=(RUN,),
         minimum=0,
         maximum=MAX_USERS,  # one worker thread each in the open loop
+        unit="requests",
     ),
     Option(
-        "stats_interval", float, 1.0, "seconds between time-series samples", commands=(RUN,), minimum=0.05, maximum=3600
+        "stats_interval",
+        float,
+        1.0,
+        "seconds between time-series samples",
+        commands=(RUN,),
+        minimum=0.05,
+        maximum=3600,
+        unit="s",
     ),
     Option(
         "gpu_backend",
@@ -185,6 +214,7 @@ OPTIONS: Tuple[Option, ...] = (
         commands=(RUN,),
         minimum=0,
         maximum=1,
+        unit="fraction",
     ),
     Option("output", str, None, "write the result JSON here", commands=(RUN,)),
     Option("quiet", bool, False, "no progress line", commands=(RUN,)),
@@ -197,6 +227,7 @@ OPTIONS: Tuple[Option, ...] = (
         commands=(DATASIZE,),
         minimum=0,
         maximum=MAX_BYTES,
+        unit="bytes",
     ),
     Option(
         "check_mem_bytes",
@@ -206,25 +237,44 @@ OPTIONS: Tuple[Option, ...] = (
         commands=(DATASIZE,),
         minimum=0,
         maximum=MAX_BYTES,
+        unit="bytes",
     ),
+    Option("dry_run", bool, False, "say what would be removed, remove nothing", commands=(CLEAN,)),
 )
 
-BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
+
+class _ByName(Mapping):
+    """The options by name, read from OPTIONS at each lookup.
+
+    Everything here reads the module's OPTIONS when it is called, never a copy made at import, so a
+    test may add an option with `monkeypatch.setattr(options, "OPTIONS", options.OPTIONS + (Option(...),))`
+    and the parser, config files, resolve() and describe all accept it.
+    """
+
+    def __getitem__(self, name: str) -> Option:
+        for opt in OPTIONS:
+            if opt.name == name:
+                return opt
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([o.name for o in OPTIONS])
+
+    def __len__(self) -> int:
+        return len(OPTIONS)
 
 
-def options_for(command: str):
+BY_NAME: Mapping[str, Option] = _ByName()
+
+
+def options_for(command: str) -> List[Option]:
     return [o for o in OPTIONS if command in o.commands]
-
-
-def flags_for(command: str):
-    """Long flags the subcommand accepts, --config included (the module checks extra_args against these)."""
-    return [o.flag for o in options_for(command)] + ["--config"]
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     """Flags default to SUPPRESS so that a config file value is only overridden by what was typed."""
     for opt in options_for(command):
-        text = opt.help
+        text = opt.help.replace("%", "%%")  # argparse formats help with %
         if opt.default is not None and opt.kind is not bool:
             text += f" (default: {opt.default})"
         if opt.kind is bool:
@@ -284,7 +334,8 @@ def _range_problem(opt: Option, value) -> Optional[str]:
     return None
 
 
-def _check_value(opt: Option, value: Any, where: str) -> Any:
+def check_value(opt: Option, value: Any, where: str) -> Any:
+    """A value from a config file or a flag, checked against the option; errors start with `where`."""
     if value is None and opt.default is None:
         return None
     if opt.kind is bool:
@@ -313,6 +364,9 @@ def _check_value(opt: Option, value: Any, where: str) -> Any:
     return value
 
 
+_check_value = check_value  # the playbook filter's old name, until it imports check_value
+
+
 def load_config(path: str, command: str) -> Tuple[Dict[str, Any], Mapping]:
     """Read a YAML config strictly: unknown keys and wrong types are errors naming the key.
 
@@ -336,13 +390,13 @@ def load_config(path: str, command: str) -> Tuple[Dict[str, Any], Mapping]:
         name = str(key).replace("-", "_")
         if name not in BY_NAME:
             raise UsageError("--config", f"{where}: unknown key {shown(key)}{_did_you_mean(name)}; {ALLOWED_KEYS}")
-        checked = _check_value(BY_NAME[name], value, f"--config {where}: {key}")
+        checked = check_value(BY_NAME[name], value, f"--config {where}: {key}")
         if name in mine:
             values[name] = checked
     return values, models
 
 
-ALLOWED_KEYS = "keys are the long options of `kvcache run --help` and `kvcache datasize --help`, and models"
+ALLOWED_KEYS = "keys are the long options of `kvcache run`, `datasize` and `clean` (see their --help), and models"
 
 
 def _did_you_mean(name: str) -> str:
@@ -350,7 +404,7 @@ def _did_you_mean(name: str) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def resolve(command: str, typed: argparse.Namespace, argv_names: Optional[Sequence[str]] = None):
+def resolve(command: str, typed: argparse.Namespace):
     """Defaults, then the config file, then typed flags. Returns (values dict, user models mapping)."""
     typed_values = {k: v for k, v in vars(typed).items() if k in BY_NAME}
     config_values: Dict[str, Any] = {}
@@ -363,7 +417,7 @@ def resolve(command: str, typed: argparse.Namespace, argv_names: Optional[Sequen
     values = {}
     for opt in options_for(command):
         if opt.name in typed_values:
-            values[opt.name] = _check_value(opt, typed_values[opt.name], opt.flag)
+            values[opt.name] = check_value(opt, typed_values[opt.name], opt.flag)
         elif opt.name in config_values:
             values[opt.name] = config_values[opt.name]
         else:

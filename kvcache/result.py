@@ -3,10 +3,10 @@
 import statistics
 from typing import List, Optional
 
+from kvcache import RESULT_SCHEMA as SCHEMA
 from kvcache.metrics import REQUEST_LATENCIES, TIERS, decode, merge, percentile_block
 from kvcache.workload import QOS_CLASSES
 
-SCHEMA = "storagebench.kvcache/result/v1"
 RANK_HISTOGRAMS = ("storage.read", "storage.write", "end_to_end", "ttft")
 # The reference's pass/fail rule for the latency profile (p95 limits, ms).
 SLA_LIMITS_MS = (("storage.write", 500.0), ("storage.read", 200.0), ("cpu.read", 150.0))

@@ -126,14 +126,6 @@ def test_report_on_non_result_file_exits_2(tmp_path, capsys):
     assert code == 2 and "absent.json" in text
 
 
-def test_describe_lists_models_and_flags(capsys):
-    code, text = call(["describe"], capsys)
-    assert code == 0
-    data = json.loads(text)
-    assert "llama3.1-8b" in data["models"]
-    assert "--num-users" in data["commands"]["run"] and "--ranks" in data["commands"]["datasize"]
-
-
 def test_report_of_a_damaged_result_is_a_usage_error(tmp_path):
     damaged = tmp_path / "R.json"
     damaged.write_text('{"schema": "storagebench.kvcache/result/v1", "status": "ok"}')

@@ -1,0 +1,104 @@
+"""`kvcache describe`: the option contract the module and the roles read (issue 10, item 1)."""
+
+import io
+import json
+import subprocess
+import sys
+
+from kvcache import RESULT_SCHEMA, __version__
+from kvcache.cli import main
+from kvcache.describe import describe
+from kvcache.models import BUILTIN_MODELS, Registry
+from kvcache.options import COMMANDS, OPTIONS
+
+OPTION_FIELDS = {
+    "name",
+    "flag",
+    "config_key",
+    "type",
+    "default",
+    "choices",
+    "minimum",
+    "maximum",
+    "exclusive_minimum",
+    "nonzero_minimum",
+    "unit",
+    "help",
+    "commands",
+}
+MODEL_FIELDS = {"name", "bytes_per_token", "layers", "kv_heads", "head_dim", "kv_lora_rank", "qk_rope_dim", "dtype"}
+
+
+def printed(argv):
+    out = io.StringIO()
+    assert main(argv, stdout=out, stderr=io.StringIO()) == 0
+    return json.loads(out.getvalue())
+
+
+def test_describe_lists_every_option_of_the_table_with_every_field():
+    data = printed(["describe"])
+    assert [o["name"] for o in data["options"]] == [o.name for o in OPTIONS]
+    for entry, opt in zip(data["options"], OPTIONS):
+        assert set(entry) == OPTION_FIELDS, opt.name
+        assert entry["flag"] == opt.flag and entry["config_key"] == opt.name
+        assert entry["type"] in ("int", "float", "str", "bool") and entry["type"] == opt.kind.__name__
+        assert entry["default"] == opt.default and entry["help"] == opt.help
+        assert entry["minimum"] == opt.minimum and entry["maximum"] == opt.maximum
+        assert entry["exclusive_minimum"] is opt.exclusive_minimum
+        assert entry["nonzero_minimum"] == opt.nonzero_minimum and entry["unit"] == opt.unit
+        assert entry["choices"] == (list(opt.choices) if opt.choices else None)
+        assert entry["commands"] and set(entry["commands"]) <= set(data["commands"])
+
+
+def test_describe_fields_carry_the_values_a_consumer_checks_against():
+    by_name = {o["name"]: o for o in describe()["options"]}
+    assert by_name["num_users"]["minimum"] == 1 and by_name["num_users"]["unit"] == "users"
+    assert by_name["duration"]["exclusive_minimum"] is True and by_name["duration"]["type"] == "float"
+    assert by_name["request_rate"]["nonzero_minimum"] == 0.001 and by_name["request_rate"]["unit"] == "requests/s"
+    assert by_name["io_engine"]["choices"] == ["direct", "buffered"]
+    assert by_name["keep_cache"]["type"] == "bool" and by_name["keep_cache"]["default"] is False
+    assert by_name["check_free_bytes"]["default"] is None and by_name["check_free_bytes"]["unit"] == "bytes"
+    # the help is the text as a user reads it, not argparse's %-escaped form
+    assert "80% of the free space" in by_name["storage_capacity_gb"]["help"]
+    # clean's flags come from the table like the others
+    assert by_name["cache_dir"]["commands"] == ["run", "clean"] and by_name["dry_run"]["commands"] == ["clean"]
+
+
+def test_describe_names_every_command_with_its_help():
+    data = describe()
+    assert data["commands"] == {name: {"help": text} for name, text in COMMANDS.items()}
+    assert {"run", "datasize", "report", "describe", "clean"} == set(data["commands"])
+
+
+def test_describe_models_match_the_registry():
+    models = describe()["models"]
+    assert [m["name"] for m in models] == list(BUILTIN_MODELS)
+    registry = Registry()
+    for entry in models:
+        assert set(entry) == MODEL_FIELDS
+        model = registry.get(entry["name"])
+        assert entry["bytes_per_token"] == model.bytes_per_token and entry["layers"] == model.layers
+        assert entry["dtype"] == model.dtype
+        if model.is_mla:
+            assert (entry["kv_lora_rank"], entry["qk_rope_dim"]) == (model.kv_lora_rank, model.qk_rope_dim)
+            assert entry["kv_heads"] is None and entry["head_dim"] is None
+        else:
+            assert (entry["kv_heads"], entry["head_dim"]) == (model.kv_heads, model.head_dim)
+            assert entry["kv_lora_rank"] is None and entry["qk_rope_dim"] is None
+    by_name = {m["name"]: m for m in models}
+    assert by_name["llama3.1-8b"]["bytes_per_token"] == 131072
+    assert by_name["deepseek-v3"]["kv_heads"] is None
+
+
+def test_describe_names_the_version_and_result_schema_and_json_is_the_same_output():
+    data = printed(["describe"])
+    assert data["version"] == __version__ and data["result_schema"] == RESULT_SCHEMA
+    assert printed(["describe", "--json"]) == data == json.loads(json.dumps(describe()))
+
+
+def test_describe_stays_light():
+    # The module runs describe on every call: it must not pay for numpy or the I/O machinery.
+    heavy = ("numpy", "hdrh", "kvcache.benchmark")
+    code = f"import sys, kvcache.cli as c; c.main(['describe']); print(sorted(set(sys.modules) & set({heavy!r})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
