@@ -2,10 +2,11 @@
 # MIT License (see LICENSE at the collection root)
 """Checks of the playbooks' shared kvcache_* variables, made on the controller before any host is touched.
 
-The rules are the engine's own: its option table (types, choices, bounds), its model registry and
-its list of system directories are imported from this collection's `kvcache/` source (only the
-light modules that need nothing beyond PyYAML, which Ansible itself requires), and extra_args keys
-go through the same builder kvcache_command uses. Nothing here keeps a copy of those lists.
+The rules are the engine's own: its option contract (`describe`: types, choices, bounds, models) and
+its list of system directories come from this collection's `kvcache/` source (only the light modules
+that need nothing beyond PyYAML, which Ansible itself requires). Values are checked by the plugins'
+one interpreter of that contract (module_utils/option_contract.py), and extra_args go through the
+same builder kvcache_command uses. Nothing here keeps a copy of an option, a bound or a model.
 """
 
 import difflib
@@ -20,10 +21,17 @@ from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.validation import check_type_bool, check_type_float, check_type_int
 from ansible_collections.storagebench.kvcache.plugins.module_utils.engine_command import build_engine_argv
 from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError, quote
+from ansible_collections.storagebench.kvcache.plugins.module_utils.option_contract import (
+    OptionContract,
+    check_value,
+    parse_describe,
+)
 
 # The collection's root, where galaxy packs the engine's kvcache/ beside plugins/.
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREFIX = "kvcache_"
+# The playbooks run this engine command; kvcache_extra_args are its options.
+RUN = "run"
 # Shared variables that are engine options under the same name: kvcache_<option>.
 ENGINE_OPTION_VARIABLES = (
     "model",
@@ -53,11 +61,13 @@ SHARED_VARIABLES = tuple(
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # A plain inventory name, as opposed to a pattern (web:&rack1, db*, ~regex, !host).
 _PLAIN_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-_CONVERTERS = {int: check_type_int, float: check_type_float}
+# An inventory gives strings: the shared variables that are engine options are converted as kvcache_command's
+# argument_spec converts them (extra_args values are not converted, there or here).
+_CONVERTERS = {"int": check_type_int, "float": check_type_float}
 
 
 def engine_module(name):
-    """A light engine module (kvcache.options, .models, .cachedir, .describe) from this collection's source."""
+    """A light engine module (kvcache.describe, .cachedir) from this collection's source."""
     added = COLLECTION_ROOT not in sys.path
     if added:
         sys.path.insert(0, COLLECTION_ROOT)
@@ -70,32 +80,26 @@ def engine_module(name):
             sys.path.remove(COLLECTION_ROOT)
 
 
-def _engine_value(variable, option, value):
-    """`value` converted as the module converts it, then checked by the engine's rule for `option`."""
-    options = engine_module("options")
-    errors = engine_module("errors")
-    opt = options.BY_NAME[option]
+def contract():
+    """The engine's option contract, as `python -m kvcache describe` prints it, from this collection's source."""
+    return OptionContract(parse_describe(engine_module("describe").describe()))
+
+
+def _engine_value(variable, option, value, engine):
+    """`value` converted as the module converts it, then checked against the contract's entry for `option`."""
+    entry = engine.by_name[option]
     if isinstance(value, (dict, list)):
         raise OptionError(variable, f"must be a single value, got {quote(value)}")
-    convert = _CONVERTERS.get(opt.kind)
+    convert = _CONVERTERS.get(entry["type"])
     if convert is not None and not isinstance(value, bool):
         try:
             value = convert(value)
         except (TypeError, ValueError):
-            kind = "an integer" if opt.kind is int else "a number"
+            kind = "an integer" if entry["type"] == "int" else "a number"
             raise OptionError(variable, f"must be {kind}, got {quote(value)}") from None
-    elif opt.kind is str:
+    elif entry["type"] == "str":
         value = str(value)
-    try:
-        return options._check_value(opt, value, variable)  # pylint: disable=protected-access
-    except errors.UsageError as exc:
-        raise OptionError(variable, str(exc)[len(variable) + 2 :]) from None
-
-
-def _check_model(value, config):
-    models = list(engine_module("models").BUILTIN_MODELS)
-    if value not in models and not config:
-        raise OptionError(PREFIX + "model", f"unknown model {quote(value)}; choose one of: {', '.join(models)}")
+    return check_value(entry, value, variable)
 
 
 def _check_host_path(variable, value):
@@ -118,33 +122,20 @@ def _check_host_path(variable, value):
         )
 
 
-def _check_extra_args(value):
+def _check_extra_args(value, engine):
+    """Keys and values checked as kvcache_command checks them for the run; a shared variable is named instead."""
     variable = PREFIX + "extra_args"
     if not isinstance(value, dict):
         raise OptionError(variable, f"must be a mapping of engine option: value, got {quote(value)}")
-    options = engine_module("options")
-    description = engine_module("describe").describe()
-    # The engine's own flag list, asked first for a short message with a suggestion (the builder lists every flag).
-    flags = description["commands"][options.RUN]
     for key in value:
-        flag = "--" + str(key).replace("_", "-")
-        shared = PREFIX + flag[2:].replace("-", "_")
-        if shared in SHARED_VARIABLES and flag in flags:
-            raise OptionError(variable, f"{quote(key)}: set {shared} instead")
-        if flag not in flags:
-            close = difflib.get_close_matches(flag, flags, n=1)
-            hint = f"did you mean {close[0][2:].replace('-', '_')}?" if close else "see kvcache run --help"
-            raise OptionError(variable, f"{quote(key)} is not an option of kvcache run ({hint})")
+        name = str(key).replace("-", "_")
+        if PREFIX + name in SHARED_VARIABLES and name in engine.options_for(RUN):
+            raise OptionError(variable, f"{quote(key)}: set {PREFIX + name} instead")
     try:
-        build_engine_argv("python", options.RUN, {}, value, description)
+        build_engine_argv("python", RUN, {}, value, engine.description)
     except OptionError as exc:
-        raise OptionError(variable, exc.message) from None
-    for key, item in value.items():
-        if item is None:
-            continue  # left out, as kvcache_command leaves it out
-        option = str(key).replace("-", "_")
-        if option in options.BY_NAME:
-            _engine_value(f"{variable}: {key}", option, item)
+        # The builder names its own option, extra_args; keep its message and name the variable.
+        raise OptionError(variable, str(exc).partition(": ")[2]) from None
 
 
 def _check_other(name, value):
@@ -179,6 +170,7 @@ def variable_problems(variables):
         )
     problems = []
     config = variables.get(PREFIX + "config")
+    engine = contract()
     for variable in sorted(variables):
         value = variables[variable]
         name = variable[len(PREFIX) :] if variable.startswith(PREFIX) else variable
@@ -186,15 +178,15 @@ def variable_problems(variables):
             if variable not in SHARED_VARIABLES:
                 raise OptionError(variable, _unknown_variable(variable))
             if name in ENGINE_OPTION_VARIABLES:
-                checked = _engine_value(variable, name, value)
+                checked = _engine_value(variable, name, value, engine)
                 if name == "model":
-                    _check_model(checked, config)
+                    engine.model_warning(checked, variable, config)  # unknown without a config: OptionError
             elif name == "processes_per_host":
-                _engine_value(variable, PROCESSES_OPTION, value)
+                _engine_value(variable, PROCESSES_OPTION, value, engine)
             elif name in HOST_PATH_VARIABLES:
                 _check_host_path(variable, value)
             elif name == "extra_args":
-                _check_extra_args(value)
+                _check_extra_args(value, engine)
             else:
                 _check_other(name, value)
         except OptionError as exc:

@@ -2,52 +2,40 @@
 # MIT License (see LICENSE at the collection root)
 """Pure functions that build the engine's argv (`python -m kvcache run|datasize ...`) and its container wrapper.
 
-The engine describes itself (`python -m kvcache describe`: models and the long flags of each
-subcommand); these functions check options against that description instead of keeping a copy.
+The engine describes its options and models (`python -m kvcache describe`, the option contract); every
+option and value is checked against that description (option_contract.py) instead of a copy of it.
 """
 
-import difflib
-import json
 import posixpath
 import re
 
 from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError, env_pairs, quote
+from ansible_collections.storagebench.kvcache.plugins.module_utils.option_contract import (
+    CONFIG,
+    OptionContract,
+    check_value,
+)
 
-DEFAULT_PYTHON = "/opt/storagebench-kvcache/venv/bin/python"
 COMMANDS = ("run", "datasize")
 CONTAINER_ENGINES = ("docker", "podman")
 
-# Module option -> engine flag, in the order they appear on the engine's command line.
+# The module's own options that stand for the engine option of the same name, in the order they go on the
+# engine's command line. Only which of them the module offers is decided here: flags, types, choices and
+# bounds come from the contract, and config (a file, not an option of the table) is accepted by every command.
 ENGINE_OPTIONS = (
-    ("model", "--model"),
-    ("num_users", "--num-users"),
-    ("duration", "--duration"),
-    ("seed", "--seed"),
-    ("gpu_mem_gb", "--gpu-mem-gb"),
-    ("cpu_mem_gb", "--cpu-mem-gb"),
-    ("cache_dir", "--cache-dir"),
-    ("generation_mode", "--generation-mode"),
-    ("performance_profile", "--performance-profile"),
-    ("output", "--output"),
-    ("config", "--config"),
+    "model",
+    "num_users",
+    "duration",
+    "seed",
+    "gpu_mem_gb",
+    "cpu_mem_gb",
+    "cache_dir",
+    "generation_mode",
+    "performance_profile",
+    "output",
+    CONFIG,
 )
-_FIRST_CLASS_FLAGS = dict((flag, name) for name, flag in ENGINE_OPTIONS)
 _EXTRA_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-
-
-def parse_describe(text):
-    """Check and return the JSON printed by `python -m kvcache describe` (ValueError when malformed)."""
-    data = json.loads(text) if isinstance(text, str) else text
-    if not isinstance(data, dict):
-        raise ValueError("describe output is not a JSON object")
-    models = data.get("models")
-    commands = data.get("commands")
-    if not isinstance(models, list) or not isinstance(commands, dict):
-        raise ValueError("describe output lacks a models list or a commands mapping")
-    for command in COMMANDS:
-        if not isinstance(commands.get(command), list):
-            raise ValueError(f"describe output lists no flags for {command!r}")
-    return data
 
 
 def format_value(value):
@@ -57,80 +45,72 @@ def format_value(value):
     return str(value)
 
 
-def _check_value(name, value):
-    """Range checks the engine would also make, done early so the message names the module option."""
-    if name == "num_users" and value < 1:
-        raise OptionError(name, f"must be at least 1, got {value}")
-    if name == "duration" and value <= 0:
-        raise OptionError(name, f"must be greater than 0 seconds, got {value}")
-    if name in ("seed", "gpu_mem_gb", "cpu_mem_gb") and value < 0:
-        raise OptionError(name, f"must be 0 or more, got {value}")
-    if isinstance(value, str) and not value:
-        raise OptionError(name, "must not be empty")
+def _words(entry, value):
+    """The argv words of a checked value: a bool option is a bare flag when true and absent when false."""
+    if entry["type"] == "bool":
+        return [entry["flag"]] if value else []
+    return [entry["flag"], format_value(value)]
+
+
+def _module_option(contract, command, name, value, config):
+    """(argv words, warning or None) of one of the module's engine options, checked against the contract."""
+    if name == CONFIG:
+        if not value:
+            raise OptionError(name, "must not be empty: give the path of a YAML file")
+        return ["--config", value], None
+    entry = contract.option(name, command, name)
+    value = check_value(entry, value, name)
+    warning = contract.model_warning(value, name, config) if name == "model" else None
     if name == "cache_dir" and not posixpath.isabs(value):
         raise OptionError(
             name, f"must be an absolute path (every rank resolves it on its own host), got {quote(value)}"
         )
+    return _words(entry, value), warning
 
 
-def _unknown_flag_message(key, command, flag, accepted):
-    """Short, whatever the number of flags: the closest ones, and where the whole list is."""
-    close = difflib.get_close_matches(flag, sorted(accepted), n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return f"{quote(key)}: 'kvcache {command}' has no {quote(flag)} flag{hint} ('kvcache {command} --help' lists them)"
+def _extra_arg(contract, command, key, value):
+    """The argv words of one extra_args item: the key an option of `command`, the value of its type and bounds."""
+    key = str(key)
+    if not _EXTRA_KEY_RE.match(key):
+        raise OptionError("extra_args", f"{quote(key)} is not an engine option name")
+    name = key.replace("-", "_")
+    if name in ENGINE_OPTIONS:
+        raise OptionError("extra_args", f"{key}: use the module's {name} option instead")
+    try:
+        entry = contract.option(name, command, quote(key))
+        if value is None:
+            return []  # null leaves the option to the engine (and to a config file)
+        return _words(entry, check_value(entry, value, key))
+    except OptionError as exc:
+        raise OptionError("extra_args", str(exc)) from None
 
 
-def build_engine_argv(python, command, options, extra_args=None, description=None):
+def build_engine_argv(python, command, options, extra_args, description):
     """The engine's argv: [python, -m, kvcache, command, flags...].
 
-    `options` maps module option names (see ENGINE_OPTIONS) to values; None means "not given".
-    `extra_args` maps engine option names (underscores or dashes) to values: true adds a bare
-    flag, false or null leaves it out. `description` is the parsed `describe` output; with it,
-    the model and every flag are checked. Returns (argv, warnings).
+    `options` maps the module's engine options (ENGINE_OPTIONS) to values; None means "not given".
+    `extra_args` maps any other engine option (its name, underscores or dashes) to a value: true or false
+    for a flag option (false leaves it out), a value of the option's type otherwise; null leaves it out.
+    `description` is the parsed `describe` output: every option and value is checked against it.
+    Returns (argv, warnings).
     """
-    warnings = []
     if command not in COMMANDS:
         raise OptionError("command", "must be one of {}, got {}".format(", ".join(COMMANDS), quote(command)))
     if not python or str(python).startswith("-"):
         raise OptionError("python", f"must name the Python interpreter that has the engine, got {quote(python)}")
-    accepted = None
-    models = None
-    if description is not None:
-        accepted = set(description["commands"][command])
-        models = [str(model) for model in description["models"]]
-
+    contract = OptionContract(description)
     argv = [str(python), "-m", "kvcache", command]
-    for name, flag in ENGINE_OPTIONS:
+    warnings = []
+    for name in ENGINE_OPTIONS:
         value = options.get(name)
         if value is None:
             continue
-        if accepted is not None and flag not in accepted:
-            raise OptionError(name, f"'kvcache {command}' has no {flag} flag")
-        _check_value(name, value)
-        if name == "model" and models is not None and value not in models:
-            if options.get("config"):
-                warnings.append(f"model: {quote(value)} is not a built-in model; the config file must define it")
-            else:
-                raise OptionError(name, "unknown model {}; choose one of: {}".format(quote(value), ", ".join(models)))
-        argv.extend([flag, format_value(value)])
-
+        words, warning = _module_option(contract, command, name, value, options.get(CONFIG))
+        argv.extend(words)
+        if warning:
+            warnings.append(warning)
     for key, value in (extra_args or {}).items():
-        key = str(key)
-        if not _EXTRA_KEY_RE.match(key):
-            raise OptionError("extra_args", f"{quote(key)} is not an engine option name")
-        flag = "--" + key.replace("_", "-")
-        if flag in _FIRST_CLASS_FLAGS:
-            raise OptionError("extra_args", f"{key}: use the module's {_FIRST_CLASS_FLAGS[flag]} option instead")
-        if accepted is not None and flag not in accepted:
-            raise OptionError("extra_args", _unknown_flag_message(key, command, flag, accepted))
-        if value is None or value is False:
-            continue
-        if value is True:
-            argv.append(flag)
-        elif isinstance(value, (list, tuple, dict, set)):
-            raise OptionError("extra_args", f"{quote(key)}: the value must be a string, a number or a boolean")
-        else:
-            argv.extend([flag, format_value(value)])
+        argv.extend(_extra_arg(contract, command, key, value))
     return argv, warnings
 
 

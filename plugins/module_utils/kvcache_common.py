@@ -1,8 +1,12 @@
 # Copyright: storagebench developers
 # MIT License (see LICENSE at the collection root)
-"""What the kvcache_command builders share: the error type, quoting values in messages, environment-variable names."""
+"""What the collection's plugins share: the engine's default interpreter, the error type, quoting values in
+messages, environment-variable names."""
 
 import re
+
+# Where the deps role installs the engine: the default `python` of the modules and the roles' venv/bin/python.
+DEFAULT_PYTHON = "/opt/storagebench-kvcache/venv/bin/python"
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A message quotes at most this many characters of a value: a huge value must not make a huge message.
@@ -10,11 +14,10 @@ QUOTE_CHARS = 60
 
 
 class OptionError(ValueError):
-    """Invalid input; ``option`` is the name of the module option the message is about."""
+    """Invalid input; ``option`` is the name of the module option the message (``option: message``) is about."""
 
     def __init__(self, option, message):
         self.option = option
-        self.message = message
         super().__init__(f"{option}: {message}")
 
 

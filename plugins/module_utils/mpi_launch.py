@@ -246,7 +246,8 @@ def _as_mpi_params(settings, check, *args):
             raise
         flag, value = setting
         shown = value if isinstance(value, int) else quote(value)
-        raise OptionError("mpi_params", f"{flag} {shown}: {exc.message}") from None
+        problem = str(exc).partition(": ")[2]  # the message without the option's name, which the flag replaces
+        raise OptionError("mpi_params", f"{flag} {shown}: {problem}") from None
 
 
 def _user_host_slots(host_list, num_processes, oversubscribe):
@@ -287,7 +288,6 @@ def build_mpi_prefix(
     hostfile=None,
     hostfile_dir=DEFAULT_HOSTFILE_DIR,
     command_chars=0,
-    hostfile_threshold=HOSTFILE_HOST_THRESHOLD,
 ):
     """Build the MPI launch prefix for the given hosts.
 
@@ -362,7 +362,7 @@ def build_mpi_prefix(
         warnings.append("mpi_params sets the hosts itself; the hosts option only sized num_processes")
     else:
         estimate = command_chars + len(host_arg) + sum(len(t) + 1 for _k, ts in options if ts for t in ts)
-        if hostfile is not None or len(slots) > hostfile_threshold or estimate > SAFE_COMMAND_CHARS or ipv6:
+        if hostfile is not None or len(slots) > HOSTFILE_HOST_THRESHOLD or estimate > SAFE_COMMAND_CHARS or ipv6:
             content = hostfile_content(slots, flavor)
             path = hostfile if hostfile is not None else default_hostfile_path(hostfile_dir, content)
             hostfile_info = {"path": path, "content": content}

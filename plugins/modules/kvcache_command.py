@@ -13,9 +13,11 @@ description:
     1 to 10,000 hosts with Open MPI or MPICH (Hydra).
   - It never runs the benchmark. Run the returned RV(argv) with M(ansible.builtin.command) and C(argv:),
     never as a shell string.
-  - The engine is asked for its models and flags with C(PYTHON -m kvcache describe); if that
-    interpreter is missing where the module runs, the module imports C(kvcache.describe) in its own
-    interpreter instead.
+  - The engine is asked for its option contract with C(PYTHON -m kvcache describe) (every option's flag, type,
+    choices and bounds, and the models); if that interpreter is missing where the module runs, the module imports
+    C(kvcache.describe) in its own interpreter instead.
+  - The engine options below and every key and value of O(extra_args) are checked against that contract before
+    anything is built, as the engine checks a config file; a message starts with the option's name.
   - With O(exec_type=mpi) and a non-empty O(hosts), the argv starts with an MPI prefix. Long host lists
     (more than 64 hosts, or a command line longer than 32 KiB) go to a hostfile, which the module writes
     where it runs (the launch host).
@@ -30,14 +32,15 @@ options:
   model:
     description:
       - Model whose KV-cache geometry sets the bytes per token (engine C(--model)).
-      - Checked against the engine's built-in models unless O(config) is set (a config file may define more).
-      - When omitted the engine uses its own default.
+      - One of the engine's models (C(python -m kvcache describe) lists them), unless O(config) is set
+        (a config file may define more).
+      - When omitted the engine uses its own default, as for every engine option here.
     type: str
   num_users:
-    description: Simulated users, per rank under MPI (engine C(--num-users)); at least 1.
+    description: Simulated users, per rank under MPI (engine C(--num-users)), within the engine's bounds.
     type: int
   duration:
-    description: Measurement window in seconds (engine C(--duration), C(run) only); greater than 0.
+    description: Measurement window in seconds (engine C(--duration), C(run) only), within the engine's bounds.
     type: float
   seed:
     description: Random seed; rank N uses seed + N (engine C(--seed), C(run) only).
@@ -56,11 +59,13 @@ options:
     type: str
   generation_mode:
     description:
-      - Decode time per generated token (engine C(--generation-mode), C(run) only),
-        for example C(none), C(fast), C(realistic).
+      - Decode time per generated token (engine C(--generation-mode), C(run) only).
+      - One of V(none), V(fast), V(realistic).
     type: str
   performance_profile:
-    description: Engine C(--performance-profile) (C(run) only), for example C(latency) or C(throughput).
+    description:
+      - Whether users think between requests and the SLA verdict applies (engine C(--performance-profile), C(run) only).
+      - One of V(latency), V(throughput).
     type: str
   output:
     description: Where rank 0 writes the result JSON (engine C(--output), C(run) only).
@@ -72,8 +77,13 @@ options:
     description:
       - "Any other engine option, by its name without dashes (underscores become dashes),
         for example V({io_chunk_mib: 8, keep_cache: true})."
-      - V(true) adds a bare flag; V(false) or V(null) leaves the flag out; other values follow the flag.
-      - Each key is checked against the flags the engine's C(describe) lists for O(command).
+      - A flag option (type bool in C(describe)) takes V(true), which adds the bare flag, or V(false), which leaves
+        it out; any other option takes a value of its type (an integer, a number, a string), within its bounds and
+        choices; V(null) leaves any option out.
+      - Values are taken as given, as in an engine config file, with no conversion; V(keep_cache="yes"),
+        V(quiet=0) and V(io_chunk_mib="8") are refused.
+      - Each key must be an option of O(command) in the engine's C(describe); the module's own options
+        (O(model), O(num_users), ...) cannot be given here.
     type: dict
     default: {}
   python:
@@ -325,15 +335,14 @@ from ansible.module_utils.common.text.converters import to_native  # noqa: E402
 from ansible_collections.storagebench.kvcache.plugins.module_utils.engine_command import (  # noqa: E402
     COMMANDS,
     CONTAINER_ENGINES,
-    DEFAULT_PYTHON,
     ENGINE_OPTIONS,
     build_engine_argv,
-    parse_describe,
     with_env,
     wrap_in_container,
 )
 from ansible_collections.storagebench.kvcache.plugins.module_utils.hostfile_writer import write_hostfile  # noqa: E402
 from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import (  # noqa: E402
+    DEFAULT_PYTHON,
     OptionError,
     check_no_nul,
     quote,
@@ -345,6 +354,7 @@ from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_launch im
     check_mpi_bin,
     detect_flavor,
 )
+from ansible_collections.storagebench.kvcache.plugins.module_utils.option_contract import parse_describe  # noqa: E402
 
 HOSTFILE_DIR = DEFAULT_HOSTFILE_DIR
 # How much of a failed command's output a message quotes.
@@ -352,7 +362,7 @@ _OUTPUT_CHARS = 100
 
 
 def describe_engine(module, python):
-    """The engine's models and flags: `PYTHON -m kvcache describe`, else `kvcache.describe` imported here."""
+    """The engine's option contract: `PYTHON -m kvcache describe`, else `kvcache.describe` imported here."""
     problems = []
     try:
         rc, out, err = module.run_command(
@@ -376,7 +386,7 @@ def describe_engine(module, python):
     except (ImportError, ValueError, TypeError) as exc:
         problems.append(f"importing kvcache.describe here failed: {to_native(exc)[:_OUTPUT_CHARS]}")
     module.fail_json(
-        msg="python: cannot ask the engine for its models and flags ({}); set python to an interpreter that has the "
+        msg="python: cannot ask the engine for its options and models ({}); set python to an interpreter that has the "
         "storagebench kvcache engine installed".format("; ".join(problems)),
         option="python",
     )
@@ -449,87 +459,87 @@ def main():
         check_no_nul(params)
     except OptionError as exc:
         module.fail_json(msg=to_native(exc), option=exc.option)
-    exec_type = params["exec_type"]
-    result = dict(changed=False, mpi_prefix=[], mpi_flavor=None, num_processes=1, slots={}, hostfile=None)
-    warnings = []
 
     description = describe_engine(module, params["python"])
-    result["engine_version"] = str(description.get("version", ""))
-    launch = None
-    argv = engine_argv = []
     try:
-        engine_options = dict((name, params[name]) for name, _flag in ENGINE_OPTIONS)
-        engine_argv, engine_warnings = build_engine_argv(
-            params["python"], params["command"], engine_options, params["extra_args"], description
-        )
-        warnings.extend(engine_warnings)
-        if exec_type == "mpi" and params["hosts"]:
-            check_mpi_bin(params["mpi_bin"])  # before `MPI_BIN --version` runs
-            flavor, version = resolve_flavor(module, params["mpi_bin"], params["mpi_flavor"])
-            launch = build_mpi_prefix(
-                params["hosts"],
-                flavor=flavor,
-                flavor_version=version,
-                mpi_bin=params["mpi_bin"],
-                num_processes=params["num_processes"],
-                processes_per_host=params["processes_per_host"],
-                oversubscribe=params["oversubscribe"],
-                allow_run_as_root=params["allow_run_as_root"],
-                mpi_params=params["mpi_params"],
-                env=params["env"],
-                ssh_command=params["ssh_command"],
-                hostfile=params["hostfile"],
-                hostfile_dir=HOSTFILE_DIR,
-                command_chars=len(shlex.join(engine_argv)),
+        argv, engine_argv, launch, warnings = build_command(module, description)
+        changed = False
+        if launch is not None and launch["hostfile"] is not None:
+            # Last, once every other check has passed: invalid input never leaves a file behind.
+            changed = write_hostfile(
+                launch["hostfile"]["path"],
+                launch["hostfile"]["content"],
+                check_mode=module.check_mode,
+                private_directory=params["hostfile"] is None,
             )
-            warnings.extend(launch["warnings"])
-            argv = launch["prefix"] + engine_argv
-            if launch["hostfile"] is not None:
-                # Last, once every other check has passed: invalid input never leaves a file behind.
-                result["changed"] = write_hostfile(
-                    launch["hostfile"]["path"],
-                    launch["hostfile"]["content"],
-                    check_mode=module.check_mode,
-                    private_directory=params["hostfile"] is None,
-                )
-        elif exec_type == "container":
-            argv = wrap_in_container(
-                engine_argv,
-                params["container_image"],
-                params["container_engine"],
-                cache_dir=params["cache_dir"],
-                output=params["output"],
-                config=params["config"],
-                env=params["env"],
-                command=params["command"],
-            )
-        else:
-            argv = with_env(engine_argv, params["env"])
     except OptionError as exc:
-        error = exc
-    else:
-        error = None
-    if error is not None:
         # Invalid input, not a crash: no traceback, a message that starts with the option's name.
-        module.fail_json(msg=to_native(error), option=error.option)
+        module.fail_json(msg=to_native(exc), option=exc.option)
+    else:
+        for warning in warnings:
+            module.warn(warning)
+        result = dict(changed=changed, engine_version=str(description.get("version", "")))
+        result.update(argv=argv, cmd=shlex.join(argv), engine_argv=engine_argv)
+        result.update(mpi_prefix=[], mpi_flavor=None, num_processes=1, slots={}, hostfile=None)
+        if launch is not None:
+            result.update(
+                mpi_prefix=launch["prefix"],
+                mpi_flavor=launch["flavor"],
+                num_processes=launch["num_processes"],
+                slots=dict(launch["slots"]),
+                hostfile=launch["hostfile"],
+            )
+        module.exit_json(**result)
 
+
+def build_command(module, description):
+    """(argv, engine_argv, MPI launch or None, warnings); OptionError on invalid input."""
+    params = module.params
+    exec_type = params["exec_type"]
+    engine_options = dict((name, params[name]) for name in ENGINE_OPTIONS)
+    engine_argv, warnings = build_engine_argv(
+        params["python"], params["command"], engine_options, params["extra_args"], description
+    )
+    launch = None
+    if exec_type == "mpi" and params["hosts"]:
+        check_mpi_bin(params["mpi_bin"])  # before `MPI_BIN --version` runs
+        flavor, version = resolve_flavor(module, params["mpi_bin"], params["mpi_flavor"])
+        launch = build_mpi_prefix(
+            params["hosts"],
+            flavor=flavor,
+            flavor_version=version,
+            mpi_bin=params["mpi_bin"],
+            num_processes=params["num_processes"],
+            processes_per_host=params["processes_per_host"],
+            oversubscribe=params["oversubscribe"],
+            allow_run_as_root=params["allow_run_as_root"],
+            mpi_params=params["mpi_params"],
+            env=params["env"],
+            ssh_command=params["ssh_command"],
+            hostfile=params["hostfile"],
+            hostfile_dir=HOSTFILE_DIR,
+            command_chars=len(shlex.join(engine_argv)),
+        )
+        warnings.extend(launch["warnings"])
+        argv = launch["prefix"] + engine_argv
+    elif exec_type == "container":
+        argv = wrap_in_container(
+            engine_argv,
+            params["container_image"],
+            params["container_engine"],
+            cache_dir=params["cache_dir"],
+            output=params["output"],
+            config=params["config"],
+            env=params["env"],
+            command=params["command"],
+        )
+    else:
+        argv = with_env(engine_argv, params["env"])
     if exec_type == "mpi" and not params["hosts"]:
         warnings.append("hosts: exec_type=mpi with no hosts builds no MPI prefix; the engine runs as one process")
     if exec_type != "mpi" and (params["hosts"] or params["num_processes"] or params["mpi_params"]):
         warnings.append("hosts, num_processes and mpi_params are only used with exec_type=mpi")
-
-    if launch is not None:
-        result.update(
-            mpi_prefix=launch["prefix"],
-            mpi_flavor=launch["flavor"],
-            num_processes=launch["num_processes"],
-            slots=dict(launch["slots"]),
-            hostfile=launch["hostfile"],
-        )
-    for warning in warnings:
-        module.warn(warning)
-    result.update(argv=argv, cmd=shlex.join(argv), engine_argv=engine_argv)
-    module.exit_json(**result)
+    return argv, engine_argv, launch, warnings
 
 
 if __name__ == "__main__":

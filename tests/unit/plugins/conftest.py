@@ -1,29 +1,26 @@
-"""Shared test data: what `python -m kvcache describe` prints (flags as the engine declares them)."""
+"""Shared test data: the engine's real option contract, `kvcache.describe.describe()` of this collection's source.
+
+Plain pytest has the engine installed (editable); `ansible-test units` runs in a venv of its own with the
+collection at .../ansible_collections/storagebench/kvcache, where the engine's package `kvcache/` sits at the
+collection root: that root goes on sys.path when nothing else provides the package. describe needs nothing
+beyond PyYAML, which ansible-core itself requires.
+"""
 
 import copy
+import importlib.util
+import os
+import sys
 
 import pytest
 
-RUN_FLAGS = [
-    "--model", "--num-users", "--duration", "--max-requests", "--seed", "--gpu-mem-gb", "--cpu-mem-gb",
-    "--storage-capacity-gb", "--cache-dir", "--keep-cache", "--io-engine", "--io-chunk-mib", "--io-depth",
-    "--generation-mode", "--performance-profile", "--disable-multi-turn", "--disable-prefix-caching", "--promote",
-    "--request-rate", "--max-concurrent-requests", "--stats-interval", "--gpu-backend", "--mpi",
-    "--straggler-fraction", "--output", "--quiet", "--config",
-]  # fmt: skip
-DATASIZE_FLAGS = [
-    "--model", "--num-users", "--ranks", "--gpu-mem-gb", "--cpu-mem-gb", "--io-chunk-mib", "--io-depth",
-    "--disable-multi-turn", "--disable-prefix-caching", "--json", "--check-free-bytes", "--check-mem-bytes",
-    "--config",
-]  # fmt: skip
-DESCRIPTION = {
-    "version": "0.1.0",
-    "models": ["tiny-1b", "mistral-7b", "llama2-7b", "llama3.1-8b", "llama3.1-70b-instruct", "deepseek-v3"],
-    "commands": {"run": RUN_FLAGS, "datasize": DATASIZE_FLAGS},
-}
+COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+if importlib.util.find_spec("kvcache") is None:
+    sys.path.append(COLLECTION_ROOT)
+
+from kvcache.describe import describe  # noqa: E402  pylint: disable=wrong-import-position
 
 
 @pytest.fixture
 def description():
-    """A fresh copy of the engine description for each test."""
-    return copy.deepcopy(DESCRIPTION)
+    """A fresh copy of what `python -m kvcache describe` prints, for each test."""
+    return copy.deepcopy(describe())

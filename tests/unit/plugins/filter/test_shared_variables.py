@@ -43,25 +43,42 @@ def test_a_sound_inventory_has_no_problems():
     assert variable_problems({"kvcache_hosts": []}) == ["kvcache_hosts: must be a non-empty string, got '[]'"]
 
 
-def test_every_built_in_model_passes_and_others_need_a_config():
-    engine_models = shared_variables.engine_module("models").BUILTIN_MODELS
-    for model in engine_models:
-        assert variable_problems({"kvcache_model": model}) == []
+def test_every_built_in_model_passes_and_others_need_a_config(description):
+    for model in description["models"]:
+        assert variable_problems({"kvcache_model": model["name"]}) == []
     assert variable_problems({"kvcache_model": "mine"})[0].startswith("kvcache_model: unknown model 'mine'")
     assert variable_problems({"kvcache_model": "mine", "kvcache_config": "/etc/kvcache/models.yaml"}) == []
 
 
-def test_bounds_come_from_the_engine_option_table():
-    options = shared_variables.engine_module("options")
-    top = options.BY_NAME["num_users"].maximum
-    assert variable_problems({"kvcache_num_users": int(top)}) == []
-    assert variable_problems({"kvcache_num_users": int(top) + 1}) == [
-        f"kvcache_num_users: must be <= {top:g}, got {int(top) + 1}"
+def test_bounds_come_from_the_engine_option_contract(description):
+    entries = {entry["name"]: entry for entry in description["options"]}
+    top = int(entries["num_users"]["maximum"])
+    assert variable_problems({"kvcache_num_users": top}) == []
+    assert variable_problems({"kvcache_num_users": str(top + 1)}) == [
+        f"kvcache_num_users: must be <= {top}, got '{top + 1}'"
     ]
-    ranks_top = options.BY_NAME["ranks"].maximum
-    assert variable_problems({"kvcache_processes_per_host": int(ranks_top) + 1})[0].startswith(
-        "kvcache_processes_per_host:"
-    )
+    ranks_top = int(entries["ranks"]["maximum"])
+    assert variable_problems({"kvcache_processes_per_host": ranks_top}) == []
+    assert variable_problems({"kvcache_processes_per_host": ranks_top + 1}) == [
+        f"kvcache_processes_per_host: must be <= {ranks_top}, got '{ranks_top + 1}'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra_args", "problem"),
+    [
+        ({"keep_cache": "yes"}, "kvcache_extra_args: keep_cache: must be true or false, got 'yes'"),
+        ({"quiet": 0}, "kvcache_extra_args: quiet: must be true or false, got '0'"),
+        ({"io_chunk_mib": "abc"}, "kvcache_extra_args: io_chunk_mib: must be an integer, got 'abc'"),
+        ({"stats_interval": float("nan")}, "kvcache_extra_args: stats_interval: must be a finite number, got 'nan'"),
+        ({"io_dept": 4}, "kvcache_extra_args: 'io_dept': 'kvcache run' has no '--io-dept' flag; did you mean io_depth"),
+        ({"num-users": 4}, "kvcache_extra_args: 'num-users': set kvcache_num_users instead"),
+        ({"json": True}, "kvcache_extra_args: 'json': 'kvcache run' has no --json flag (an option of datasize)"),
+    ],
+)
+def test_extra_args_keys_and_values_are_checked_as_the_module_checks_them(extra_args, problem):
+    (found,) = variable_problems({"kvcache_extra_args": extra_args})
+    assert found.startswith(problem), found
 
 
 def test_system_directories_come_from_the_engine():
