@@ -12,22 +12,24 @@ import sys
 import threading
 import time
 import traceback
-from typing import Optional
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 from kvcache.cachedir import LIVE, UNCHECKED, RunDirectory, other_run_warnings, other_runs, validate_cache_dir
 from kvcache.datasize import AUTO_STORAGE_SHARE, largest_entry_bytes
 from kvcache.environment import describe_environment, mount_info
 from kvcache.errors import UsageError
 from kvcache.metrics import Metrics
-from kvcache.models import Registry
+from kvcache.models import Model, Registry
 from kvcache.mpi import open_comm
 from kvcache.output import check_output_path, write_json_atomically
 from kvcache.progress import Progress
 from kvcache.result import build_result
-from kvcache.runner import RankRun
+from kvcache.runner import RankRun, rank_seed
 from kvcache.storage_io import direct_io_supported
 from kvcache.summary import format_summary
-from kvcache.tiers import GIB, choose_gpu_backend
+from kvcache.tiers import choose_gpu_backend
+from kvcache.units import GIB, MIB
 
 MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
 
@@ -43,52 +45,63 @@ def available_memory_bytes(meminfo: str = "/proc/meminfo") -> Optional[int]:
     return None
 
 
-def validate_run(values: dict, models) -> dict:
-    """Checks whose answer is the same on every rank (the options themselves). Returns derived settings."""
-    model = Registry(models).get(values["model"])
-    gpu_backend = choose_gpu_backend(values["gpu_backend"]) if values["gpu_mem_gb"] > 0 else "simulated"
-    return {"model": model, "gpu_backend": gpu_backend}
+@dataclass(frozen=True)
+class RankPlan:
+    """What the checks before the run decided for this rank (the same answers the run then relies on)."""
+
+    model: Model
+    gpu_backend: str
+    cache_dir: str
+    storage_capacity: int  # bytes of the storage tier for this rank
+    first_rank_on_host: bool  # the rank that looks at the cache dir's other runs for its host
 
 
-def validate_host(values: dict, rank: int, ranks_on_host: int) -> str:
+def validate_run(config, models) -> Tuple[Model, str]:
+    """Checks whose answer is the same on every rank (the options themselves). Returns (model, GPU backend)."""
+    model = Registry(models).get(config.model)
+    gpu_backend = choose_gpu_backend(config.gpu_backend) if config.gpu_mem_gb > 0 else "simulated"
+    return model, gpu_backend
+
+
+def validate_host(config, rank: int, ranks_on_host: int) -> str:
     """Checks of this host (its cache dir, memory and disk) and, on rank 0, of --output. Returns the cache dir."""
-    cache_dir = validate_cache_dir(values["cache_dir"])
-    if values["output"] is not None and rank == 0:  # only rank 0 writes the result
-        check_output_path(values["output"])
+    cache_dir = validate_cache_dir(config.cache_dir)
+    if config.output is not None and rank == 0:  # only rank 0 writes the result
+        check_output_path(config.output)
     available = available_memory_bytes()
-    buffers = values["io_depth"] * (values["io_chunk_mib"] << 20)
-    needed = (values["cpu_mem_gb"] * GIB + buffers) * ranks_on_host
+    buffers = config.io_depth * config.io_chunk_mib * MIB
+    needed = (config.cpu_mem_gb * GIB + buffers) * ranks_on_host
     if available is not None and needed > available:
         raise UsageError(
             "--cpu-mem-gb/--io-depth/--io-chunk-mib",
             f"{ranks_on_host} rank(s) on this host need {needed / GIB:.1f} GiB (CPU tier "
-            f"{values['cpu_mem_gb']:g} GiB + {values['io_depth']} x {values['io_chunk_mib']} MiB I/O buffers each), "
+            f"{config.cpu_mem_gb:g} GiB + {config.io_depth} x {config.io_chunk_mib} MiB I/O buffers each), "
             f"more than its available memory ({available / GIB:.1f} GiB); the CPU tier holds real bytes",
         )
     return cache_dir
 
 
-def storage_capacity(values: dict, model, cache_dir: str, ranks_on_host: int) -> int:
+def storage_capacity(config, model, cache_dir: str, ranks_on_host: int) -> int:
     """The storage tier's bytes per rank: --storage-capacity-gb, or a share of the free space. Refused
     (before anything is created) when the free space cannot give it, or when it cannot hold the largest
     entry the workload writes: such a run would drop entries and measure less than it was asked to."""
     usage = shutil.disk_usage(cache_dir)
     free = usage.free
     sized = usage.total > 0  # ramfs reports no size at all: its free space is unknown, not zero
-    largest = largest_entry_bytes(model.bytes_per_token, not values["disable_prefix_caching"])
+    largest = largest_entry_bytes(model.bytes_per_token, not config.disable_prefix_caching)
     needed = f"the largest entry this workload writes ({_bytes(largest)}, {model.name})"
-    if values["storage_capacity_gb"] > 0:
-        capacity = int(values["storage_capacity_gb"] * GIB)
+    if config.storage_capacity_gb > 0:
+        capacity = int(config.storage_capacity_gb * GIB)
         if sized and capacity * ranks_on_host > free:
             raise UsageError(
                 "--storage-capacity-gb",
-                f"{ranks_on_host} rank(s) x {values['storage_capacity_gb']:g} GiB is more than the "
+                f"{ranks_on_host} rank(s) x {config.storage_capacity_gb:g} GiB is more than the "
                 f"{free / GIB:.1f} GiB free under {cache_dir}",
             )
         if capacity < largest:
             raise UsageError(
                 "--storage-capacity-gb",
-                f"{values['storage_capacity_gb']:g} GiB ({_bytes(capacity)}) per rank cannot hold {needed}; "
+                f"{config.storage_capacity_gb:g} GiB ({_bytes(capacity)}) per rank cannot hold {needed}; "
                 f"give at least {math.ceil(largest / GIB * 1000) / 1000:g} GiB",
             )
         return capacity
@@ -117,20 +130,24 @@ def _new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(3).hex()
 
 
-def run_benchmark(values: dict, models, stdout=None, stderr=None) -> int:
+def run_benchmark(config, models, stdout=None, stderr=None) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    derived = validate_run(values, models)
-    comm = open_comm(values["mpi"])
+    model, gpu_backend = validate_run(config, models)
+    comm = open_comm(config.mpi)
     try:
         hosts = comm.bcast(comm.gather(comm.host))
         ranks_on_host = hosts.count(comm.host)
-        derived["first_rank_on_host"] = hosts.index(comm.host) == comm.rank
+        plan = None
         problem = None
         try:
-            derived["cache_dir"] = validate_host(values, comm.rank, ranks_on_host)
-            derived["storage_capacity"] = storage_capacity(
-                values, derived["model"], derived["cache_dir"], ranks_on_host
+            cache_dir = validate_host(config, comm.rank, ranks_on_host)
+            plan = RankPlan(
+                model=model,
+                gpu_backend=gpu_backend,
+                cache_dir=cache_dir,
+                storage_capacity=storage_capacity(config, model, cache_dir, ranks_on_host),
+                first_rank_on_host=hosts.index(comm.host) == comm.rank,
             )
         except UsageError as exc:
             problem = str(exc) if comm.size == 1 else f"rank {comm.rank} on {comm.host}: {exc}"
@@ -140,7 +157,7 @@ def run_benchmark(values: dict, models, stdout=None, stderr=None) -> int:
             if comm.rank == 0:
                 raise UsageError(None, "; ".join(problems))
             return 2
-        return _run_rank(values, derived, comm, ranks_on_host, stdout, stderr)
+        return RankLifecycle(config, plan, comm, stdout, stderr).run()
     except UsageError:
         raise
     except Exception:
@@ -152,122 +169,149 @@ def run_benchmark(values: dict, models, stdout=None, stderr=None) -> int:
         raise
 
 
-def _run_rank(values, derived, comm, ranks_on_host, stdout, stderr) -> int:
-    model = derived["model"]
+class RankLifecycle:
+    """One rank's run after the checks: setup, measure (the shared window), gather (the result on rank 0).
 
-    run_id = comm.bcast(_new_run_id() if comm.rank == 0 else None)
-    run_dir = RunDirectory(derived["cache_dir"], run_id, comm.rank)
-    warnings = []
-    run: Optional[RankRun] = None
-    setup_error = None
-    io_engine = values["io_engine"]
-    storage_capacity = 0
-    other_runs_seen = []
-    interrupted = threading.Event()
+    A setup error does not skip the collectives: the rank still meets the others at the barrier and the
+    gather, so that every rank learns the run failed, and its run directory is removed in the end.
+    """
 
-    def on_signal(signum, _frame):
-        interrupted.set()
-        if run is not None:
-            run.interrupt(signal.Signals(signum).name)
+    def __init__(self, config, plan: RankPlan, comm, stdout, stderr):
+        self.config, self.plan, self.comm = config, plan, comm
+        self.stdout, self.stderr = stdout, stderr
+        self.run_dir = RunDirectory(plan.cache_dir, comm.bcast(_new_run_id() if comm.rank == 0 else None), comm.rank)
+        self.warnings: List[str] = []
+        self.rank_run: Optional[RankRun] = None
+        self.setup_error: Optional[str] = None
+        self.io_engine = config.io_engine
+        self.other_runs_seen: list = []
+        self.interrupted = threading.Event()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    def run(self) -> int:
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            run_dir.create()
-            if derived["first_rank_on_host"]:  # one look per host is enough
-                other_runs_seen = other_runs(derived["cache_dir"], run_id)
-                for line in other_run_warnings(derived["cache_dir"], other_runs_seen):
-                    warnings.append(line)
-                    stderr.write(f"kvcache: warning: rank {comm.rank}: {line}\n")
-            if io_engine == "direct" and not direct_io_supported(run_dir.rank_dir):
-                io_engine = "buffered"
-                warnings.append(
-                    f"{derived['cache_dir']} refuses O_DIRECT (ramfs, tmpfs before Linux 6.6, some network "
-                    "filesystems): fell back to buffered I/O "
-                    "with fsync and fadvise(DONTNEED)"
-                )
-                stderr.write(f"kvcache: warning: rank {comm.rank}: {warnings[-1]}\n")
-            fstype = mount_info(run_dir.rank_dir)["fstype"]
-            if fstype in MEMORY_FILESYSTEMS:
-                warnings.append(
-                    f"{derived['cache_dir']} is on {fstype}, which lives in RAM: this measures memory, not storage"
-                )
-                stderr.write(f"kvcache: warning: rank {comm.rank}: {warnings[-1]}\n")
-            storage_capacity = derived["storage_capacity"]
-            progress = (
-                Progress(stderr, "rank 0 " if comm.size > 1 else "")
-                if Progress.wanted(values["quiet"], comm.rank, stderr)
-                else None
-            )
-            run = RankRun(
-                values, model, comm, run_dir.rank_dir, io_engine, storage_capacity, derived["gpu_backend"], progress
-            )
-        except Exception as exc:  # noqa: BLE001 - a setup error fails the run on every rank, with its message
-            setup_error = f"setup: {type(exc).__name__}: {exc}"
-            comm.report_failure(setup_error)
+            self.setup()
+            broadcast_start, sync = self.measure()
+            status = self.gather(broadcast_start, sync)
+        finally:
+            if self.rank_run is not None:
+                self.rank_run.close()
+            if self.config.keep_cache:
+                if self.comm.rank == 0:
+                    self.stderr.write(f"kvcache: cache files kept in {self.run_dir.run_dir}\n")
+            else:
+                self.run_dir.remove()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        self.comm.finish()
+        return status
 
-        broadcast_start = comm.bcast(time.time())
-        comm.barrier()
+    def _on_signal(self, signum, _frame):
+        self.interrupted.set()
+        if self.rank_run is not None:
+            self.rank_run.interrupt(signal.Signals(signum).name)
+
+    def _warn(self, line: str) -> None:
+        self.warnings.append(line)
+        self.stderr.write(f"kvcache: warning: rank {self.comm.rank}: {line}\n")
+
+    # -- setup: the run directory, what the cache dir is, the tiers ----------------------------
+    def setup(self) -> None:
+        """Never raises: an error becomes the rank's failure, reported to the others."""
+        try:
+            self._setup()
+        except Exception as exc:  # noqa: BLE001 - a setup error fails the run on every rank, with its message
+            self.setup_error = f"setup: {type(exc).__name__}: {exc}"
+            self.comm.report_failure(self.setup_error)
+
+    def _setup(self) -> None:
+        plan, comm, run_dir = self.plan, self.comm, self.run_dir
+        run_dir.create()
+        if plan.first_rank_on_host:  # one look per host is enough
+            self.other_runs_seen = other_runs(plan.cache_dir, run_dir.run_id)
+            for line in other_run_warnings(plan.cache_dir, self.other_runs_seen):
+                self._warn(line)
+        if self.io_engine == "direct" and not direct_io_supported(run_dir.rank_dir):
+            self.io_engine = "buffered"
+            self._warn(
+                f"{plan.cache_dir} refuses O_DIRECT (ramfs, tmpfs before Linux 6.6, some network "
+                "filesystems): fell back to buffered I/O "
+                "with fsync and fadvise(DONTNEED)"
+            )
+        fstype = mount_info(run_dir.rank_dir)["fstype"]
+        if fstype in MEMORY_FILESYSTEMS:
+            self._warn(f"{plan.cache_dir} is on {fstype}, which lives in RAM: this measures memory, not storage")
+        progress = (
+            Progress(self.stderr, "rank 0 " if comm.size > 1 else "")
+            if Progress.wanted(self.config.quiet, comm.rank, self.stderr)
+            else None
+        )
+        self.rank_run = RankRun(
+            self.config,
+            plan.model,
+            comm,
+            run_dir.rank_dir,
+            self.io_engine,
+            plan.storage_capacity,
+            plan.gpu_backend,
+            progress,
+        )
+
+    # -- measure: every rank leaves the barrier together, then runs the same window -------------
+    def measure(self) -> Tuple[float, float]:
+        """Returns (the wall-clock start rank 0 broadcast, the perf_counter() time of the shared start)."""
+        broadcast_start = self.comm.bcast(time.time())
+        self.comm.barrier()
         sync = time.perf_counter()  # every rank leaves the barrier together: the window's common start
-        if run is not None and not interrupted.is_set():
-            run.measure(sync)
-        elif run is not None:
-            run.interrupt("SIGINT")
-        if derived["first_rank_on_host"] and setup_error is None:
-            # A run that started during this one and still runs shared the storage with it too.
-            reported = {r.name for r in other_runs_seen if r.state in (LIVE, UNCHECKED)}
-            started_later = [
-                r
-                for r in other_runs(derived["cache_dir"], run_id)
-                if r.state in (LIVE, UNCHECKED) and r.name not in reported
-            ]
-            for line in other_run_warnings(derived["cache_dir"], started_later):
-                warnings.append(line)
-                stderr.write(f"kvcache: warning: rank {comm.rank}: {line}\n")
-        failure = setup_error or (run.failure if run else None) or ("interrupted" if interrupted.is_set() else None)
-        payload = {
+        if self.rank_run is not None and not self.interrupted.is_set():
+            self.rank_run.measure(sync)
+        elif self.rank_run is not None:
+            self.rank_run.interrupt("SIGINT")
+        return broadcast_start, sync
+
+    # -- gather: this rank's payload to rank 0, which writes the result; everyone agrees on the exit --
+    def gather(self, broadcast_start: float, sync: float) -> int:
+        if self.plan.first_rank_on_host and self.setup_error is None:
+            self._warn_about_runs_started_later()
+        payloads = self.comm.gather(self._payload(sync))
+        status = 1
+        if self.comm.rank == 0:
+            remote_failure = self.rank_run.remote_failure if self.rank_run else None
+            status = _finish_on_rank0(
+                self.config, self.plan, self.comm, payloads, broadcast_start, remote_failure, self.stdout, self.stderr
+            )
+        return self.comm.bcast(status)
+
+    def _warn_about_runs_started_later(self) -> None:
+        # A run that started during this one and still runs shared the storage with it too.
+        reported = {r.name for r in self.other_runs_seen if r.state in (LIVE, UNCHECKED)}
+        started_later = [
+            r
+            for r in other_runs(self.plan.cache_dir, self.run_dir.run_id)
+            if r.state in (LIVE, UNCHECKED) and r.name not in reported
+        ]
+        for line in other_run_warnings(self.plan.cache_dir, started_later):
+            self._warn(line)
+
+    def _payload(self, sync: float) -> dict:
+        run, comm = self.rank_run, self.comm
+        failure = (
+            self.setup_error or (run.failure if run else None) or ("interrupted" if self.interrupted.is_set() else None)
+        )
+        return {
             "rank": comm.rank,
             "host": comm.host,
-            "seed": values["seed"] + comm.rank,
-            "cache_namespace": run_dir.rank_dir,
+            "seed": rank_seed(self.config.seed, comm.rank),
+            "cache_namespace": self.run_dir.rank_dir,
             "status": "failed" if failure else "ok",
             "error": failure,
             "window": _rank_window(run, sync),
             "metrics": (run.metrics if run else Metrics()).export(),
             "timeseries": run.timeseries if run else [],
-            "io_engine": io_engine,
+            "io_engine": self.io_engine,
             "tiers": {t.name: t.describe() for t in run.tiers} if run else {},
-            "warnings": warnings,
+            "warnings": self.warnings,
         }
-        remote_failure = run.remote_failure if run else None
-        payloads = comm.gather(payload)
-        status = 1
-        if comm.rank == 0:
-            status = _finish_on_rank0(
-                values,
-                derived,
-                comm,
-                payloads,
-                broadcast_start,
-                remote_failure,
-                storage_capacity,
-                model,
-                stdout,
-                stderr,
-            )
-        status = comm.bcast(status)
-    finally:
-        if run is not None:
-            run.close()
-        if values["keep_cache"]:
-            if comm.rank == 0:
-                stderr.write(f"kvcache: cache files kept in {run_dir.run_dir}\n")
-        else:
-            run_dir.remove()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    comm.finish()
-    return status
 
 
 def _rank_window(run: Optional[RankRun], sync: float) -> dict:
@@ -289,16 +333,15 @@ def _rank_window(run: Optional[RankRun], sync: float) -> dict:
     }
 
 
-def _finish_on_rank0(
-    values, derived, comm, payloads, broadcast_start, remote_failure, storage_capacity, model, stdout, stderr
-) -> int:
+def _finish_on_rank0(config, plan: RankPlan, comm, payloads, broadcast_start, remote_failure, stdout, stderr) -> int:
+    model = plan.model
     engines = sorted({p["io_engine"] for p in payloads})
-    environment = describe_environment(derived["cache_dir"])
+    environment = describe_environment(plan.cache_dir)
     environment.update(
         {
-            "io_engine_requested": values["io_engine"],
+            "io_engine_requested": config.io_engine,
             "io_engine": engines[0] if len(engines) == 1 else "mixed: " + ", ".join(engines),
-            "gpu_backend": derived["gpu_backend"],
+            "gpu_backend": plan.gpu_backend,
             "mpi": {
                 "in_use": comm.size > 1 or comm.library is not None,
                 "library": comm.library,
@@ -306,10 +349,10 @@ def _finish_on_rank0(
             },
         }
     )
-    config = dict(values)
-    config.update(
+    settings = config.as_dict()
+    settings.update(
         {
-            "cache_dir": derived["cache_dir"],
+            "cache_dir": plan.cache_dir,
             "bytes_per_token": model.bytes_per_token,
             "model_geometry": {
                 "layers": model.layers,
@@ -319,19 +362,19 @@ def _finish_on_rank0(
                 "qk_rope_dim": model.qk_rope_dim,
                 "dtype": model.dtype,
             },
-            "storage_capacity_bytes_per_rank": storage_capacity,
-            "seed_per_rank": "seed + rank",
+            "storage_capacity_bytes_per_rank": plan.storage_capacity,
+            "seeds_per_rank": [p["seed"] for p in payloads],  # in rank order, as gathered
         }
     )
-    result = build_result(config, environment, payloads, broadcast_start, remote_failure)
+    result = build_result(settings, environment, payloads, broadcast_start, remote_failure)
     stdout.write(format_summary(result) + "\n")
-    if values["output"]:
+    if config.output:
         try:
-            write_json_atomically(values["output"], result)
+            write_json_atomically(config.output, result)
         except OSError as exc:
-            stderr.write(f"kvcache: cannot write the result to {values['output']}: {exc}\n")
+            stderr.write(f"kvcache: cannot write the result to {config.output}: {exc}\n")
             return 1
-        stdout.write(f"result: {os.path.abspath(values['output'])}\n")
+        stdout.write(f"result: {os.path.abspath(config.output)}\n")
     stdout.flush()
     if result["status"] != "ok":
         stderr.write(f"kvcache: run failed: {result['error']}\n")

@@ -11,7 +11,8 @@ from typing import List, Optional
 
 from kvcache import __version__
 from kvcache.errors import UsageError, clip
-from kvcache.options import CLEAN, COMMANDS, DATASIZE, DESCRIBE, REPORT, RUN, add_arguments, resolve
+from kvcache.options import CLEAN, COMMANDS, DATASIZE, DESCRIBE, REPORT, RUN, add_arguments
+from kvcache.run_config import resolve
 
 EPILOG = "Every option can also be set in --config FILE.yaml; flags typed on the command line win."
 ARGPARSE_MESSAGE_CHARS = 200  # argparse quotes unrecognized arguments in full
@@ -61,18 +62,18 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
             from kvcache.report import run_report  # noqa: PLC0415 - keeps `describe` light
 
             return run_report(args.results, args.json, stdout)
-        values, models = resolve(args.command, args)
+        config, models = resolve(args.command, args)
         if args.command == CLEAN:
             from kvcache.clean import run_clean  # noqa: PLC0415
 
-            return run_clean(values["cache_dir"], values["dry_run"], stdout)
+            return run_clean(config.cache_dir, config.dry_run, stdout)
         if args.command == DATASIZE:
             from kvcache.datasize import run_datasize  # noqa: PLC0415
 
-            return run_datasize(values, models, stdout, stderr)
+            return run_datasize(config, models, stdout, stderr)
         from kvcache.benchmark import run_benchmark  # noqa: PLC0415 - numpy and friends only when running
 
-        return run_benchmark(values, models, stdout, stderr)
+        return run_benchmark(config, models, stdout, stderr)
     except UsageError as exc:
         stderr.write(f"kvcache {args.command}: error: {exc}\n")
         return 2

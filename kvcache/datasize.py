@@ -12,11 +12,11 @@ import math
 
 from kvcache.models import Registry
 from kvcache.storage_io import align_up
+from kvcache.units import GIB, MIB
 from kvcache.workload import TEMPLATES, largest_entry_tokens, mean_entry_tokens
 
-GIB = 1 << 30
 HEADROOM = 1.25
-ENGINE_OVERHEAD_BYTES = 256 << 20  # interpreter, numpy, threads, histograms
+ENGINE_OVERHEAD_BYTES = 256 * MIB  # interpreter, numpy, threads, histograms
 # `run --storage-capacity-gb 0` takes this share of the free space under --cache-dir (split among the
 # host's ranks); the free-space check asks for the same, so datasize and run agree.
 AUTO_STORAGE_SHARE = 0.8
@@ -28,18 +28,18 @@ def largest_entry_bytes(bytes_per_token: int, prefix_caching: bool = True) -> in
     return align_up(largest_entry_tokens(prefix_caching) * bytes_per_token)
 
 
-def compute(values: dict, models) -> dict:
-    model = Registry(models).get(values["model"])
+def compute(config, models) -> dict:
+    model = Registry(models).get(config.model)
     bpt = model.bytes_per_token
-    entries_per_user = 1 if values["disable_multi_turn"] else 2
+    entries_per_user = 1 if config.disable_multi_turn else 2
     per_user = math.ceil(mean_entry_tokens() * bpt * entries_per_user)
-    largest_entry = largest_entry_bytes(bpt, not values["disable_prefix_caching"])
-    prefix = 0 if values["disable_prefix_caching"] else sum(t.system_prompt_tokens for t in TEMPLATES) * bpt
-    ranks, users = values["ranks"], values["num_users"]
+    largest_entry = largest_entry_bytes(bpt, not config.disable_prefix_caching)
+    prefix = 0 if config.disable_prefix_caching else sum(t.system_prompt_tokens for t in TEMPLATES) * bpt
+    ranks, users = config.ranks, config.num_users
     per_rank = per_user * users + prefix
-    gpu, cpu = int(values["gpu_mem_gb"] * GIB), int(values["cpu_mem_gb"] * GIB)
+    gpu, cpu = int(config.gpu_mem_gb * GIB), int(config.cpu_mem_gb * GIB)
     storage_per_rank = math.ceil(max(per_rank - gpu - cpu, 0) * HEADROOM) + largest_entry
-    memory_per_rank = cpu + values["io_depth"] * (values["io_chunk_mib"] << 20) + ENGINE_OVERHEAD_BYTES
+    memory_per_rank = cpu + config.io_depth * config.io_chunk_mib * MIB + ENGINE_OVERHEAD_BYTES
     return {
         "model": model.name,
         "bytes_per_token": bpt,
@@ -84,25 +84,25 @@ def format_table(report: dict) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def run_datasize(values: dict, models, stdout, stderr) -> int:
-    report = compute(values, models)
+def run_datasize(config, models, stdout, stderr) -> int:
+    report = compute(config, models)
     problems = []
-    free = values["check_free_bytes"]
+    free = config.check_free_bytes
     if free is not None and report["storage_bytes_needed"] > free * AUTO_STORAGE_SHARE:
         problems.append(
             f"storage: needs {report['storage_bytes_needed']:,} bytes "
             f"({_gib(report['storage_bytes_needed'])}), but a run uses at most {AUTO_STORAGE_SHARE:.0%} of the "
             f"{free:,} bytes free (--check-free-bytes)"
         )
-    if values["check_mem_bytes"] is not None and report["host_memory_bytes_needed"] > values["check_mem_bytes"]:
+    if config.check_mem_bytes is not None and report["host_memory_bytes_needed"] > config.check_mem_bytes:
         problems.append(
             f"memory: needs {report['host_memory_bytes_needed']:,} bytes "
-            f"({_gib(report['host_memory_bytes_needed'])}), only {values['check_mem_bytes']:,} available "
+            f"({_gib(report['host_memory_bytes_needed'])}), only {config.check_mem_bytes:,} available "
             f"(--check-mem-bytes)"
         )
     report["fits"] = not problems
     report["problems"] = problems
-    stdout.write((json.dumps(report, indent=2) if values["json"] else format_table(report)) + "\n")
+    stdout.write((json.dumps(report, indent=2) if config.json else format_table(report)) + "\n")
     for problem in problems:
         stderr.write(f"kvcache datasize: will not fit: {problem}\n")
     return 1 if problems else 0

@@ -110,9 +110,9 @@ class Metrics:
             if tier == "storage" and op == "read":
                 self.interval_read.record_value(micros)
 
-    def count(self, name: str, amount: int = 1) -> None:
+    def count(self, name: str) -> None:
         with self.lock:
-            self.counters[name] += amount
+            self.counters[name] += 1
 
     def record_request(
         self,

@@ -99,9 +99,6 @@ class Registry:
                 )
             self._models[str(name)] = model_from_mapping(str(name), spec)
 
-    def names(self):
-        return list(self._models)
-
     def get(self, name: str) -> Model:
         try:
             return self._models[name]

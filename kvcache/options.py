@@ -248,7 +248,7 @@ class _ByName(Mapping):
 
     Everything here reads the module's OPTIONS when it is called, never a copy made at import, so a
     test may add an option with `monkeypatch.setattr(options, "OPTIONS", options.OPTIONS + (Option(...),))`
-    and the parser, config files, resolve() and describe all accept it.
+    and the parser, config files, run_config.resolve() and describe all accept it.
     """
 
     def __getitem__(self, name: str) -> Option:
@@ -402,25 +402,3 @@ ALLOWED_KEYS = "keys are the long options of `kvcache run`, `datasize` and `clea
 def _did_you_mean(name: str) -> str:
     close = difflib.get_close_matches(name, list(BY_NAME), n=1)
     return f" (did you mean {close[0]}?)" if close else ""
-
-
-def resolve(command: str, typed: argparse.Namespace):
-    """Defaults, then the config file, then typed flags. Returns (values dict, user models mapping)."""
-    typed_values = {k: v for k, v in vars(typed).items() if k in BY_NAME}
-    config_values: Dict[str, Any] = {}
-    models: Mapping = {}
-    config_path = getattr(typed, "config", None)
-    if config_path == "":
-        raise UsageError("--config", "must not be empty: give the path of a YAML file")
-    if config_path:
-        config_values, models = load_config(config_path, command)
-    values = {}
-    for opt in options_for(command):
-        if opt.name in typed_values:
-            values[opt.name] = check_value(opt, typed_values[opt.name], opt.flag)
-        elif opt.name in config_values:
-            values[opt.name] = config_values[opt.name]
-        else:
-            values[opt.name] = opt.default
-    values["config"] = config_path
-    return values, models

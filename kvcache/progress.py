@@ -2,7 +2,7 @@
 
 import sys
 
-GIB = float(1 << 30)
+from kvcache.units import GIB
 
 
 class Progress:

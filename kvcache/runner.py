@@ -11,6 +11,7 @@ from kvcache.models import Model
 from kvcache.progress import Progress
 from kvcache.storage_io import BufferPool, FileIO, Interrupted, PatternSource
 from kvcache.tiers import Mover, TierManager, build_tiers
+from kvcache.units import MIB
 from kvcache.workload import GENERATION_SECONDS_PER_TOKEN, QOS_CLASSES, Arrivals, Request, User
 
 CONTROL_TICK_S = 0.1
@@ -18,12 +19,17 @@ JOIN_TIMEOUT_S = 30.0
 QOS_TARGET_MS = {q.name: q.ttft_target_ms for q in QOS_CLASSES}
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """Each rank draws its own workload and data: rank N uses seed + N (the result lists every rank's)."""
+    return seed + rank
+
+
 class RankRun:
     """Everything one rank does between the start barrier and the end of its window."""
 
     def __init__(
         self,
-        values: dict,
+        config,
         model: Model,
         comm,
         rank_dir: str,
@@ -32,22 +38,22 @@ class RankRun:
         gpu_backend: str,
         progress: Optional[Progress] = None,
     ):
-        self.values = values
+        self.config = config
         self.model = model
         self.comm = comm
-        self.seed = values["seed"] + comm.rank
+        self.seed = rank_seed(config.seed, comm.rank)
         self.metrics = Metrics()
         self.stop = threading.Event()
-        self.pool = BufferPool(values["io_depth"], values["io_chunk_mib"] << 20, self.seed.to_bytes(8, "little"))
+        self.pool = BufferPool(config.io_depth, config.io_chunk_mib * MIB, self.seed.to_bytes(8, "little"))
         self.pattern = PatternSource(self.pool)
         mover = Mover(self.pool, self.stop)
         self.tiers = build_tiers(
-            values, self.metrics, mover, rank_dir, FileIO(io_engine), storage_capacity, gpu_backend
+            config, self.metrics, mover, rank_dir, FileIO(io_engine), storage_capacity, gpu_backend
         )
-        self.manager = TierManager(self.tiers, self.metrics, self.stop, promote=values["promote"])
+        self.manager = TierManager(self.tiers, self.metrics, self.stop, promote=config.promote)
         self.progress = progress
-        self.per_token_s = GENERATION_SECONDS_PER_TOKEN[values["generation_mode"]]
-        self.think = values["performance_profile"] == "latency"
+        self.per_token_s = GENERATION_SECONDS_PER_TOKEN[config.generation_mode]
+        self.think = config.performance_profile == "latency"
         self._admitted = 0
         self._admit_lock = threading.Lock()
         self._failure: Optional[str] = None
@@ -60,7 +66,7 @@ class RankRun:
 
     # -- workers ---------------------------------------------------------------------------
     def _admit(self) -> bool:
-        limit = self.values["max_requests"]
+        limit = self.config.max_requests
         with self._admit_lock:
             if self.stop.is_set() or (limit and self._admitted >= limit):
                 return False
@@ -112,9 +118,7 @@ class RankRun:
         )
 
     def _closed_loop_user(self, user_id: int, slots: Optional[threading.Semaphore]):
-        user = User(
-            self.seed, user_id, not self.values["disable_multi_turn"], not self.values["disable_prefix_caching"]
-        )
+        user = User(self.seed, user_id, not self.config.disable_multi_turn, not self.config.disable_prefix_caching)
 
         def body():
             for request in user.requests():
@@ -138,8 +142,8 @@ class RankRun:
 
     def _open_loop(self, backlog: "queue.Queue", dispatch_done: threading.Event):
         users = [
-            User(self.seed, u, not self.values["disable_multi_turn"], not self.values["disable_prefix_caching"])
-            for u in range(self.values["num_users"])
+            User(self.seed, u, not self.config.disable_multi_turn, not self.config.disable_prefix_caching)
+            for u in range(self.config.num_users)
         ]
         streams = [u.requests() for u in users]
         # A user has one request in flight, as a real one would: a turn that arrives while the previous
@@ -147,7 +151,7 @@ class RankRun:
         users_lock = threading.Lock()
         busy = [False] * len(users)
         waiting = [collections.deque() for _user in users]
-        arrivals = Arrivals(self.seed, self.values["request_rate"], len(users))
+        arrivals = Arrivals(self.seed, self.config.request_rate, len(users))
 
         def dispatcher():
             try:
@@ -185,17 +189,17 @@ class RankRun:
         return dispatcher, worker
 
     def _start_workers(self) -> List[threading.Thread]:
-        values = self.values
+        config = self.config
         bodies = []
-        if values["request_rate"] > 0:
+        if config.request_rate > 0:
             dispatch_done = threading.Event()
             dispatcher, worker = self._open_loop(queue.Queue(), dispatch_done)
             bodies.append(dispatcher)
-            bodies += [worker] * (values["max_concurrent_requests"] or values["num_users"])
+            bodies += [worker] * (config.max_concurrent_requests or config.num_users)
         else:
-            limit = values["max_concurrent_requests"]
-            slots = threading.Semaphore(limit) if 0 < limit < values["num_users"] else None
-            bodies = [self._closed_loop_user(u, slots) for u in range(values["num_users"])]
+            limit = config.max_concurrent_requests
+            slots = threading.Semaphore(limit) if 0 < limit < config.num_users else None
+            bodies = [self._closed_loop_user(u, slots) for u in range(config.num_users)]
         threads = []
         for index, body in enumerate(bodies):
             thread = threading.Thread(target=self._guarded(body), name=f"kvcache-w{index}", daemon=True)
@@ -216,8 +220,8 @@ class RankRun:
     def measure(self, sync: float) -> None:
         """Runs the window [sync, sync + duration]; `sync` is perf_counter() when this rank left the start
         barrier, the moment every rank shares. Never raises for worker errors."""
-        duration = self.values["duration"]
-        interval = self.values["stats_interval"]
+        duration = self.config.duration
+        interval = self.config.stats_interval
         origin = sync
         self.window_start = time.time() - (time.perf_counter() - sync)
         deadline = origin + duration
@@ -266,7 +270,7 @@ class RankRun:
         }
         self.timeseries.append(point)
         if self.progress:
-            self.progress.update(elapsed, self.values["duration"], point)
+            self.progress.update(elapsed, self.config.duration, point)
         return totals, requests
 
     @property

@@ -85,6 +85,34 @@ class PatternSource:
         pass
 
 
+class SimulatedDeviceSource(PatternSource):
+    """Data leaving the simulated GPU: pattern data, counted as GPU reads as a real device copy is."""
+
+    def __init__(self, pool: BufferPool, on_read):
+        super().__init__(pool)
+        self.on_read = on_read
+
+    def chunk(self, offset: int, nbytes: int, buf: mmap.mmap) -> memoryview:
+        view = super().chunk(offset, nbytes, buf)
+        self.on_read(nbytes)
+        return view
+
+
+class DeviceSource:
+    """Data in a device array: each chunk is copied to the pool buffer by `to_host(array, offset, nbytes, buf)`."""
+
+    def __init__(self, to_host, array, on_read):
+        self.to_host, self.array, self.on_read = to_host, array, on_read
+
+    def chunk(self, offset: int, nbytes: int, buf: mmap.mmap) -> memoryview:
+        self.to_host(self.array, offset, nbytes, buf)
+        self.on_read(nbytes)
+        return memoryview(buf)[:nbytes]
+
+    def close(self) -> None:
+        pass
+
+
 class MemorySource:
     """Data held in host memory (a CPU-tier entry): slices of it, no copy."""
 

@@ -2,7 +2,7 @@
 
 from typing import List
 
-GIB = float(1 << 30)
+from kvcache.units import GIB
 
 
 def _ms(value) -> str:

@@ -23,16 +23,18 @@ from kvcache.errors import UsageError
 from kvcache.metrics import Metrics
 from kvcache.storage_io import (
     BufferPool,
+    DeviceSource,
     FileIO,
     FileSource,
     Interrupted,
     MemorySource,
     PatternSource,
+    SimulatedDeviceSource,
     align_up,
 )
+from kvcache.units import GIB
 from kvcache.workload import KEY_PATTERN
 
-GIB = 1 << 30
 ENTRY_SUFFIX = ".kv"
 # The storage tier's file names, <key>.<generation>.kv: `kvcache clean` removes only files named so.
 ENTRY_FILE = re.compile(KEY_PATTERN + r"\.[0-9]+" + re.escape(ENTRY_SUFFIX))
@@ -63,6 +65,12 @@ class Mover:
 class Tier(abc.ABC):
     name = ""
     simulated = False
+    # An LRU victim that no lower tier can take leaves this tier as an eviction (counted as such), not as a
+    # dropped entry: the storage tier is where entries end, the others only pass them down.
+    evicts = False
+    # release() makes a handle useless at once (a path is unlinked), so a reader opens its source while the
+    # manager's lock keeps the entry where it is; memory tiers' readers hold their own reference.
+    release_invalidates_handle = False
 
     def __init__(self, capacity_bytes: int, metrics: Metrics, mover: Mover):
         self.capacity = capacity_bytes
@@ -115,66 +123,35 @@ class SimulatedGpuTier(Tier):
         return SimulatedDeviceSource(self.mover.pool, self.counted("read"))
 
 
-class SimulatedDeviceSource(PatternSource):
-    """A demotion out of the simulated GPU: pattern data, counted as GPU reads as a real device copy is."""
-
-    def __init__(self, pool: BufferPool, on_read):
-        super().__init__(pool)
-        self.on_read = on_read
-
-    def chunk(self, offset, nbytes, buf):
-        view = super().chunk(offset, nbytes, buf)
-        self.on_read(nbytes)
-        return view
-
-
-class DeviceSource:
-    def __init__(self, tier: "CudaTier", array, on_read):
-        self.tier, self.array, self.on_read = tier, array, on_read
-
-    def chunk(self, offset, nbytes, buf):
-        self.tier.to_host(self.array, offset, nbytes, buf)
-        self.on_read(nbytes)
-        return memoryview(buf)[:nbytes]
-
-    def close(self):
-        pass
-
-
 class CudaTier(Tier):
-    """Real GPU memory through torch or cupy: entries are device arrays, copies go over PCIe/NVLink."""
+    """Real GPU memory: entries are device arrays, copies go over PCIe/NVLink. A subclass per library."""
 
     name = "gpu"
+    library = ""
 
-    def __init__(self, capacity_bytes, metrics, mover, library: str):
-        super().__init__(capacity_bytes, metrics, mover)
-        self.library = library
-        if library == "torch":
-            import torch  # noqa: PLC0415 - optional dependency, only with --gpu-backend torch
+    @staticmethod
+    @abc.abstractmethod
+    def device_available() -> bool:
+        """Whether the library can reach a CUDA device here (it may raise when the library is missing)."""
 
-            self._torch = torch
-        else:
-            import cupy  # noqa: PLC0415 - optional dependency, only with --gpu-backend cupy
+    @abc.abstractmethod
+    def _empty(self, size: int):
+        """A device array of `size` bytes."""
 
-            self._cupy = cupy
+    @abc.abstractmethod
+    def _upload(self, array, offset: int, host: np.ndarray) -> None:
+        """Copy host bytes into array[offset:]."""
 
-    def _empty(self, size):
-        if self.library == "torch":
-            return self._torch.empty(size, dtype=self._torch.uint8, device="cuda")
-        return self._cupy.empty(size, dtype=self._cupy.uint8)
+    @abc.abstractmethod
+    def _download(self, array, offset: int, host: np.ndarray) -> None:
+        """Copy array[offset:offset + len(host)] into host."""
 
-    def _sync(self):
-        if self.library == "torch":
-            self._torch.cuda.synchronize()
-        else:
-            self._cupy.cuda.Device().synchronize()
+    @abc.abstractmethod
+    def _sync(self) -> None:
+        """Wait for the device: a copy is timed until its bytes have arrived."""
 
     def to_host(self, array, offset, nbytes, buf):
-        host = np.frombuffer(buf, dtype=np.uint8, count=nbytes)
-        if self.library == "torch":
-            self._torch.from_numpy(host).copy_(array[offset : offset + nbytes])
-        else:
-            array[offset : offset + nbytes].get(out=host)
+        self._download(array, offset, np.frombuffer(buf, dtype=np.uint8, count=nbytes))
         self._sync()
 
     def store(self, key, size, source):
@@ -182,10 +159,7 @@ class CudaTier(Tier):
 
         def sink(offset, data):
             host = np.frombuffer(data, dtype=np.uint8)
-            if self.library == "torch":
-                array[offset : offset + len(host)].copy_(self._torch.from_numpy(host))
-            else:
-                array[offset : offset + len(host)].set(host)
+            self._upload(array, offset, host)
             self._sync()
             self.metrics.add_bytes("gpu", "write", len(host))
 
@@ -193,10 +167,69 @@ class CudaTier(Tier):
         return array
 
     def open_source(self, handle):
-        return DeviceSource(self, handle, self.counted("read"))
+        return DeviceSource(self.to_host, handle, self.counted("read"))
 
     def describe(self):
         return {"capacity_bytes": self.capacity, "simulated": False, "library": self.library}
+
+
+class TorchTier(CudaTier):
+    library = "torch"
+
+    def __init__(self, capacity_bytes, metrics, mover):
+        super().__init__(capacity_bytes, metrics, mover)
+        import torch  # noqa: PLC0415 - optional dependency, only with a CUDA device
+
+        self._torch = torch
+
+    @staticmethod
+    def device_available():
+        import torch  # noqa: PLC0415 - optional
+
+        return bool(torch.cuda.is_available())
+
+    def _empty(self, size):
+        return self._torch.empty(size, dtype=self._torch.uint8, device="cuda")
+
+    def _upload(self, array, offset, host):
+        array[offset : offset + len(host)].copy_(self._torch.from_numpy(host))
+
+    def _download(self, array, offset, host):
+        self._torch.from_numpy(host).copy_(array[offset : offset + len(host)])
+
+    def _sync(self):
+        self._torch.cuda.synchronize()
+
+
+class CupyTier(CudaTier):
+    library = "cupy"
+
+    def __init__(self, capacity_bytes, metrics, mover):
+        super().__init__(capacity_bytes, metrics, mover)
+        import cupy  # noqa: PLC0415 - optional dependency, only with a CUDA device
+
+        self._cupy = cupy
+
+    @staticmethod
+    def device_available():
+        import cupy  # noqa: PLC0415 - optional
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+
+    def _empty(self, size):
+        return self._cupy.empty(size, dtype=self._cupy.uint8)
+
+    def _upload(self, array, offset, host):
+        array[offset : offset + len(host)].set(host)
+
+    def _download(self, array, offset, host):
+        array[offset : offset + len(host)].get(out=host)
+
+    def _sync(self):
+        self._cupy.cuda.Device().synchronize()
+
+
+GPU_TIERS = {tier.library: tier for tier in (TorchTier, CupyTier)}  # auto tries them in this order
 
 
 class CpuTier(Tier):
@@ -241,6 +274,8 @@ class StorageTier(Tier):
     """Files under the rank's directory on the storage under test."""
 
     name = "storage"
+    evicts = True
+    release_invalidates_handle = True
 
     def __init__(self, capacity_bytes, metrics, mover, directory: str, fileio: FileIO):
         super().__init__(capacity_bytes, metrics, mover)
@@ -382,7 +417,7 @@ class TierManager:
                 tier.used -= victim.size
                 handle = victim.handle
             tier.release(handle)
-            self.metrics.count("evictions.storage" if tier.name == "storage" else "dropped_entries")
+            self.metrics.count(f"evictions.{tier.name}" if tier.evicts else "dropped_entries")
             return
         self._move(victim, index, target, f"demotions.{tier.name}")
 
@@ -408,8 +443,8 @@ class TierManager:
                 found = (entry.tier, entry.handle)
                 if key in tier.lru:
                     tier.lru.move_to_end(key)
-                # Storage: open the file under the lock, so an eviction cannot unlink it first.
-                source = tier.open_source(entry.handle) if tier.name == "storage" else None
+                # A file is opened under the lock, so that an eviction cannot unlink it first.
+                source = tier.open_source(entry.handle) if tier.release_invalidates_handle else None
         if found is None:
             if count_lookup:
                 self.metrics.count("lookups")
@@ -479,8 +514,8 @@ def choose_gpu_backend(requested: str) -> str:
     """simulated, torch or cupy. auto picks real CUDA memory when a library can reach a device."""
     if requested == "simulated":
         return "simulated"
-    for library in ("torch", "cupy") if requested == "auto" else (requested,):
-        if _cuda_available(library):
+    for library in GPU_TIERS if requested == "auto" else (requested,):
+        if _device_available(GPU_TIERS[library]):
             return library
         if requested != "auto":
             raise UsageError(
@@ -489,21 +524,15 @@ def choose_gpu_backend(requested: str) -> str:
     return "simulated"
 
 
-def _cuda_available(library: str) -> bool:
+def _device_available(tier) -> bool:
     try:
-        if library == "torch":
-            import torch  # noqa: PLC0415 - optional
-
-            return bool(torch.cuda.is_available())
-        import cupy  # noqa: PLC0415 - optional
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
+        return tier.device_available()
     except Exception:  # noqa: BLE001 - any import or driver failure means no usable device
         return False
 
 
 def build_tiers(
-    values: dict,
+    config,
     metrics: Metrics,
     mover: Mover,
     storage_dir: str,
@@ -511,10 +540,8 @@ def build_tiers(
     storage_capacity: int,
     gpu_backend: str,
 ) -> List[Tier]:
-    gpu_bytes = int(values["gpu_mem_gb"] * GIB)
-    cpu_bytes = int(values["cpu_mem_gb"] * GIB)
-    if gpu_backend == "simulated":
-        gpu = SimulatedGpuTier(gpu_bytes, metrics, mover)
-    else:
-        gpu = CudaTier(gpu_bytes, metrics, mover, gpu_backend)
+    gpu_bytes = int(config.gpu_mem_gb * GIB)
+    cpu_bytes = int(config.cpu_mem_gb * GIB)
+    gpu_tier = SimulatedGpuTier if gpu_backend == "simulated" else GPU_TIERS[gpu_backend]
+    gpu = gpu_tier(gpu_bytes, metrics, mover)
     return [gpu, CpuTier(cpu_bytes, metrics, mover), StorageTier(storage_capacity, metrics, mover, storage_dir, fileio)]

@@ -7,7 +7,10 @@ import math
 import pytest
 
 from kvcache.cli import main
-from kvcache.datasize import AUTO_STORAGE_SHARE, GIB, HEADROOM, compute, largest_entry_bytes
+from kvcache.datasize import AUTO_STORAGE_SHARE, HEADROOM, compute, largest_entry_bytes
+from kvcache.options import DATASIZE
+from kvcache.run_config import make_config
+from kvcache.units import GIB
 from kvcache.workload import TEMPLATES, mean_entry_tokens
 
 
@@ -18,19 +21,8 @@ def datasize(*argv):
 
 
 def values(**overrides):
-    base = {
-        "model": "llama3.1-8b",
-        "num_users": 100,
-        "ranks": 1,
-        "gpu_mem_gb": 0.0,
-        "cpu_mem_gb": 0.0,
-        "disable_multi_turn": False,
-        "disable_prefix_caching": False,
-        "io_depth": 8,
-        "io_chunk_mib": 16,
-    }
-    base.update(overrides)
-    return base
+    """datasize's config: the option table's defaults, no GPU or CPU tier unless given."""
+    return make_config(DATASIZE, **{"gpu_mem_gb": 0.0, "cpu_mem_gb": 0.0, **overrides})
 
 
 def test_llama31_8b_100_users():

@@ -7,7 +7,8 @@ import pytest
 
 from kvcache.cli import build_parser
 from kvcache.errors import SHOWN_CHARS, UsageError, shown
-from kvcache.options import BY_NAME, DATASIZE, OPTIONS, RUN, check_value, load_config, options_for, resolve
+from kvcache.options import BY_NAME, DATASIZE, OPTIONS, RUN, check_value, load_config, options_for
+from kvcache.run_config import resolve
 
 
 def parse(*argv):
@@ -23,42 +24,43 @@ def write_config(tmp_path, text, name="config.yaml"):
 def test_defaults_when_nothing_is_given():
     values, models = resolve(RUN, parse("run"))
     for opt in options_for(RUN):
-        assert values[opt.name] == opt.default, opt.name
+        assert getattr(values, opt.name) == opt.default, opt.name
     assert models == {}
-    assert values["config"] is None
-    assert values["model"] == "llama3.1-8b" and values["num_users"] == 100 and values["io_engine"] == "direct"
+    assert values.config is None
+    assert values.model == "llama3.1-8b" and values.num_users == 100 and values.io_engine == "direct"
 
 
 def test_resolve_only_returns_the_commands_options():
-    run_values = resolve(RUN, parse("run"))[0]
-    size_values = resolve(DATASIZE, parse("datasize"))[0]
+    run_values = resolve(RUN, parse("run"))[0].as_dict()
+    size_values = resolve(DATASIZE, parse("datasize"))[0].as_dict()
     assert "ranks" not in run_values and "duration" in run_values
     assert "ranks" in size_values and "duration" not in size_values and "cache_dir" not in size_values
+    assert list(run_values) == [o.name for o in options_for(RUN)] + ["config"]  # the result's config block
 
 
 def test_config_overrides_defaults_and_typed_flags_override_config(tmp_path):
     path = write_config(tmp_path, "num_users: 7\nduration: 3\nseed: 9\nio-engine: buffered\nkeep_cache: true\n")
     values = resolve(RUN, parse("run", "--config", path, "--num-users", "11"))[0]
-    assert values["num_users"] == 11  # typed wins
-    assert values["duration"] == 3.0 and isinstance(values["duration"], float)  # config int accepted for float
-    assert values["seed"] == 9
-    assert values["io_engine"] == "buffered"  # dashes accepted in config keys
-    assert values["keep_cache"] is True
-    assert values["model"] == "llama3.1-8b"  # untouched default
-    assert values["config"] == path
+    assert values.num_users == 11  # typed wins
+    assert values.duration == 3.0 and isinstance(values.duration, float)  # config int accepted for float
+    assert values.seed == 9
+    assert values.io_engine == "buffered"  # dashes accepted in config keys
+    assert values.keep_cache is True
+    assert values.model == "llama3.1-8b"  # untouched default
+    assert values.config == path
 
 
 def test_typed_flag_equal_to_default_still_overrides_config(tmp_path):
     path = write_config(tmp_path, "num_users: 7\n")
     values = resolve(RUN, parse("run", "--config", path, "--num-users", "100"))[0]
-    assert values["num_users"] == 100
+    assert values.num_users == 100
 
 
 def test_bool_flags():
     values = resolve(RUN, parse("run", "--keep-cache", "--promote", "--disable-multi-turn", "--quiet"))[0]
-    assert values["keep_cache"] is True and values["promote"] is True
-    assert values["disable_multi_turn"] is True and values["quiet"] is True
-    assert values["disable_prefix_caching"] is False
+    assert values.keep_cache is True and values.promote is True
+    assert values.disable_multi_turn is True and values.quiet is True
+    assert values.disable_prefix_caching is False
     with pytest.raises(SystemExit):
         parse("run", "--keep-cache", "yes")  # a bare flag takes no value
 
@@ -66,13 +68,13 @@ def test_bool_flags():
 def test_config_models_mapping_is_returned(tmp_path):
     path = write_config(tmp_path, "model: mine\nmodels:\n  mine: {layers: 2, kv_heads: 2, head_dim: 64}\n")
     values, models = resolve(DATASIZE, parse("datasize", "--config", path))
-    assert values["model"] == "mine"
+    assert values.model == "mine"
     assert models == {"mine": {"layers": 2, "kv_heads": 2, "head_dim": 64}}
 
 
 def test_empty_config_file_is_allowed(tmp_path):
     values, models = resolve(RUN, parse("run", "--config", write_config(tmp_path, "")))
-    assert values["num_users"] == 100 and models == {}
+    assert values.num_users == 100 and models == {}
 
 
 def test_unknown_config_key_names_key_and_allowed(tmp_path):
@@ -93,11 +95,11 @@ def test_one_config_file_serves_run_and_datasize(tmp_path):
     run_values = resolve(RUN, parse("run", "--config", path))[0]
     size_values = resolve(DATASIZE, parse("datasize", "--config", path))[0]
     # Each command takes its own keys and the shared ones, and ignores the other's.
-    assert run_values["duration"] == 5.0 and run_values["cache_dir"] == "/mnt/x" and run_values["output"] == "r.json"
-    assert run_values["io_engine"] == "buffered" and "ranks" not in run_values and "json" not in run_values
-    assert size_values["ranks"] == 4 and size_values["json"] is True and size_values["check_free_bytes"] == 1000
-    assert "duration" not in size_values and "cache_dir" not in size_values and "output" not in size_values
-    assert run_values["num_users"] == size_values["num_users"] == 3
+    assert run_values.duration == 5.0 and run_values.cache_dir == "/mnt/x" and run_values.output == "r.json"
+    assert run_values.io_engine == "buffered" and not hasattr(run_values, "ranks") and not hasattr(run_values, "json")
+    assert size_values.ranks == 4 and size_values.json is True and size_values.check_free_bytes == 1000
+    assert not any(hasattr(size_values, name) for name in ("duration", "cache_dir", "output"))
+    assert run_values.num_users == size_values.num_users == 3
 
 
 def test_a_key_of_the_other_command_is_still_checked(tmp_path):
@@ -214,7 +216,7 @@ def test_every_default_passes_its_own_validation():
 
 def test_resolve_ignores_foreign_namespace_attributes():
     values = resolve(RUN, argparse.Namespace(command="run", config=None, results=["x"]))[0]
-    assert "results" not in values and "command" not in values
+    assert not hasattr(values, "results") and not hasattr(values, "command")
 
 
 def test_every_number_has_both_bounds():
@@ -225,8 +227,8 @@ def test_every_number_has_both_bounds():
 
 
 def test_request_rate_is_zero_or_a_real_rate():
-    assert resolve(RUN, parse("run", "--request-rate", "0"))[0]["request_rate"] == 0
-    assert resolve(RUN, parse("run", "--request-rate", "0.001"))[0]["request_rate"] == 0.001
+    assert resolve(RUN, parse("run", "--request-rate", "0"))[0].request_rate == 0
+    assert resolve(RUN, parse("run", "--request-rate", "0.001"))[0].request_rate == 0.001
     with pytest.raises(UsageError, match="must be 0 or >= 0.001, got 0.0001"):
         resolve(RUN, parse("run", "--request-rate", "0.0001"))
 
@@ -238,7 +240,7 @@ def test_anchors_and_merge_keys_within_the_limits_are_fine(tmp_path):
         "  deeper:\n    <<: *geometry\n    layers: 4\nmodel: deeper\n",
     )
     values, models = resolve(DATASIZE, parse("datasize", "--config", path))
-    assert values["model"] == "deeper"
+    assert values.model == "deeper"
     assert models["deeper"] == {"layers": 4, "kv_heads": 2, "head_dim": 64}  # the override is not a duplicate
 
 

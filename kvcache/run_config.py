@@ -1,0 +1,64 @@
+"""The options of one command, resolved once into a frozen object with one typed attribute per option.
+
+The class is made from the option table (kvcache.options.OPTIONS) when it is first needed, so an option
+added to the table is an attribute here with no other change: `config.num_users`, `config.io_engine`.
+"""
+
+import argparse
+import dataclasses
+import functools
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from kvcache import options
+from kvcache.errors import UsageError
+from kvcache.options import Option, check_value, load_config, options_for
+
+
+def _as_dict(self) -> Dict[str, Any]:
+    """The values by option name, in the table's order, `config` last (the result's `config` block)."""
+    return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+
+@functools.cache
+def _config_class(command: str, table: Tuple[Option, ...]) -> type:
+    fields = [(o.name, o.kind if o.default is not None else Optional[o.kind]) for o in table if command in o.commands]
+    fields.append(("config", Optional[str]))  # the --config file the values came from, or None
+    return dataclasses.make_dataclass(
+        f"{command.capitalize()}Config", fields, frozen=True, namespace={"as_dict": _as_dict}
+    )
+
+
+def config_class(command: str) -> type:
+    """The frozen dataclass of `command`'s options, made from the table as it is now (cached per table)."""
+    return _config_class(command, options.OPTIONS)
+
+
+def make_config(command: str, **values: Any):
+    """A config with the table's defaults and these values, each checked as a typed flag would be."""
+    chosen: Dict[str, Any] = {"config": values.pop("config", None)}
+    for opt in options_for(command):
+        chosen[opt.name] = check_value(opt, values.pop(opt.name), opt.flag) if opt.name in values else opt.default
+    if values:
+        raise TypeError(f"not options of {command}: {', '.join(sorted(values))}")
+    return config_class(command)(**chosen)
+
+
+def resolve(command: str, typed: argparse.Namespace) -> Tuple[Any, Mapping]:
+    """Defaults, then the config file, then typed flags. Returns (the command's config, user models mapping)."""
+    typed_values = {k: v for k, v in vars(typed).items() if k in options.BY_NAME}
+    config_values: Dict[str, Any] = {}
+    models: Mapping = {}
+    config_path = getattr(typed, "config", None)
+    if config_path == "":
+        raise UsageError("--config", "must not be empty: give the path of a YAML file")
+    if config_path:
+        config_values, models = load_config(config_path, command)
+    values: Dict[str, Any] = {"config": config_path}
+    for opt in options_for(command):
+        if opt.name in typed_values:
+            values[opt.name] = check_value(opt, typed_values[opt.name], opt.flag)
+        elif opt.name in config_values:
+            values[opt.name] = config_values[opt.name]
+        else:
+            values[opt.name] = opt.default
+    return config_class(command)(**values), models
