@@ -219,9 +219,16 @@ mpi:
       type: str
       sample: /usr/bin/mpirun
     flavor:
-      description: V(openmpi), V(mpich), V(intelmpi), or null when unknown.
+      description:
+        - The launcher family, as O(storagebench.kvcache.kvcache_command#module:mpi_flavor) takes it, or null when
+          unknown.
+        - V(openmpi), or V(mpich) for every Hydra launcher (MPICH, Intel MPI, MVAPICH).
       type: str
       sample: openmpi
+    implementation:
+      description: The MPI itself, C(Open MPI), C(MPICH), C(Intel MPI) or C(MVAPICH); null when unknown.
+      type: str
+      sample: Open MPI
     version:
       description: The version it reports.
       type: str
@@ -315,31 +322,22 @@ from ansible_collections.storagebench.kvcache.plugins.module_utils.cluster_info 
     NVIDIA_SMI_QUERY,
     PYTHON_PROBE,
     VM_DIRTY_SETTINGS,
-    block_device_candidates,
-    find_mount,
-    nearest_existing,
     parse_cpu_list,
     parse_cpuinfo,
-    parse_meminfo,
-    parse_mpi_version,
     parse_nvidia_smi,
     parse_os_release,
     parse_python_probe,
-    parse_rotational,
     parse_sysctl_value,
 )
+from ansible_collections.storagebench.kvcache.plugins.module_utils.host_probe import (  # noqa: E402
+    filesystem_of,
+    memory,
+    parse_mpi_version,
+    read_text,
+)
+from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import DEFAULT_PYTHON  # noqa: E402
 
 SUBSETS = ("cpu", "numa", "memory", "cache_dir", "gpus", "mpi", "python", "system")
-DEFAULT_PYTHON = "/opt/storagebench-kvcache/venv/bin/python"
-
-
-def read_text(path):
-    """A file's text, or None when it cannot be read."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return None
 
 
 def run(module, argv):
@@ -375,44 +373,6 @@ def numa_info():
     return {"nodes": len(ids) or 1, "node_ids": ids or [0]}
 
 
-def rotational_of(path, device):
-    """queue/rotational of the block device holding `path`: via /sys/dev/block/MAJOR:MINOR, else the device name."""
-    try:
-        st_dev = os.stat(path).st_dev
-        sys_dir = os.path.realpath(f"/sys/dev/block/{os.major(st_dev)}:{os.minor(st_dev)}")
-    except OSError:
-        sys_dir = None
-    if sys_dir and os.path.isdir(sys_dir):
-        for directory in (sys_dir, os.path.dirname(sys_dir)):  # a partition's queue is its disk's
-            value = parse_rotational(read_text(os.path.join(directory, "queue", "rotational")))
-            if value is not None:
-                return value
-    if device and device.startswith("/dev/"):
-        name = os.path.basename(os.path.realpath(device))
-        for candidate in block_device_candidates(name):
-            value = parse_rotational(read_text(f"/sys/class/block/{candidate}/queue/rotational"))
-            if value is not None:
-                return value
-    return None
-
-
-def cache_dir_info(path):
-    absolute = os.path.abspath(path)
-    exists = os.path.isdir(absolute)
-    probed = os.path.realpath(absolute) if exists else nearest_existing(absolute, os.path.isdir)
-    probed = os.path.realpath(probed)
-    info = {"path": path, "exists": exists, "probed_path": probed}
-    info.update(find_mount(read_text("/proc/self/mountinfo"), probed))
-    info["rotational"] = rotational_of(probed, info["device"])
-    try:
-        stats = os.statvfs(probed)
-        info["free_bytes"] = stats.f_bavail * stats.f_frsize
-        info["total_bytes"] = stats.f_blocks * stats.f_frsize
-    except OSError:
-        info["free_bytes"] = info["total_bytes"] = None
-    return info
-
-
 def gpu_info(module, nvidia_smi):
     program = find_program(module, nvidia_smi)
     info = {"count": 0, "devices": [], "nvidia_smi": program}
@@ -429,11 +389,13 @@ def gpu_info(module, nvidia_smi):
 
 def mpi_info(module, mpi_bin):
     program = find_program(module, mpi_bin)
-    info = {"mpirun": program, "flavor": None, "version": None}
+    info = {"mpirun": program, "flavor": None, "implementation": None, "version": None}
     if program is None:
         return info
     _rc, out, err = run(module, [program, "--version"])
-    info["flavor"], info["version"] = parse_mpi_version(f"{out}\n{err}")
+    found = parse_mpi_version(f"{out}\n{err}")
+    for key in ("flavor", "implementation", "version"):
+        info[key] = found[key]
     return info
 
 
@@ -487,9 +449,9 @@ def main():
     if "numa" in wanted:
         result["numa"] = numa_info()
     if "memory" in wanted:
-        result["memory"] = parse_meminfo(read_text("/proc/meminfo"))
+        result["memory"] = memory()
     if "cache_dir" in wanted and params["cache_dir"]:
-        result["cache_dir"] = cache_dir_info(params["cache_dir"])
+        result["cache_dir"] = filesystem_of(params["cache_dir"])
     if "gpus" in wanted:
         result["gpus"] = gpu_info(module, params["nvidia_smi"])
     if "mpi" in wanted:

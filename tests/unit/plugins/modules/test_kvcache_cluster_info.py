@@ -58,7 +58,8 @@ def test_everything_about_this_host(tools, tmp_path):
     assert cache["exists"] is True and cache["probed_path"] == str(tmp_path.resolve())
     assert cache["fstype"] and cache["mount_point"] and 0 < cache["free_bytes"] <= cache["total_bytes"]
     assert cache["rotational"] in (True, False, None)
-    assert result["mpi"] == {"mpirun": "/usr/bin/mpirun", "flavor": "openmpi", "version": "4.1.4"}
+    assert result["mpi"] == {"mpirun": "/usr/bin/mpirun", "flavor": "openmpi", "implementation": "Open MPI",
+                             "version": "4.1.4"}  # fmt: skip
     expected = {key: PROBE[key] for key in ("version", "mpi4py", "numpy", "hdrhistogram", "engine")}
     expected.update(executable="/opt/storagebench-kvcache/venv/bin/python", exists=True)
     assert result["python"] == expected
@@ -105,7 +106,14 @@ def test_python_without_json_output(tools):
 def test_missing_mpirun(tools):
     tools["paths"]["mpirun"] = None
     result = run_module({"gather_subset": ["mpi"]})
-    assert result["mpi"] == {"mpirun": None, "flavor": None, "version": None}
+    assert result["mpi"] == {"mpirun": None, "flavor": None, "implementation": None, "version": None}
+
+
+def test_intel_mpi_is_the_hydra_flavor_kvcache_command_takes(tools):
+    tools["mpirun"] = (0, "Intel(R) MPI Library for Linux* OS, Version 2021.10 Build 20230619\n", "")
+    result = run_module({"gather_subset": ["mpi"]})
+    assert result["mpi"] == {"mpirun": "/usr/bin/mpirun", "flavor": "mpich", "implementation": "Intel MPI",
+                             "version": "2021.10"}  # fmt: skip
 
 
 def test_cache_dir_not_created_yet_describes_its_parent(tools, tmp_path):

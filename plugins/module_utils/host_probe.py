@@ -1,0 +1,1 @@
+../../kvcache/host_probe.py
