@@ -32,6 +32,17 @@ def quote(value, limit=QUOTE_CHARS):
     return repr(text[:limit]) + "..."
 
 
+def shown(value, limit=QUOTE_CHARS):
+    """A value for a message: a number as it prints (as the engine's own messages show it), anything else quoted."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            text = str(value)
+        except ValueError:  # an integer with more digits than Python prints
+            return "a number too long to print"
+        return text if len(text) <= limit else text[:limit] + "..."
+    return quote(value, limit)
+
+
 def check_no_nul(params):
     """Raise OptionError naming the first option whose value holds a NUL byte (no program argument can carry one)."""
     for option, value in params.items():

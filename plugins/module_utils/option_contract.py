@@ -12,7 +12,7 @@ import difflib
 import json
 import math
 
-from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError, quote
+from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError, quote, shown
 
 # Every command accepts a config file besides the options of the table.
 CONFIG = "config"
@@ -90,11 +90,11 @@ def _range_problem(entry, value):
     if minimum is not None:
         exclusive = bool(entry.get("exclusive_minimum"))
         if value < minimum or (exclusive and value == minimum):
-            return f"must be {'>' if exclusive else '>='} {_bound(minimum)}, got {quote(value)}"
+            return f"must be {'>' if exclusive else '>='} {_bound(minimum)}, got {shown(value)}"
     if nonzero is not None and value != 0 and value < nonzero:
-        return f"must be 0 or >= {_bound(nonzero)}, got {quote(value)}"
+        return f"must be 0 or >= {_bound(nonzero)}, got {shown(value)}"
     if maximum is not None and value > maximum:
-        return f"must be <= {_bound(maximum)}, got {quote(value)}"
+        return f"must be <= {_bound(maximum)}, got {shown(value)}"
     return None
 
 
@@ -106,7 +106,7 @@ def check_value(entry, value, where):
         return None
     if kind == "bool":
         if not isinstance(value, bool):
-            raise OptionError(where, f"must be true or false, got {quote(value)}")
+            raise OptionError(where, f"must be true or false, got {shown(value)}")
         return value
     if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
         # float() of a huge int overflows: check the bounds on the int (Python compares int and float exactly).
@@ -116,16 +116,16 @@ def check_value(entry, value, where):
         value = float(value)
     python_type = {"int": int, "float": float, "str": str}[kind]
     if isinstance(value, bool) or not isinstance(value, python_type):
-        raise OptionError(where, f"must be {_WHAT[kind]}, got {quote(value)}")
+        raise OptionError(where, f"must be {_WHAT[kind]}, got {shown(value)}")
     if kind == "float" and not math.isfinite(value):
-        raise OptionError(where, f"must be a finite number, got {quote(value)}")
+        raise OptionError(where, f"must be a finite number, got {shown(value)}")
     if kind == "str" and not value:
         raise OptionError(where, "must not be empty")
     if kind == "str" and "\0" in value:
         raise OptionError(where, "must not contain a NUL byte")
     choices = entry.get("choices")
     if choices is not None and value not in choices:
-        raise OptionError(where, f"must be one of {', '.join(str(choice) for choice in choices)}, got {quote(value)}")
+        raise OptionError(where, f"must be one of {', '.join(str(choice) for choice in choices)}, got {shown(value)}")
     if kind in ("int", "float"):
         problem = _range_problem(entry, value)
         if problem:
