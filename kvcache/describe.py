@@ -6,9 +6,9 @@ geometry and bytes per token; the result schema. Light on purpose: no numpy, not
 
 from typing import Any, Dict, List
 
-from kvcache import RESULT_SCHEMA, __version__
+from kvcache import RESULT_SCHEMA, __version__, options
 from kvcache.models import BUILTIN_MODELS, Model
-from kvcache.options import COMMANDS, OPTIONS, Option
+from kvcache.options import COMMANDS, Option
 
 
 def option_contract(opt: Option) -> Dict[str, Any]:
@@ -44,11 +44,11 @@ def model_contract(model: Model) -> Dict[str, Any]:
 
 
 def describe() -> Dict[str, Any]:
-    options: List[Dict[str, Any]] = [option_contract(opt) for opt in OPTIONS]
+    entries: List[Dict[str, Any]] = [option_contract(opt) for opt in options.OPTIONS]  # the table as it is now
     return {
         "version": __version__,
         "result_schema": RESULT_SCHEMA,
         "commands": {name: {"help": text} for name, text in COMMANDS.items()},
-        "options": options,
+        "options": entries,
         "models": [model_contract(model) for model in BUILTIN_MODELS.values()],
     }

@@ -364,9 +364,6 @@ def check_value(opt: Option, value: Any, where: str) -> Any:
     return value
 
 
-_check_value = check_value  # the playbook filter's old name, until it imports check_value
-
-
 def load_config(path: str, command: str) -> Tuple[Dict[str, Any], Mapping]:
     """Read a YAML config strictly: unknown keys and wrong types are errors naming the key.
 
