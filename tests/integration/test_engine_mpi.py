@@ -40,6 +40,7 @@ def test_three_ranks_make_one_aggregated_result(tmp_path):
     per_rank = result["per_rank"]
     assert [r["rank"] for r in per_rank] == [0, 1, 2]
     assert len({r["seed"] for r in per_rank}) == 3
+    assert result["config"]["seeds_per_rank"] == [r["seed"] for r in per_rank] == [42, 43, 44]  # each rank's own
     assert len({r["cache_namespace"] for r in per_rank}) == 3
     assert all(r["cache_namespace"].endswith(f"rank-{r['rank']}") for r in per_rank)
     for key in ("bytes_read", "bytes_written"):

@@ -9,6 +9,8 @@ import pytest
 import yaml
 from engine_helpers import ENGINE, SHORT_RUN, kvcache, leftovers, load
 
+from kvcache.options import RUN, options_for
+
 
 def test_issue_example_run_measures_storage_and_cleans_up(tmp_path):
     cache = tmp_path / "cache"
@@ -127,6 +129,12 @@ def test_config_file_with_user_model_and_request_limit(tmp_path):
     assert done.returncode == 0, done.stderr
     result = load(tmp_path / "R.json")
     assert result["config"]["bytes_per_token"] == 2 * 2 * 64 * 2 * 2
+    # The config block: every run option as resolved (the file's values), then what the run derived from them.
+    options = [o.name for o in options_for(RUN)]
+    derived = ["bytes_per_token", "model_geometry", "storage_capacity_bytes_per_rank", "seeds_per_rank"]
+    assert list(result["config"]) == options + ["config"] + derived
+    assert result["config"]["num_users"] == 2 and result["config"]["max_requests"] == 5
+    assert result["config"]["config"] == str(config) and result["config"]["seeds_per_rank"] == [42]
     assert result["requests"]["completed"] == 5
     assert result["window"]["seconds"] < 60  # it stopped at the request limit, not at the duration
 
