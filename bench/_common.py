@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GIB = 1 << 30
-MIB = 1 << 20
+sys.path.insert(0, REPO)  # the engine's package from this checkout, installed or not (as engine_env does)
+
+# The bench scripts take the units from here.
+from kvcache.units import GIB, MIB  # noqa: E402, F401  pylint: disable=wrong-import-position,unused-import
 
 
 def engine_env() -> Dict[str, str]:
