@@ -19,6 +19,7 @@ from kvcache.cachedir import LIVE, UNCHECKED, RunDirectory, other_run_warnings, 
 from kvcache.datasize import AUTO_STORAGE_SHARE, largest_entry_bytes
 from kvcache.environment import describe_environment, mount_info
 from kvcache.errors import UsageError
+from kvcache.host_probe import available_memory_bytes
 from kvcache.metrics import Metrics
 from kvcache.models import Model, Registry
 from kvcache.mpi import open_comm
@@ -32,17 +33,6 @@ from kvcache.tiers import choose_gpu_backend
 from kvcache.units import GIB, MIB
 
 MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
-
-
-def available_memory_bytes(meminfo: str = "/proc/meminfo") -> Optional[int]:
-    try:
-        with open(meminfo, encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 @dataclass(frozen=True)
