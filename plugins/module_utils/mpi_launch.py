@@ -176,21 +176,6 @@ def plan_slots(entries, num_processes=None, processes_per_host=None, oversubscri
     return np_, slots
 
 
-def detect_flavor(version_text):
-    """Read `mpirun --version` output: returns (flavor, (major, minor)) or (None, None)."""
-    text = version_text or ""
-    match = re.search(r"\(Open(?: |-)?(?:MPI|RTE)\)\s*v?(\d+)\.(\d+)", text, re.IGNORECASE)
-    if match:
-        return OPENMPI, (int(match.group(1)), int(match.group(2)))
-    if re.search(r"Open ?MPI|OpenRTE|prterun|PRRTE", text, re.IGNORECASE):
-        match = re.search(r"(\d+)\.(\d+)", text)
-        return OPENMPI, ((int(match.group(1)), int(match.group(2))) if match else None)
-    if re.search(r"HYDRA|MPICH|Intel\(R\) MPI|MVAPICH", text, re.IGNORECASE):
-        match = re.search(r"Version:\s*(\d+)\.(\d+)", text) or re.search(r"(\d+)\.(\d+)", text)
-        return MPICH, ((int(match.group(1)), int(match.group(2))) if match else None)
-    return None, None
-
-
 def hostfile_content(slots, flavor):
     """The marker line, then Open MPI `host slots=N` or MPICH/Hydra `host:N` lines (`slots=` is an error there)."""
     if flavor == OPENMPI:

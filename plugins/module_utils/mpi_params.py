@@ -13,14 +13,13 @@ Nothing here runs a command or touches a file.
 import re
 import shlex
 
+from ansible_collections.storagebench.kvcache.plugins.module_utils.host_probe import MPICH, OPENMPI
 from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import (
     OptionError,
     check_env_name,
     quote,
 )
 
-OPENMPI = "openmpi"
-MPICH = "mpich"
 FLAVORS = (OPENMPI, MPICH)
 # An MPI rank is a C int: no launch can have more processes, on one host or in all.
 MAX_PROCESSES = 2**31 - 1

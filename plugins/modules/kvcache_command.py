@@ -340,6 +340,7 @@ from ansible_collections.storagebench.kvcache.plugins.module_utils.engine_comman
     with_env,
     wrap_in_container,
 )
+from ansible_collections.storagebench.kvcache.plugins.module_utils.host_probe import parse_mpi_version  # noqa: E402
 from ansible_collections.storagebench.kvcache.plugins.module_utils.hostfile_writer import write_hostfile  # noqa: E402
 from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import (  # noqa: E402
     DEFAULT_PYTHON,
@@ -352,7 +353,6 @@ from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_launch im
     FLAVORS,
     build_mpi_prefix,
     check_mpi_bin,
-    detect_flavor,
 )
 from ansible_collections.storagebench.kvcache.plugins.module_utils.option_contract import parse_describe  # noqa: E402
 
@@ -407,7 +407,8 @@ def resolve_flavor(module, mpi_bin, requested):
             "set mpi_flavor to openmpi or mpich",
             option="mpi_flavor",
         )
-    flavor, version = detect_flavor(f"{out}\n{err}")
+    probe = parse_mpi_version(f"{out}\n{err}")  # the host probe's reading, the same as kvcache_cluster_info's
+    flavor, version = probe["flavor"], probe["version_tuple"]
     if flavor is None:
         module.fail_json(
             msg=f"mpi_flavor: auto cannot tell the MPI from {quote(mpi_bin)} --version "

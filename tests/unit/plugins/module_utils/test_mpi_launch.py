@@ -3,6 +3,7 @@
 import shlex
 
 import pytest
+from ansible_collections.storagebench.kvcache.plugins.module_utils.host_probe import parse_mpi_version
 from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError
 from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_launch import (
     HOSTFILE_HOST_THRESHOLD,
@@ -10,7 +11,6 @@ from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_launch im
     MPICH,
     OPENMPI,
     build_mpi_prefix,
-    detect_flavor,
     normalize_hosts,
     parse_host,
     plan_slots,
@@ -404,8 +404,10 @@ def test_env_names_are_checked():
         ("", (None, None)),
     ],
 )
-def test_detect_flavor(text, expected):
-    assert detect_flavor(text) == expected
+def test_the_launcher_dialect_and_version_the_module_reads(text, expected):
+    """kvcache_command reads `MPI_BIN --version` with the host probe; the prefix builder gets these two."""
+    probe = parse_mpi_version(text)
+    assert (probe["flavor"], probe["version_tuple"]) == expected
 
 
 def test_unknown_flavor_is_an_error():
