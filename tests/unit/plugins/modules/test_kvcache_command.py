@@ -6,12 +6,15 @@ import sys
 import types
 
 import pytest
+import yaml
+from ansible_collections.storagebench.kvcache.plugins.module_utils.engine_command import ENGINE_OPTIONS
+from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import DEFAULT_PYTHON
 from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_launch import HOSTFILE_MARKER
 from ansible_collections.storagebench.kvcache.plugins.modules import kvcache_command
 from ansible_collections.storagebench.kvcache.tests.unit.plugins.modules import module_harness as harness
 from ansible_collections.storagebench.kvcache.tests.unit.plugins.modules.module_harness import MPICH_VERSION
 
-DEFAULT_PY = "/opt/storagebench-kvcache/venv/bin/python"
+DEFAULT_PY = DEFAULT_PYTHON
 
 
 def run_module(args, check_mode=False):
@@ -253,3 +256,45 @@ def test_a_marked_hostfile_is_rewritten_and_an_unmarked_one_refused(commands, tm
     assert failure["msg"].startswith("hostfile: ")
     assert path.read_text() == "precious user data\n"
     assert os.listdir(tmp_path) == ["hosts"]
+
+
+def test_the_documented_engine_options_agree_with_the_contract(description):
+    """The module's own engine options: the type the contract gives, and the choices, when it has any, in the docs
+    (validate-modules checks the docs against argument_spec; this checks both against the engine)."""
+    documented = yaml.safe_load(kvcache_command.DOCUMENTATION)["options"]
+    contract = {entry["name"]: entry for entry in description["options"]}
+    for name in ENGINE_OPTIONS:
+        if name not in contract:
+            assert name == "config"  # a file, not an option of the table: every command takes one
+            continue
+        text = documented[name]["description"]
+        text = text if isinstance(text, str) else " ".join(text)
+        assert documented[name]["type"] == contract[name]["type"], name
+        assert f"C({contract[name]['flag']})" in text, name
+        choices = contract[name]["choices"]
+        if choices:
+            listed = "One of " + ", ".join(f"V({choice})" for choice in choices) + "."
+            assert listed in text, (name, listed)
+            assert "choices" not in documented[name]  # validated from the contract, not by a copy in argument_spec
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"extra_args": {"keep_cache": "yes"}}, "extra_args: keep_cache: must be true or false, got 'yes'"),
+        ({"extra_args": {"quiet": 0}}, "extra_args: quiet: must be true or false, got 0"),
+        ({"extra_args": {"io_chunk_mib": "abc"}}, "extra_args: io_chunk_mib: must be an integer, got 'abc'"),
+        ({"extra_args": {"duration": float("nan")}}, "extra_args: duration: use the module's duration option instead"),
+        ({"duration": float("nan")}, "duration: must be a finite number, got nan"),
+        ({"generation_mode": "slow"}, "generation_mode: must be one of none, fast, realistic, got 'slow'"),
+    ],
+)
+def test_the_issue_examples_fail_naming_the_key(commands, args, message):
+    failure = fail_module(args)
+    assert failure["msg"] == message
+    assert failure["option"] == message.split(":")[0]
+
+
+def test_good_extra_args_reach_the_engine_argv_as_typed(commands):
+    result = run_module({"extra_args": {"keep_cache": True, "quiet": False, "io_chunk_mib": 8, "request_rate": 2}})
+    assert result["engine_argv"][4:] == ["--keep-cache", "--io-chunk-mib", "8", "--request-rate", "2.0"]
