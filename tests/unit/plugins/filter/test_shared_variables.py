@@ -4,6 +4,8 @@
 
 # pylint: disable=wrong-import-position
 
+import importlib
+
 import pytest
 from ansible.module_utils import _internal as module_utils_internal
 
@@ -129,3 +131,16 @@ def test_hosts_pattern_refuses_what_matches_nothing(pattern, says):
 def test_hosts_pattern_lets_a_syntax_check_through(monkeypatch):
     monkeypatch.setattr(context, "CLIARGS", {"syntax": True})
     assert hosts_pattern("kvcache", {"all": [], "ungrouped": []}) == "kvcache"
+
+
+def test_an_option_added_to_the_engine_table_reaches_kvcache_extra_args(monkeypatch):
+    options = importlib.import_module("kvcache.options")
+    probe = options.Option("contract_probe", int, 3, "a temporary option", minimum=1, maximum=9)
+    monkeypatch.setattr(options, "OPTIONS", options.OPTIONS + (probe,))
+    assert variable_problems({"kvcache_extra_args": {"contract_probe": 9}}) == []
+    assert variable_problems({"kvcache_extra_args": {"contract_probe": 10}}) == [
+        "kvcache_extra_args: contract_probe: must be <= 9, got 10"
+    ]
+    assert variable_problems({"kvcache_extra_args": {"contract_probe": "x"}}) == [
+        "kvcache_extra_args: contract_probe: must be an integer, got 'x'"
+    ]

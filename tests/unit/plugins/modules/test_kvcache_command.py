@@ -1,5 +1,7 @@
 """The kvcache_command module: external commands (describe, mpirun --version) mocked (conftest), the module never."""
 
+import importlib
+import json
 import os
 import shlex
 import sys
@@ -298,3 +300,22 @@ def test_the_issue_examples_fail_naming_the_key(commands, args, message):
 def test_good_extra_args_reach_the_engine_argv_as_typed(commands):
     result = run_module({"extra_args": {"keep_cache": True, "quiet": False, "io_chunk_mib": 8, "request_rate": 2}})
     assert result["engine_argv"][4:] == ["--keep-cache", "--io-chunk-mib", "8", "--request-rate", "2.0"]
+
+
+def test_an_option_added_to_the_engine_table_is_checked_with_its_bounds(commands, monkeypatch):
+    """The module keeps no list of engine options: a temporary one reaches extra_args through describe alone."""
+    options = importlib.import_module("kvcache.options")
+    probe = options.Option("contract_probe", float, 0.5, "a temporary option", minimum=0, maximum=2, commands=("run",))
+    monkeypatch.setattr(options, "OPTIONS", options.OPTIONS + (probe,))
+    commands["describe"] = (0, json.dumps(importlib.import_module("kvcache.describe").describe()), "")
+    result = run_module({"extra_args": {"contract_probe": 2}})
+    assert result["engine_argv"][4:] == ["--contract-probe", "2.0"]
+    assert fail_module({"extra_args": {"contract_probe": 2.5}})["msg"] == (
+        "extra_args: contract_probe: must be <= 2, got 2.5"
+    )
+    assert fail_module({"extra_args": {"contract_probe": "1"}})["msg"] == (
+        "extra_args: contract_probe: must be a number, got '1'"
+    )
+    assert fail_module({"command": "datasize", "extra_args": {"contract_probe": 1}})["msg"].startswith(
+        "extra_args: 'contract_probe': 'kvcache datasize' has no --contract-probe flag"
+    )
