@@ -39,7 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
         add_arguments(sub.add_parser(command, help=COMMANDS[command], epilog=EPILOG, **extra), command)
     report = sub.add_parser(REPORT, help=COMMANDS[REPORT])
     report.add_argument("results", nargs="+", metavar="RESULT.json")
-    report.add_argument("--json", action="store_true", help="print the headline figures as JSON")
+    form = report.add_mutually_exclusive_group()
+    form.add_argument(
+        "--json",
+        dest="form",
+        action="store_const",
+        const="json",
+        help="print each checked result with its headline figures as JSON",
+    )
+    form.add_argument("--headline", dest="form", action="store_const", const="headline", help="print only the headline")
     describe = sub.add_parser(DESCRIBE, help=COMMANDS[DESCRIBE])
     describe.add_argument("--json", action="store_true", help="the same output: describe always prints JSON")
     return parser
@@ -61,7 +69,7 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
         if args.command == REPORT:
             from kvcache.report import run_report  # noqa: PLC0415 - keeps `describe` light
 
-            return run_report(args.results, args.json, stdout)
+            return run_report(args.results, args.form or "summary", stdout)
         config, models = resolve(args.command, args)
         if args.command == CLEAN:
             from kvcache.clean import run_clean  # noqa: PLC0415

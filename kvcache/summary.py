@@ -1,7 +1,8 @@
-"""The human-readable summary of a result (printed by `kvcache run` and `kvcache report`)."""
+"""The human-readable summary of a result, printed by `kvcache run` and `kvcache report`: headline, then details."""
 
 from typing import List
 
+from kvcache.headline import headline_figures, headline_lines
 from kvcache.units import GIB
 
 
@@ -25,18 +26,12 @@ def _sla_verdict(result: dict, sla: dict) -> str:
 
 
 def format_summary(result: dict) -> str:
-    lines: List[str] = []
-    config = result.get("config", {})
-    env = result.get("environment", {})
-    window = result["window"]
+    """The headline, then the details: every tier, every latency, QoS, the ranks' aggregate, SLA, warnings."""
+    lines: List[str] = headline_lines(headline_figures(result))
+    config = result["config"]
+    env = result["environment"]
     lines.append(
-        f"storagebench.kvcache  status: {result['status'].upper()}"
-        + (f"  ({result['error']})" if result.get("error") else "")
-    )
-    lines.append(
-        f"model {config.get('model')}  users/rank {config.get('num_users')}  ranks {result['ranks']}  "
-        f"hosts {result.get('host_count', len(result['hosts']))}  window {window['seconds']:.2f} s  "
-        f"io engine {env.get('io_engine')}  gpu {env.get('gpu_backend')}"
+        f"users/rank {config.get('num_users')}  io engine {env.get('io_engine')}  gpu {env.get('gpu_backend')}"
     )
     lines.append("")
     lines.append(
@@ -59,14 +54,11 @@ def format_summary(result: dict) -> str:
             f"{_ms(block['p999']):>9} {_ms(block['max']):>9} {block['count']:>8}"
         )
     lines.append("")
-    hit = result["hit_rate"]
     requests, tokens = result["requests"], result["tokens"]
-    hit_text = "-" if hit["overall"] is None else f"{hit['overall']:.1%}"
     lines.append(
         f"requests {requests['completed']} ({requests['per_second'] or 0:.2f}/s)  "
         f"prefill tokens/s {tokens['prefill_per_second'] or 0:.0f}  "
-        f"generated tokens/s {tokens['generated_per_second'] or 0:.0f}  "
-        f"hit rate {hit_text}"
+        f"generated tokens/s {tokens['generated_per_second'] or 0:.0f}"
     )
     qos = result.get("qos", {})
     if qos:
@@ -78,8 +70,8 @@ def format_summary(result: dict) -> str:
                 if q["requests"]
             )
         )
-    aggregate = result.get("aggregate", {})
-    if result["ranks"] > 1:
+    aggregate = result.get("aggregate")
+    if result["ranks"] > 1 and aggregate:
         p95 = aggregate["max_rank_p95_ms"]
         lines.append(
             f"sum of rank bandwidths: read {_gib(aggregate['sum_of_rank_storage_read_bandwidth_bytes_per_s'])}"

@@ -1,0 +1,73 @@
+"""The headline of a result, built once: its figures (`kvcache report --json`) and its lines (`report --headline`,
+the top of the summary `kvcache run` and `kvcache report` print, and the report role's headline.txt).
+
+It takes a result that result_reader checked (or that build_result just made): the fields it reads are the
+ones the result/v1 schema requires, and the dropped-entries block that older results lack.
+"""
+
+from typing import List
+
+from kvcache.units import GIB
+
+HOSTS_SHOWN = 8  # names in the headline; the rest are counted
+
+
+def headline_figures(result: dict) -> dict:
+    """The figures of the headline: None where nothing was measured (no I/O, no request, an older result)."""
+    storage = result["tiers"]["storage"]
+    dropped = result.get("dropped_entries") or {}
+    return {
+        "status": result["status"],
+        "error": result.get("error"),
+        "model": result["config"].get("model"),
+        "ranks": result["ranks"],
+        "hosts": result["hosts"],
+        "host_count": result.get("host_count", len(result["hosts"])),
+        "window_s": result["window"]["seconds"],
+        "storage_read_bytes_per_s": storage["read_bandwidth_bytes_per_s"],
+        "storage_write_bytes_per_s": storage["write_bandwidth_bytes_per_s"],
+        "storage_read_p95_ms": storage["read_latency_ms"]["p95"],
+        "storage_write_p95_ms": storage["write_latency_ms"]["p95"],
+        "ttft_p95_ms": result["latency_ms"]["ttft"]["p95"],
+        "generated_tokens_per_s": result["tokens"]["generated_per_second"],
+        "hit_rate": result["hit_rate"]["overall"],
+        "dropped_entries": dropped.get("count"),
+        "dropped_share_of_writes": dropped.get("share_of_writes"),
+    }
+
+
+def _or_na(value, form: str) -> str:
+    return "n/a" if value is None else format(value, form)
+
+
+def _percent(fraction) -> str:
+    # Two decimals at most, as the share of writes is read (12.25 %, 0.0 %).
+    return "n/a" if fraction is None else f"{round(fraction * 100, 2)} %"
+
+
+def _hosts(names: List[str], count: int) -> str:
+    shown = ", ".join(names[:HOSTS_SHOWN])
+    return shown if count <= HOSTS_SHOWN else f"{shown} and {count - HOSTS_SHOWN} more"
+
+
+def headline_lines(figures: dict) -> List[str]:
+    """The headline as text, one line per subject."""
+    error = f"  ({figures['error']})" if figures["error"] else ""
+    read_gib, write_gib = figures["storage_read_bytes_per_s"] / GIB, figures["storage_write_bytes_per_s"] / GIB
+    hosts = _hosts(figures["hosts"], figures["host_count"])
+    return [
+        f"storagebench.kvcache  status: {figures['status'].upper()}{error}",
+        f"{figures['ranks']} rank(s) on {figures['host_count']} host(s) ({hosts}), "
+        f"{figures['window_s']:.1f} s window, model {figures['model']}",
+        f"storage read {read_gib:.3f} GiB/s, p95 {_or_na(figures['storage_read_p95_ms'], '.2f')} ms | "
+        f"write {write_gib:.3f} GiB/s, p95 {_or_na(figures['storage_write_p95_ms'], '.2f')} ms",
+        f"TTFT p95 {_or_na(figures['ttft_p95_ms'], '.2f')} ms, {_or_na(figures['generated_tokens_per_s'], '.1f')} "
+        f"generated tokens/s, hit rate {_percent(figures['hit_rate'])}",
+        # An entry no tier had room for was never stored: the figures above did not serve the whole workload.
+        f"dropped entries {_or_na(figures['dropped_entries'], '')} "
+        f"({_percent(figures['dropped_share_of_writes'])} of entry writes)",
+    ]
+
+
+def headline(result: dict) -> str:
+    return "\n".join(headline_lines(headline_figures(result)))
