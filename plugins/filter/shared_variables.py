@@ -16,6 +16,7 @@ import posixpath
 import re
 import sys
 
+import yaml
 from ansible import context
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.validation import check_type_bool, check_type_float, check_type_int
@@ -32,31 +33,15 @@ COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspat
 PREFIX = "kvcache_"
 # The playbooks run this engine command; kvcache_extra_args are its options.
 RUN = "run"
-# Shared variables that are engine options under the same name: kvcache_<option>.
-ENGINE_OPTION_VARIABLES = (
-    "model",
-    "num_users",
-    "duration",
-    "seed",
-    "gpu_mem_gb",
-    "cpu_mem_gb",
-    "generation_mode",
-    "performance_profile",
-)
+# The shared variables are those of the kvcache role (every role depends on it), declared once in its argument
+# specs, and two that the playbooks set themselves. A kvcache_<option> named like an engine option gets that
+# option's rules from the contract; a bool of the specs must be a boolean.
+SHARED_SPECS = os.path.join(COLLECTION_ROOT, "roles", "kvcache", "meta", "argument_specs.yml")
+PLAY_VARIABLES = (PREFIX + "run_id", PREFIX + "hosts")
 # Ranks per host are what `kvcache datasize --ranks` sizes: the engine's bounds for that option apply.
 PROCESSES_OPTION = "ranks"
-BOOLEAN_VARIABLES = ("ssh_mesh", "shared_storage")
 # Paths on the hosts: every host resolves them on its own, so a relative one means something else on each.
 HOST_PATH_VARIABLES = ("cache_dir", "venv", "config")
-OTHER_VARIABLES = ("extra_args", "results_dir", "run_id", "hosts")
-SHARED_VARIABLES = tuple(
-    PREFIX + name
-    for name in ENGINE_OPTION_VARIABLES
-    + ("processes_per_host",)
-    + BOOLEAN_VARIABLES
-    + HOST_PATH_VARIABLES
-    + OTHER_VARIABLES
-)
 # The run id names a directory under the results dir: one path component.
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # A plain inventory name, as opposed to a pattern (web:&rack1, db*, ~regex, !host).
@@ -78,6 +63,15 @@ def engine_module(name):
     finally:
         if added:
             sys.path.remove(COLLECTION_ROOT)
+
+
+def shared_specs():
+    """Variable name -> argument spec, for every shared variable of the kvcache role."""
+    try:
+        with open(SHARED_SPECS, encoding="utf-8") as handle:
+            return yaml.safe_load(handle)["argument_specs"]["main"]["options"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise AnsibleFilterError(f"cannot read the shared variables from {SHARED_SPECS}: {exc}") from None
 
 
 def contract():
@@ -122,14 +116,14 @@ def _check_host_path(variable, value):
         )
 
 
-def _check_extra_args(value, engine):
+def _check_extra_args(value, engine, shared):
     """Keys and values checked as kvcache_command checks them for the run; a shared variable is named instead."""
     variable = PREFIX + "extra_args"
     if not isinstance(value, dict):
         raise OptionError(variable, f"must be a mapping of engine option: value, got {quote(value)}")
     for key in value:
         name = str(key).replace("-", "_")
-        if PREFIX + name in SHARED_VARIABLES and name in engine.options_for(RUN):
+        if PREFIX + name in shared and name in engine.options_for(RUN):
             raise OptionError(variable, f"{quote(key)}: set {PREFIX + name} instead")
     try:
         build_engine_argv("python", RUN, {}, value, engine.description)
@@ -138,9 +132,9 @@ def _check_extra_args(value, engine):
         raise OptionError(variable, str(exc).partition(": ")[2]) from None
 
 
-def _check_other(name, value):
+def _check_other(name, value, spec):
     variable = PREFIX + name
-    if name in BOOLEAN_VARIABLES:
+    if spec.get("type") == "bool":
         try:
             check_type_bool(value)
         except TypeError:
@@ -156,8 +150,8 @@ def _check_other(name, value):
         raise OptionError(variable, f"must be a non-empty string, got {quote(value)}")
 
 
-def _unknown_variable(variable):
-    close = difflib.get_close_matches(variable, SHARED_VARIABLES, n=1)
+def _unknown_variable(variable, shared):
+    close = difflib.get_close_matches(variable, sorted(shared), n=1)
     hint = f"did you mean {close[0]}?" if close else "the README lists the shared variables"
     return f"not a variable of the kvcache playbooks ({hint})"
 
@@ -171,24 +165,26 @@ def variable_problems(variables):
     problems = []
     config = variables.get(PREFIX + "config")
     engine = contract()
+    specs = shared_specs()
+    shared = set(specs) | set(PLAY_VARIABLES)
     for variable in sorted(variables):
         value = variables[variable]
         name = variable[len(PREFIX) :] if variable.startswith(PREFIX) else variable
         try:
-            if variable not in SHARED_VARIABLES:
-                raise OptionError(variable, _unknown_variable(variable))
-            if name in ENGINE_OPTION_VARIABLES:
+            if variable not in shared:
+                raise OptionError(variable, _unknown_variable(variable, shared))
+            if name in HOST_PATH_VARIABLES:
+                _check_host_path(variable, value)
+            elif name == "processes_per_host":
+                _engine_value(variable, PROCESSES_OPTION, value, engine)
+            elif name in engine.by_name:
                 checked = _engine_value(variable, name, value, engine)
                 if name == "model":
                     engine.model_warning(checked, variable, config)  # unknown without a config: OptionError
-            elif name == "processes_per_host":
-                _engine_value(variable, PROCESSES_OPTION, value, engine)
-            elif name in HOST_PATH_VARIABLES:
-                _check_host_path(variable, value)
             elif name == "extra_args":
-                _check_extra_args(value, engine)
+                _check_extra_args(value, engine, shared)
             else:
-                _check_other(name, value)
+                _check_other(name, value, specs.get(variable, {}))
         except OptionError as exc:
             problems.append(str(exc))
     return problems

@@ -144,3 +144,13 @@ def test_an_option_added_to_the_engine_table_reaches_kvcache_extra_args(monkeypa
     assert variable_problems({"kvcache_extra_args": {"contract_probe": "x"}}) == [
         "kvcache_extra_args: contract_probe: must be an integer, got 'x'"
     ]
+
+
+def test_the_shared_variables_are_the_kvcache_role_ones_and_its_defaults_pass():
+    specs = shared_variables.shared_specs()
+    assert "kvcache_model" in specs and "kvcache_extra_args" in specs
+    defaults = {name: spec["default"] for name, spec in specs.items() if "default" in spec}
+    assert defaults and variable_problems(defaults) == []
+    for name, spec in specs.items():
+        if spec.get("type") == "bool":
+            assert variable_problems({name: "maybe"}) == [f"{name}: must be true or false, got 'maybe'"]
