@@ -7,6 +7,7 @@ import pytest
 
 from kvcache.metrics import Metrics, decode, merge, percentile_block
 from kvcache.result import SCHEMA, build_result
+from kvcache.result_reader import first_problem
 from kvcache.summary import format_summary
 
 MIB = 1 << 20
@@ -58,7 +59,9 @@ def payloads():
 
 
 def build(payloads, **config):
-    return build_result(dict({"performance_profile": "latency"}, **config), {"io_engine": "direct"}, payloads, T0)
+    result = build_result(dict({"performance_profile": "latency"}, **config), {"io_engine": "direct"}, payloads, T0)
+    assert first_problem(result) is None  # every result built here is a valid result/v1
+    return result
 
 
 def test_schema_status_and_counts(payloads):
