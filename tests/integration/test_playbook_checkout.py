@@ -9,6 +9,7 @@ playbooks/ reads one engine config file with run-only keys in both datasize and 
 
 import json
 import os
+import posixpath
 import shutil
 import stat
 import subprocess
@@ -119,6 +120,14 @@ def test_run_from_inside_playbooks_with_one_config_for_datasize_and_run(checkout
     assert (tmp_path / "cache").is_dir()  # missing, so the run role made it
 
 
+def _inside_collection(name, target):
+    """Whether the link `name` -> `target` of a collection tarball stays inside the collection."""
+    if posixpath.isabs(target):
+        return False
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+    return resolved != ".." and not resolved.startswith("../")
+
+
 def test_built_collection_is_clean_and_works_installed(checkout, tmp_path):
     home = tmp_path / "home"
     build = run(
@@ -129,13 +138,22 @@ def test_built_collection_is_clean_and_works_installed(checkout, tmp_path):
     with tarfile.open(tarball) as archive:
         members = archive.getmembers()
     names = [member.name for member in members]
-    assert not [member.name for member in members if member.issym() or member.islnk()]
+    # A link inside the collection (module_utils/host_probe.py -> kvcache/host_probe.py) is kept by galaxy; none may
+    # lead out of it, as the checkout's own link (playbooks/collections) would.
+    links = {member.name: member.linkname for member in members if member.issym() or member.islnk()}
+    escaping = [name for name, target in links.items() if not _inside_collection(name, target)]
+    assert not escaping, links
     assert not [name for name in names if name.startswith("playbooks/collections")]
     assert "kvcache/options.py" in names and "plugins/filter/shared_variables.py" in names
 
     install = run([os.path.join(BIN, "ansible-galaxy"), "collection", "install", str(tarball)], tmp_path, home)
     assert install.returncode == 0, install.stdout + install.stderr
-    assert (home / ".ansible" / "collections" / "ansible_collections" / "storagebench" / "kvcache").is_dir()
+    installed_root = home / ".ansible" / "collections" / "ansible_collections" / "storagebench" / "kvcache"
+    assert installed_root.is_dir()
+    for name in links:  # each link resolves to a file of the installed copy
+        target = os.path.realpath(installed_root / name)
+        assert os.path.commonpath([target, os.path.realpath(installed_root)]) == os.path.realpath(installed_root), name
+        assert (installed_root / name).is_file(), name
     inventory = tmp_path / "hosts.ini"
     shutil.copy(checkout / "inventory" / "localhost.ini", inventory)
     # Installed: the collection's own check play runs, with the engine's rules from the installed copy.
