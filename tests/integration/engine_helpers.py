@@ -1,10 +1,11 @@
 """Shared helpers for the engine's integration tests: run `python -m kvcache` and mpirun for real."""
 
-import json
 import os
 import shutil
 import subprocess
 import sys
+
+from kvcache.result_reader import load_result
 
 ENGINE = [sys.executable, "-m", "kvcache"]
 SHORT_RUN = ["--model", "tiny-1b", "--num-users", "2", "--gpu-mem-gb", "0", "--cpu-mem-gb", "0", "--quiet"]
@@ -17,8 +18,8 @@ def kvcache(*args, timeout=120, **kwargs):
 
 
 def load(path):
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    """A result the engine wrote, read (and checked against the result/v1 schema) by the engine's one reader."""
+    return load_result(str(path))
 
 
 def mpirun_argv(ranks):
