@@ -13,11 +13,12 @@ from hdrh.histogram import HdrHistogram
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour: a multi-GB entry on slow storage must still fit
 SIGNIFICANT_DIGITS = 3
-PERCENTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("p999", 99.9))
+PERCENTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("p999", 99.9), ("p9999", 99.99))
 
 TIERS = ("gpu", "cpu", "storage")
 OPS = ("read", "write")
-REQUEST_LATENCIES = ("end_to_end", "ttft", "queue_wait")
+# storage_per_request: the summed storage-tier op time of one request (the reference's "storage latency").
+REQUEST_LATENCIES = ("end_to_end", "ttft", "queue_wait", "storage_per_request")
 
 
 def new_histogram() -> HdrHistogram:
@@ -44,7 +45,7 @@ def merge(hists: Iterable[HdrHistogram]) -> HdrHistogram:
 
 
 def percentile_block(hist: HdrHistogram) -> Dict[str, Optional[float]]:
-    """p50 p95 p99 p999 max mean count in milliseconds (None when nothing was recorded).
+    """p50 p95 p99 p999 p9999 max mean count in milliseconds (None when nothing was recorded).
 
     Same values as hdrh's get_value_at_percentile / get_mean_value, computed with numpy over the
     counts array: hdrh walks all ~23,000 buckets in Python for each call, which made writing a
@@ -76,6 +77,7 @@ class Metrics:
 
     def __init__(self):
         self.lock = threading.Lock()
+        self._request = threading.local()  # the storage seconds of the request this thread serves
         self.latency = {f"{tier}.{op}": new_histogram() for tier in TIERS for op in OPS}
         self.latency.update({name: new_histogram() for name in REQUEST_LATENCIES})
         self.qos_ttft: Dict[str, HdrHistogram] = {}
@@ -96,7 +98,12 @@ class Metrics:
             "promotions": 0,
             "entry_writes": 0,  # new entries the workload tried to write
             "dropped_entries": 0,  # of those, entries that no tier could hold (on writing or on demotion)
+            "storage_io_us": 0,  # summed storage time of the completed requests (storage_per_request's total)
         }
+        for tier in TIERS:
+            # Whole-entry operations (not chunks), and the entries a tier holds now and at most.
+            self.counters.update({f"ops.{tier}.read": 0, f"ops.{tier}.write": 0})
+            self.counters.update({f"entries.{tier}": 0, f"peak_entries.{tier}": 0})
         self.interval_read = new_histogram()  # storage read latency since the last time-series sample
 
     def add_bytes(self, tier: str, op: str, nbytes: int) -> None:
@@ -104,11 +111,30 @@ class Metrics:
             self.bytes[f"{tier}.{op}"] += nbytes
 
     def record_op(self, tier: str, op: str, seconds: float) -> None:
+        """A completed, timed whole-entry read or write (also counted as an operation)."""
         micros = max(LOWEST_US, int(seconds * 1e6))
+        if tier == "storage":
+            self._request.storage_s = getattr(self._request, "storage_s", 0.0) + seconds
         with self.lock:
             self.latency[f"{tier}.{op}"].record_value(micros)
+            self.counters[f"ops.{tier}.{op}"] += 1
             if tier == "storage" and op == "read":
                 self.interval_read.record_value(micros)
+
+    def begin_request(self) -> None:
+        """The calling thread starts serving a request: its storage time counts from zero."""
+        self._request.storage_s = 0.0
+
+    def entry_moved(self, source: Optional[str], destination: Optional[str]) -> None:
+        """An entry left `source` and/or arrived in `destination` (tier names; None for neither)."""
+        with self.lock:
+            if source is not None:
+                self.counters[f"entries.{source}"] -= 1
+            if destination is not None:
+                held = self.counters[f"entries.{destination}"] + 1
+                self.counters[f"entries.{destination}"] = held
+                peak = f"peak_entries.{destination}"
+                self.counters[peak] = max(self.counters[peak], held)
 
     def count(self, name: str) -> None:
         with self.lock:
@@ -124,7 +150,10 @@ class Metrics:
         prefill_tokens: int,
         generated_tokens: int,
     ) -> None:
+        storage_us = int(round(getattr(self._request, "storage_s", 0.0) * 1e6))
         with self.lock:
+            self.latency["storage_per_request"].record_value(max(LOWEST_US, storage_us))
+            self.counters["storage_io_us"] += storage_us
             self.latency["queue_wait"].record_value(max(LOWEST_US, int(queue_s * 1e6)))
             self.latency["ttft"].record_value(max(LOWEST_US, int(ttft_s * 1e6)))
             self.latency["end_to_end"].record_value(max(LOWEST_US, int(e2e_s * 1e6)))

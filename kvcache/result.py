@@ -17,7 +17,7 @@ def _ratio(numerator, denominator) -> Optional[float]:
     return round(numerator / denominator, 6) if denominator else None
 
 
-def _tier_blocks(latency_hists, byte_counts, seconds, tier_info=None) -> dict:
+def _tier_blocks(latency_hists, byte_counts, counters, seconds, tier_info=None) -> dict:
     tiers = {}
     for tier in TIERS:
         read, written = byte_counts[f"{tier}.read"], byte_counts[f"{tier}.write"]
@@ -28,6 +28,11 @@ def _tier_blocks(latency_hists, byte_counts, seconds, tier_info=None) -> dict:
             "write_bandwidth_bytes_per_s": round(written / seconds) if seconds else 0,
             "read_latency_ms": percentile_block(latency_hists[f"{tier}.read"]),
             "write_latency_ms": percentile_block(latency_hists[f"{tier}.write"]),
+            # Whole-entry operations (what the reference calls iops; not per second, not chunks).
+            "read_ops": counters.get(f"ops.{tier}.read", 0),
+            "write_ops": counters.get(f"ops.{tier}.write", 0),
+            "entries": counters.get(f"entries.{tier}", 0),
+            "peak_entries": counters.get(f"peak_entries.{tier}", 0),
         }
         if tier_info:
             block.update(tier_info.get(tier, {}))
@@ -59,6 +64,24 @@ def _requests_and_tokens(counters, seconds):
     return requests, tokens
 
 
+REFERENCE_THROUGHPUT_DEFINITION = (
+    "generated tokens / summed storage I/O seconds of the completed requests (kv-cache.py's "
+    "storage_throughput_tokens_per_sec); not a bandwidth: see tiers.storage for bytes / window"
+)
+
+
+def _reference_metrics(counters) -> dict:
+    """kv-cache.py's figure, under its own definition, so its users can compare; ours is bytes / window."""
+    tokens = counters["generated_tokens"]
+    storage_s = counters.get("storage_io_us", 0) / 1e6
+    return {
+        "storage_throughput_tokens_per_sec": _ratio(tokens, storage_s),
+        "tokens": tokens,
+        "storage_io_seconds": round(storage_s, 6),
+        "definition": REFERENCE_THROUGHPUT_DEFINITION,
+    }
+
+
 def _sum_counters(payloads, field):
     total = {}
     for payload in payloads:
@@ -84,11 +107,12 @@ def _per_rank(payload) -> dict:
         "status": payload["status"],
         "error": payload.get("error"),
         "window": dict(payload["window"], seconds=round(seconds, 6)),
-        "tiers": _tier_blocks(hists, metrics["bytes"], seconds),
+        "tiers": _tier_blocks(hists, metrics["bytes"], metrics["counters"], seconds),
         "latency_ms": {name: percentile_block(hists[name]) for name in REQUEST_LATENCIES},
         "requests": requests,
         "tokens": tokens,
         "hit_rate": _hit_rate(metrics["counters"]),
+        "reference_metrics": _reference_metrics(metrics["counters"]),
         "dropped_entries": _dropped_entries(metrics["counters"]),
         "histograms": {name: metrics["latency"][name] for name in RANK_HISTOGRAMS},
     }
@@ -218,7 +242,7 @@ def build_result(
     for tier in tier_info.values():
         if "capacity_bytes" in tier:
             tier["capacity_bytes_per_rank"] = tier.pop("capacity_bytes")
-    tiers = _tier_blocks(hists, byte_counts, seconds, tier_info)
+    tiers = _tier_blocks(hists, byte_counts, counters, seconds, tier_info)
     per_rank = [_per_rank(p) for p in payloads]
     hit_rate = _hit_rate(counters)
     requests, tokens = _requests_and_tokens(counters, seconds)
@@ -248,6 +272,7 @@ def build_result(
         "requests": requests,
         "tokens": tokens,
         "hit_rate": hit_rate,
+        "reference_metrics": _reference_metrics(counters),
         "qos": _qos(payloads),
         "dropped_entries": dropped,
         "sla": _sla(tiers, hit_rate, config.get("performance_profile"), requests["completed"], dropped, status != "ok"),

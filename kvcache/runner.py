@@ -92,6 +92,7 @@ class RankRun:
 
     def serve(self, request: Request, arrival: float) -> None:
         started = time.perf_counter()
+        self.metrics.begin_request()
         bpt = self.model.bytes_per_token
         manager = self.manager
         if request.prefix_key:

@@ -377,6 +377,7 @@ class TierManager:
             with self.lock:
                 entry.tier, entry.handle = index, handle
                 tier.lru[key] = entry
+            self.metrics.entry_moved(None, tier.name)
             return tier.name
         except BaseException:
             self._forget(entry)
@@ -417,6 +418,7 @@ class TierManager:
                 tier.used -= victim.size
                 handle = victim.handle
             tier.release(handle)
+            self.metrics.entry_moved(tier.name, None)
             self.metrics.count(f"evictions.{tier.name}" if tier.evicts else "dropped_entries")
             return
         self._move(victim, index, target, f"demotions.{tier.name}")
@@ -501,6 +503,8 @@ class TierManager:
         finally:
             source.close()
         self.metrics.record_op(destination.name, "write", time.perf_counter() - started)
+        self.metrics.count(f"ops.{tier.name}.read")  # the move read the whole entry (timed in the write)
+        self.metrics.entry_moved(tier.name, destination.name)
         self.metrics.count(event)
         with self.lock:
             old = entry.handle

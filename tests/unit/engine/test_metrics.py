@@ -27,7 +27,16 @@ def hist_of(values_us):
 
 def test_empty_percentile_block_is_none_not_zero():
     block = percentile_block(new_histogram())
-    assert block == {"p50": None, "p95": None, "p99": None, "p999": None, "max": None, "mean": None, "count": 0}
+    assert block == {
+        "p50": None,
+        "p95": None,
+        "p99": None,
+        "p999": None,
+        "p9999": None,
+        "max": None,
+        "mean": None,
+        "count": 0,
+    }
 
 
 def test_percentile_block_in_milliseconds():
