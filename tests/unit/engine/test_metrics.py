@@ -133,3 +133,55 @@ def test_concurrent_recording_loses_nothing():
     assert data["bytes"]["storage.write"] == 4 * 2000 * 3
     assert data["counters"]["lookups"] == 4 * 2000
     assert decode(data["latency"]["storage.write"]).get_total_count() == 4 * 2000
+
+
+def test_storage_time_per_request_is_the_serving_threads_own():
+    """Each thread sums the storage ops of its own request: another thread's ops and other tiers' never count."""
+    metrics = Metrics()
+    ready, done = threading.Barrier(2), threading.Event()
+
+    def other_request():
+        metrics.begin_request()
+        ready.wait()
+        metrics.record_op("storage", "write", 5.0)  # while the main thread's request is being served
+        done.set()
+        metrics.record_request("batch", 1000.0, 0.0, 0.1, 0.2, 10, 3)
+
+    thread = threading.Thread(target=other_request)
+    thread.start()
+    metrics.begin_request()
+    ready.wait()
+    done.wait(5)
+    metrics.record_op("storage", "read", 0.25)
+    metrics.record_op("storage", "write", 0.5)
+    metrics.record_op("cpu", "read", 9.0)
+    metrics.record_request("interactive", 50.0, 0.0, 0.1, 0.2, 10, 7)
+    thread.join()
+    per_request = percentile_block(metrics.latency["storage_per_request"])
+    assert per_request["count"] == 2
+    assert per_request["p50"] == pytest.approx(750.0, rel=1e-3)
+    assert per_request["max"] == pytest.approx(5000.0, rel=1e-3)
+    assert metrics.counters["storage_io_us"] == 5_750_000
+    assert metrics.counters["ops.storage.read"] == 1 and metrics.counters["ops.storage.write"] == 2
+    assert metrics.counters["ops.cpu.read"] == 1
+
+
+def test_a_new_request_starts_its_storage_time_at_zero():
+    metrics = Metrics()
+    metrics.begin_request()
+    metrics.record_op("storage", "read", 2.0)  # an interrupted request: recorded op, never a completed request
+    metrics.begin_request()
+    metrics.record_op("storage", "read", 0.001)
+    metrics.record_request("batch", 1000.0, 0.0, 0.1, 0.2, 1, 1)
+    assert metrics.counters["storage_io_us"] == 1000
+
+
+def test_entries_held_and_their_peak():
+    metrics = Metrics()
+    for _entry in range(3):
+        metrics.entry_moved(None, "cpu")
+    metrics.entry_moved("cpu", "storage")
+    metrics.entry_moved("cpu", None)
+    counters = metrics.counters
+    assert (counters["entries.cpu"], counters["peak_entries.cpu"]) == (1, 3)
+    assert (counters["entries.storage"], counters["peak_entries.storage"]) == (1, 1)

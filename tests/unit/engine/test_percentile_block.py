@@ -15,6 +15,7 @@ def test_matches_hdrh_exactly(samples):
         hist.record_value(int(rng.lognormvariate(9, 2)) + 1)
     hist = decode(encode(hist))  # the path rank 0 takes
     block = percentile_block(hist)
+    assert "p9999" in block and dict(PERCENTILES)["p9999"] == 99.99  # the reference's p99.99, checked below
     for name, quantile in PERCENTILES:
         assert block[name] == hist.get_value_at_percentile(quantile) / 1000.0
     assert block["mean"] == round(hist.get_mean_value() / 1000.0, 3)

@@ -115,6 +115,14 @@ def test_lru_demotion_moves_the_least_recently_used(make_stack):
     assert stack.metrics.bytes["cpu.read"] - before["cpu.read"] == E
     assert latency_count(stack, "storage.write") == 1
     assert latency_count(stack, "cpu.write") == 4
+    # operations are whole entries: a demotion is one read of its tier and one write of the next
+    ops = {name: value for name, value in counters(stack).items() if name.startswith(("ops.", "entries.", "peak_"))}
+    assert ops == {
+        "ops.gpu.read": 0, "ops.gpu.write": 0, "ops.cpu.read": 2, "ops.cpu.write": 4,
+        "ops.storage.read": 0, "ops.storage.write": 1,
+        "entries.gpu": 0, "entries.cpu": 3, "entries.storage": 1,
+        "peak_entries.gpu": 0, "peak_entries.cpu": 3, "peak_entries.storage": 1,
+    }  # fmt: skip
     check_consistent(stack)
 
 
@@ -128,6 +136,16 @@ def test_demotion_out_of_the_simulated_gpu_is_counted(make_stack):
     assert stack.metrics.bytes["gpu.read"] == E  # the demoted entry was read out of the GPU
     assert stack.metrics.bytes["cpu.write"] == E
     assert latency_count(stack, "cpu.write") == 1
+
+
+def test_an_evicted_entry_leaves_the_entry_count(make_stack):
+    stack = make_stack(gpu_bytes=0, cpu_bytes=0, storage_bytes=2 * E)
+    for key in "abc":
+        stack.manager.write_new(key, E, stack.pattern)
+    assert counters(stack)["evictions.storage"] == 1
+    assert counters(stack)["entries.storage"] == 2 == len(stack.storage.lru)
+    assert counters(stack)["peak_entries.storage"] == 2
+    assert counters(stack)["ops.storage.write"] == 3 and counters(stack)["ops.storage.read"] == 0
 
 
 def test_storage_eviction_deletes_the_file_and_the_entry_misses(make_stack):
