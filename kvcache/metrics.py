@@ -151,6 +151,7 @@ class Metrics:
         generated_tokens: int,
     ) -> None:
         storage_us = int(round(getattr(self._request, "storage_s", 0.0) * 1e6))
+        self._request.storage_s = 0.0  # consumed: the thread's next request starts from zero
         with self.lock:
             self.latency["storage_per_request"].record_value(max(LOWEST_US, storage_us))
             self.counters["storage_io_us"] += storage_us

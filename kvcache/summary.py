@@ -10,6 +10,10 @@ def _ms(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _count(value) -> str:
+    return "-" if value is None else str(value)  # results written before op counts were kept lack them
+
+
 def _gib(value) -> str:
     return f"{value / GIB:.3f}"
 
@@ -36,22 +40,26 @@ def format_summary(result: dict) -> str:
     lines.append("")
     lines.append(
         f"{'tier':<8} {'read GiB':>10} {'write GiB':>10} {'read GiB/s':>11} {'write GiB/s':>12} "
-        f"{'read p50':>9} {'read p95':>9} {'read p99':>9} {'write p95':>10}  (latency ms)"
+        f"{'read p50':>9} {'read p95':>9} {'read p99':>9} {'write p95':>10} {'reads':>9} {'writes':>9} "
+        f"{'entries':>8}  (latency ms; reads/writes: whole entries)"
     )
     for name, tier in result["tiers"].items():
         lines.append(
             f"{name:<8} {_gib(tier['bytes_read']):>10} {_gib(tier['bytes_written']):>10} "
             f"{_gib(tier['read_bandwidth_bytes_per_s']):>11} {_gib(tier['write_bandwidth_bytes_per_s']):>12} "
             f"{_ms(tier['read_latency_ms']['p50']):>9} {_ms(tier['read_latency_ms']['p95']):>9} "
-            f"{_ms(tier['read_latency_ms']['p99']):>9} {_ms(tier['write_latency_ms']['p95']):>10}"
+            f"{_ms(tier['read_latency_ms']['p99']):>9} {_ms(tier['write_latency_ms']['p95']):>10} "
+            f"{_count(tier.get('read_ops')):>9} {_count(tier.get('write_ops')):>9} {_count(tier.get('entries')):>8}"
             + ("  (simulated)" if tier.get("simulated") else "")
         )
     lines.append("")
-    lines.append(f"{'latency ms':<12} {'p50':>9} {'p95':>9} {'p99':>9} {'p99.9':>9} {'max':>9} {'count':>8}")
+    lines.append(
+        f"{'latency ms':<20} {'p50':>9} {'p95':>9} {'p99':>9} {'p99.9':>9} {'p99.99':>9} {'max':>9} {'count':>8}"
+    )
     for name, block in result["latency_ms"].items():
         lines.append(
-            f"{name:<12} {_ms(block['p50']):>9} {_ms(block['p95']):>9} {_ms(block['p99']):>9} "
-            f"{_ms(block['p999']):>9} {_ms(block['max']):>9} {block['count']:>8}"
+            f"{name:<20} {_ms(block['p50']):>9} {_ms(block['p95']):>9} {_ms(block['p99']):>9} "
+            f"{_ms(block['p999']):>9} {_ms(block.get('p9999')):>9} {_ms(block['max']):>9} {block['count']:>8}"
         )
     lines.append("")
     requests, tokens = result["requests"], result["tokens"]
@@ -60,6 +68,13 @@ def format_summary(result: dict) -> str:
         f"prefill tokens/s {tokens['prefill_per_second'] or 0:.0f}  "
         f"generated tokens/s {tokens['generated_per_second'] or 0:.0f}"
     )
+    reference = result.get("reference_metrics")
+    if reference and reference["storage_throughput_tokens_per_sec"] is not None:
+        lines.append(
+            f"kv-cache.py storage throughput {reference['storage_throughput_tokens_per_sec']:.1f} tokens/s "
+            f"({reference['tokens']} generated tokens / {reference['storage_io_seconds']:.3f} s summed storage I/O; "
+            "not a bandwidth)"
+        )
     qos = result.get("qos", {})
     if qos:
         lines.append(

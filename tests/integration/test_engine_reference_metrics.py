@@ -63,6 +63,7 @@ def test_one_users_op_counts_follow_its_requests_and_the_reference_figure_adds_u
         reference["tokens"] / reference["storage_io_seconds"], rel=1e-5
     )
     assert "not a bandwidth" in reference["definition"]
+    assert "storage_per_request" in done.stdout and "p99.99" in done.stdout and "kv-cache.py storage" in done.stdout
     assert result["per_rank"][0]["reference_metrics"] == reference
     for block in [result["latency_ms"][name] for name in result["latency_ms"]] + [storage["read_latency_ms"]]:
         assert "p9999" in block

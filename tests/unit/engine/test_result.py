@@ -301,3 +301,34 @@ def test_no_verdict_outside_the_latency_profile_or_without_requests(payloads):
     nothing = build([idle])
     assert nothing["sla"]["passed"] is None and nothing["sla"]["no_verdict_reason"] == "no request completed"
     assert "SLA (latency profile): no verdict (no request completed)" in format_summary(nothing)
+
+
+def test_reference_metrics_and_op_counts_are_pooled_over_ranks(payloads):
+    result = build(payloads)
+    # rank_payload: each rank's storage ops fall into its first request; 10 requests of 10 generated tokens each.
+    drawn = ((0, 500, 5.0), (1, 800, 20.0), (2, 300, 2.0), (10, 200, 8), (11, 50, 3), (12, 100, 1))
+    op_seconds = sum(sum(latencies(seed, n, scale)) for seed, n, scale in drawn) / 1000.0
+    reference = result["reference_metrics"]
+    assert reference["tokens"] == result["tokens"]["generated"] == 300
+    assert reference["storage_io_seconds"] == pytest.approx(op_seconds, abs=1e-5)
+    assert reference["storage_throughput_tokens_per_sec"] == pytest.approx(300 / op_seconds, rel=1e-5)
+    assert [r["reference_metrics"]["tokens"] for r in result["per_rank"]] == [100, 100, 100]
+    storage = result["tiers"]["storage"]
+    assert (storage["read_ops"], storage["write_ops"]) == (1600, 350)
+    assert [r["tiers"]["storage"]["read_ops"] for r in result["per_rank"]] == [500, 800, 300]
+    assert result["latency_ms"]["storage_per_request"]["count"] == 30
+    summary = format_summary(result)
+    assert "p99.99" in summary and f"kv-cache.py storage throughput {300 / op_seconds:.1f} tokens/s" in summary
+
+
+def test_summary_of_a_result_written_before_the_reference_metrics(payloads):
+    result = build(payloads)
+    del result["reference_metrics"]
+    for tier in result["tiers"].values():
+        for name in ("read_ops", "write_ops", "entries", "peak_entries"):
+            del tier[name]
+    for block in result["latency_ms"].values():
+        del block["p9999"]
+    assert first_problem(result) is None  # still a valid v1 result
+    summary = format_summary(result)
+    assert "kv-cache.py" not in summary and "storage " in summary
