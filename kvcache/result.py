@@ -7,7 +7,7 @@ from kvcache import RESULT_SCHEMA as SCHEMA
 from kvcache.metrics import REQUEST_LATENCIES, TIERS, decode, merge, percentile_block
 from kvcache.workload import QOS_CLASSES
 
-RANK_HISTOGRAMS = ("storage.read", "storage.write", "end_to_end", "ttft")
+RANK_HISTOGRAMS = ("storage.read", "storage.write", "end_to_end", "ttft", "storage_per_request")
 # The reference's pass/fail rule for the latency profile (p95 limits, ms).
 SLA_LIMITS_MS = (("storage.write", 500.0), ("storage.read", 200.0), ("cpu.read", 150.0))
 SLA_MIN_HIT_RATE = 0.30

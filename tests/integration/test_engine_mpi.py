@@ -52,6 +52,17 @@ def test_three_ranks_make_one_aggregated_result(tmp_path):
         assert result["tiers"][tier][f"{op}_latency_ms"] == percentile_block(pooled)
         rank_p95s = [r["tiers"][tier][f"{op}_latency_ms"]["p95"] for r in per_rank]
         assert result["aggregate"]["max_rank_p95_ms"][name] == max(rank_p95s)
+    pooled = merge(decode(r["histograms"]["storage_per_request"]) for r in per_rank)
+    assert result["latency_ms"]["storage_per_request"] == percentile_block(pooled)
+    assert pooled.get_total_count() == result["requests"]["completed"]
+    # The reference's figure over every rank: all tokens over all storage seconds (not a mean of ratios).
+    reference = result["reference_metrics"]
+    assert reference["tokens"] == sum(r["reference_metrics"]["tokens"] for r in per_rank)
+    assert reference["storage_io_seconds"] == pytest.approx(
+        sum(r["reference_metrics"]["storage_io_seconds"] for r in per_rank), abs=1e-5
+    )
+    for key in ("read_ops", "write_ops", "entries"):
+        assert result["tiers"]["storage"][key] == sum(r["tiers"]["storage"][key] for r in per_rank) > 0
     # One window for all ranks, measured from the shared start barrier (immune to clock skew).
     window = result["window"]
     ends = [r["window"]["end_offset_s"] for r in per_rank]
