@@ -33,7 +33,21 @@ def headline_figures(result: dict) -> dict:
         "hit_rate": result["hit_rate"]["overall"],
         "dropped_entries": dropped.get("count"),
         "dropped_share_of_writes": dropped.get("share_of_writes"),
+        "sla": sla_verdict(result),
     }
+
+
+def sla_verdict(result: dict) -> str:
+    """PASS, FAIL with the failed criteria, or no verdict and why (a failed run never passes)."""
+    sla = result.get("sla") or {}
+    # The status is checked here too: a result written before failed runs lost their verdict says PASS.
+    if result["status"] != "ok":
+        return "no verdict (the run failed)"
+    if sla.get("passed") is None:
+        return f"no verdict ({sla.get('no_verdict_reason') or 'nothing to judge'})"
+    if sla["passed"]:
+        return "PASS"
+    return "FAIL: " + ", ".join(c["name"] for c in sla["criteria"] if not c["passed"])
 
 
 def _or_na(value, form: str) -> str:
@@ -52,7 +66,8 @@ def _hosts(names: List[str], count: int) -> str:
 
 def headline_lines(figures: dict) -> List[str]:
     """The headline as text, one line per subject."""
-    error = f"  ({figures['error']})" if figures["error"] else ""
+    # A failed run's figures cover only the part of the window before it failed.
+    error = f"  ({figures['error']}; the figures below are partial)" if figures["error"] else ""
     read_gib, write_gib = figures["storage_read_bytes_per_s"] / GIB, figures["storage_write_bytes_per_s"] / GIB
     hosts = _hosts(figures["hosts"], figures["host_count"])
     return [
@@ -66,6 +81,7 @@ def headline_lines(figures: dict) -> List[str]:
         # An entry no tier had room for was never stored: the figures above did not serve the whole workload.
         f"dropped entries {_or_na(figures['dropped_entries'], '')} "
         f"({_percent(figures['dropped_share_of_writes'])} of entry writes)",
+        f"SLA (latency profile): {figures['sla']}",
     ]
 
 

@@ -142,6 +142,12 @@ def _dropped_entries(counters) -> dict:
     return {"count": count, "entry_writes": attempts, "share_of_writes": _ratio(count, attempts)}
 
 
+STORAGE_UNMEASURED = (
+    "the storage tier was not both read and written: the workload fit in the GPU/CPU tiers, so the storage "
+    "was not measured; lower --gpu-mem-gb/--cpu-mem-gb, or add users or duration"
+)
+
+
 def _sla(tiers, hit_rate, profile, completed, dropped, failed) -> dict:
     criteria = []
     for name, limit in SLA_LIMITS_MS:
@@ -171,6 +177,8 @@ def _sla(tiers, hit_rate, profile, completed, dropped, failed) -> dict:
         reason = "the run failed"
     elif not completed:
         reason = "no request completed"
+    elif tiers["storage"]["read_latency_ms"]["p95"] is None or tiers["storage"]["write_latency_ms"]["p95"] is None:
+        reason = STORAGE_UNMEASURED  # the storage criteria cannot be judged: a PASS would say nothing of it
     else:
         reason = None
     passed = all(c["passed"] for c in criteria) if reason is None else None
@@ -257,6 +265,8 @@ def build_result(
             "hold the workload and no SLA can pass; give the storage tier more room (--storage-capacity-gb, "
             "free space) or run fewer users"
         )
+    if not (tiers["storage"]["bytes_read"] and tiers["storage"]["bytes_written"]):
+        warnings.append(STORAGE_UNMEASURED)
     result = {
         "schema": SCHEMA,
         "status": status,

@@ -18,17 +18,6 @@ def _gib(value) -> str:
     return f"{value / GIB:.3f}"
 
 
-def _sla_verdict(result: dict, sla: dict) -> str:
-    # The status is checked here too: a result written before failed runs lost their verdict says PASS.
-    if result["status"] != "ok":
-        return "no verdict (the run failed)"
-    if sla.get("passed") is None:
-        return f"no verdict ({sla.get('no_verdict_reason') or 'nothing to judge'})"
-    if sla["passed"]:
-        return "PASS"
-    return "FAIL: " + ", ".join(c["name"] for c in sla["criteria"] if not c["passed"])
-
-
 def format_summary(result: dict) -> str:
     """The headline, then the details: every tier, every latency, QoS, the ranks' aggregate, SLA, warnings."""
     lines: List[str] = headline_lines(headline_figures(result))
@@ -99,9 +88,6 @@ def format_summary(result: dict) -> str:
                 f"stragglers (storage bandwidth < {aggregate['straggler_fraction']:.0%} of the median): "
                 f"ranks {', '.join(map(str, aggregate['stragglers']))}"
             )
-    sla = result.get("sla", {})
-    if sla.get("applies"):
-        lines.append("SLA (latency profile): " + _sla_verdict(result, sla))
     for warning in result.get("warnings", []):
         lines.append(f"warning: {warning}")
     return "\n".join(lines)

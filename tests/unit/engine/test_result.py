@@ -6,7 +6,7 @@ import random
 import pytest
 
 from kvcache.metrics import Metrics, decode, merge, percentile_block
-from kvcache.result import SCHEMA, build_result
+from kvcache.result import SCHEMA, STORAGE_UNMEASURED, build_result
 from kvcache.result_reader import first_problem
 from kvcache.summary import format_summary
 
@@ -292,10 +292,24 @@ def test_summary_of_an_older_failed_result_that_says_pass_gives_no_verdict(paylo
     assert "no verdict (the run failed)" in summary and "PASS" not in summary
 
 
+def test_no_verdict_when_the_storage_was_not_both_read_and_written():
+    """Everything fit in the GPU/CPU tiers: the storage criteria have no samples, so no PASS, and a warning."""
+    read_only = [rank_payload(0, T0, T0 + 10.0, 100 * MIB, 0, latencies(0, 50, 1.0))]
+    result = build(read_only)
+    assert result["tiers"]["storage"]["write_latency_ms"]["p95"] is None
+    assert result["sla"]["passed"] is None and result["sla"]["no_verdict_reason"] == STORAGE_UNMEASURED
+    assert STORAGE_UNMEASURED in result["warnings"]
+    assert "PASS" not in format_summary(result)
+    measured = [rank_payload(0, T0, T0 + 10.0, 100 * MIB, 50 * MIB, latencies(0, 50, 1.0), latencies(1, 50, 1.0))]
+    assert build(measured)["sla"]["passed"] is True and STORAGE_UNMEASURED not in build(measured)["warnings"]
+
+
 def test_no_verdict_outside_the_latency_profile_or_without_requests(payloads):
     throughput = build(payloads, performance_profile="throughput")
     assert throughput["sla"]["passed"] is None and "latency profile only" in throughput["sla"]["no_verdict_reason"]
-    assert "SLA" not in format_summary(throughput)
+    summary = format_summary(throughput)
+    assert "SLA (latency profile): no verdict (the SLA applies to the latency profile only)" in summary
+    assert "PASS" not in summary
     idle = rank_payload(0, T0, T0 + 1, 0, 0, [])
     idle["metrics"]["counters"]["requests"] = 0
     nothing = build([idle])
