@@ -30,11 +30,13 @@ class _BoundedLoader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
         self._values = 0
         self._depth = 0
         self._expanded = {}  # id(node) -> (node, values it stands for), for aliases to it
+        self._aliases = 0
 
     def _count(self, values: int) -> None:
         self._values += values
         if self._values > MAX_CONFIG_VALUES:
-            raise _Refused(f"expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases count as their copies)")
+            how = " once its YAML aliases are expanded" if self._aliases else ""
+            raise _Refused(f"holds more than {MAX_CONFIG_VALUES:,} values{how}; a config is a few dozen keys")
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
@@ -43,6 +45,7 @@ class _BoundedLoader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
                 known = self._expanded.get(id(target))
                 if known is None:
                     raise _Refused(f"the alias *{clip(self.peek_event().anchor, 40)} refers to a node that contains it")
+                self._aliases += 1
                 self._count(known[1])
             return super().compose_node(parent, index)
         self._depth += 1
