@@ -101,6 +101,7 @@ def test_datasize_sizes_what_the_engine_lists_for_datasize(description):
     sized = _sized_options(description)
     assert {"io_depth", "io_chunk_mib", "disable_multi_turn", "disable_prefix_caching"} <= set(sized)
     assert not {"duration", "seed", "io_engine", "output"} & set(sized)  # run options datasize does not take
+    assert {"io-depth", "io-chunk-mib"} <= set(sized)  # extra_args may spell a key with dashes, as the engine does
 
 
 def test_a_new_datasize_option_is_sized_with_no_change_to_the_role(description):
