@@ -4,31 +4,13 @@ Messages quote what the user gave, but only a short prefix of it: a value can be
 (a pasted file, a YAML alias bomb), and the message must stay one short line.
 """
 
-import reprlib
+# The quoting of values is the one of the option checks (value_rules.py, shared with the plugins).
+from kvcache.value_rules import SHOWN_CHARS, clip, shown
 
-SHOWN_CHARS = 60  # of any offending value
 SHOWN_PATH_CHARS = 160  # a path is quoted longer than a value: deep paths are common and legitimate
 MESSAGE_CHARS = 1000  # a last guard for messages that join several parts (one per rank, ...)
 
-
-def clip(text: str, limit: int) -> str:
-    """`text`, or its first `limit` characters and "..." when it is longer."""
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-# reprlib bounds the work as well as the text: a YAML alias bomb is a list of a billion shared items.
-_SHORT_REPR = reprlib.Repr()
-_SHORT_REPR.maxlevel = 2
-_SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = _SHORT_REPR.maxdict = _SHORT_REPR.maxset = 4
-_SHORT_REPR.maxlong = _SHORT_REPR.maxother = SHOWN_CHARS
-
-
-def shown(value) -> str:
-    """The repr of an offending value, cut to a short prefix (repr also escapes newlines and controls)."""
-    if isinstance(value, str):
-        # repr of the prefix only: never build the repr of a huge string.
-        return repr(value[:SHOWN_CHARS]) + ("..." if len(value) > SHOWN_CHARS else "")
-    return clip(_SHORT_REPR.repr(value), SHOWN_CHARS)
+__all__ = ["SHOWN_CHARS", "SHOWN_PATH_CHARS", "MESSAGE_CHARS", "UsageError", "clip", "not_utf8", "shown", "shown_path"]
 
 
 def shown_path(path) -> str:

@@ -2,10 +2,10 @@
 
 import argparse
 import difflib
-import math
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
+from kvcache import value_rules
 from kvcache.config_file import read_config_file
 from kvcache.errors import UsageError, shown, shown_path
 
@@ -305,63 +305,30 @@ def _argparse_type(opt: Option):
         except ValueError:  # also int() of more digits than Python converts
             raise argparse.ArgumentTypeError(f"expected {opt.kind.__name__}, got {shown(text)}") from None
         if opt.choices and value not in opt.choices:
-            raise argparse.ArgumentTypeError(_choices_problem(opt, value))
+            raise argparse.ArgumentTypeError(value_rules.choices_problem(opt.choices, value))
         return value
 
     convert.__name__ = opt.kind.__name__
     return convert
 
 
-def _choices_problem(opt: Option, value) -> str:
-    return f"must be one of {', '.join(opt.choices)}, got {shown(value)}"
-
-
-def _bound(number: float) -> str:
-    """A bound as typed: 4194304 and 9223372036854775807 in full, 0.05 as is."""
-    return str(int(number)) if float(number).is_integer() else f"{number:g}"
-
-
-def _range_problem(opt: Option, value) -> Optional[str]:
-    """Why a number is out of the option's range, or None."""
-    if opt.minimum is not None:
-        if value < opt.minimum or (opt.exclusive_minimum and value == opt.minimum):
-            bound = f"> {_bound(opt.minimum)}" if opt.exclusive_minimum else f">= {_bound(opt.minimum)}"
-            return f"must be {bound}, got {shown(value)}"
-    if opt.nonzero_minimum is not None and value != 0 and value < opt.nonzero_minimum:
-        return f"must be 0 or >= {_bound(opt.nonzero_minimum)}, got {shown(value)}"
-    if opt.maximum is not None and value > opt.maximum:
-        return f"must be <= {_bound(opt.maximum)}, got {shown(value)}"
-    return None
-
-
 def check_value(opt: Option, value: Any, where: str) -> Any:
-    """A value from a config file or a flag, checked against the option; errors start with `where`."""
-    if value is None and opt.default is None:
-        return None
-    if opt.kind is bool:
-        if not isinstance(value, bool):
-            raise UsageError(where, f"must be true or false, got {shown(value)}")
-        return value
-    if opt.kind is float and isinstance(value, int) and not isinstance(value, bool):
-        # float() of a huge int overflows: check the range on the int (Python compares int and float exactly).
-        problem = _range_problem(opt, value)
-        if problem:
-            raise UsageError(where, problem)
-        value = float(value)
-    if isinstance(value, bool) or not isinstance(value, opt.kind):
-        raise UsageError(where, f"must be {'a number' if opt.kind is float else opt.kind.__name__}, got {shown(value)}")
-    if opt.kind is float and not math.isfinite(value):
-        raise UsageError(where, f"must be a finite number, got {shown(value)}")
-    if opt.kind is str and not value:
-        raise UsageError(where, "must not be empty")
-    if opt.kind is str and "\0" in value:  # no path or name can hold one (YAML can write "\0")
-        raise UsageError(where, f"must not contain a NUL character, got {shown(value)}")
-    if opt.choices and value not in opt.choices:
-        raise UsageError(where, _choices_problem(opt, value))
-    problem = _range_problem(opt, value) if opt.kind in (int, float) else None
-    if problem:
+    """A value from a config file or a flag, checked against the option; errors start with `where`.
+
+    The rules are value_rules.check, which the plugins apply to the same fields of `kvcache describe`."""
+    checked, problem = value_rules.check(
+        opt.kind.__name__,
+        value,
+        choices=opt.choices,
+        minimum=opt.minimum,
+        maximum=opt.maximum,
+        exclusive_minimum=opt.exclusive_minimum,
+        nonzero_minimum=opt.nonzero_minimum,
+        default=opt.default,
+    )
+    if problem is not None:
         raise UsageError(where, problem)
-    return value
+    return checked
 
 
 def load_config(path: str, command: str) -> Tuple[Dict[str, Any], Mapping]:

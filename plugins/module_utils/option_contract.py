@@ -4,20 +4,17 @@
 
 The engine declares every option once (flag, type, default, choices, bounds, the commands that accept
 it) and every model; this file knows only what the contract's fields mean, never an option, a bound or
-a model of its own. A value is checked as the engine checks a config-file value: booleans must be real
-booleans, integers real integers, numbers finite, strings non-empty, then choices and bounds.
+a model of its own. A value is checked by the engine's own rules (value_rules.py), as a config-file value is.
 """
 
 import difflib
 import json
-import math
 
-from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError, quote, shown
+from ansible_collections.storagebench.kvcache.plugins.module_utils import value_rules
+from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError, quote
 
 # Every command accepts a config file besides the options of the table.
 CONFIG = "config"
-_TYPES = ("int", "float", "str", "bool")
-_WHAT = {"int": "an integer", "float": "a number", "str": "a string"}
 
 
 def parse_describe(text):
@@ -34,7 +31,7 @@ def parse_describe(text):
             raise ValueError("describe output has an option without a name")
         if not isinstance(entry.get("flag"), str) or not isinstance(entry.get("commands"), list):
             raise ValueError(f"describe output: option {entry['name']!r} lacks its flag or its commands")
-        if entry.get("type") not in _TYPES:
+        if entry.get("type") not in value_rules.TYPES:
             raise ValueError(f"describe output: option {entry['name']!r} has an unknown type {entry.get('type')!r}")
     for model in data["models"]:
         if not isinstance(model, dict) or not isinstance(model.get("name"), str):
@@ -80,54 +77,22 @@ class OptionContract:
         return f"{where}: {quote(value)} is not a built-in model; the config file must define it"
 
 
-def _bound(number):
-    """A bound as the engine prints it: 4194304 and 9223372036854775807 in full, 0.05 as is."""
-    return str(int(number)) if float(number).is_integer() else f"{number:g}"
-
-
-def _range_problem(entry, value):
-    minimum, maximum, nonzero = entry.get("minimum"), entry.get("maximum"), entry.get("nonzero_minimum")
-    if minimum is not None:
-        exclusive = bool(entry.get("exclusive_minimum"))
-        if value < minimum or (exclusive and value == minimum):
-            return f"must be {'>' if exclusive else '>='} {_bound(minimum)}, got {shown(value)}"
-    if nonzero is not None and value != 0 and value < nonzero:
-        return f"must be 0 or >= {_bound(nonzero)}, got {shown(value)}"
-    if maximum is not None and value > maximum:
-        return f"must be <= {_bound(maximum)}, got {shown(value)}"
-    return None
-
-
 def check_value(entry, value, where):
     """`value` checked against a contract entry and returned as the engine holds it (an int given for a float
-    becomes a float); OptionError(where) otherwise. None is "unset" for an option whose default is null."""
-    kind = entry["type"]
-    if value is None and entry.get("default") is None:
-        return None
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise OptionError(where, f"must be true or false, got {shown(value)}")
-        return value
-    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
-        # float() of a huge int overflows: check the bounds on the int (Python compares int and float exactly).
-        problem = _range_problem(entry, value)
-        if problem:
-            raise OptionError(where, problem)
-        value = float(value)
-    python_type = {"int": int, "float": float, "str": str}[kind]
-    if isinstance(value, bool) or not isinstance(value, python_type):
-        raise OptionError(where, f"must be {_WHAT[kind]}, got {shown(value)}")
-    if kind == "float" and not math.isfinite(value):
-        raise OptionError(where, f"must be a finite number, got {shown(value)}")
-    if kind == "str" and not value:
-        raise OptionError(where, "must not be empty")
-    if kind == "str" and "\0" in value:
-        raise OptionError(where, "must not contain a NUL byte")
-    choices = entry.get("choices")
-    if choices is not None and value not in choices:
-        raise OptionError(where, f"must be one of {', '.join(str(choice) for choice in choices)}, got {shown(value)}")
-    if kind in ("int", "float"):
-        problem = _range_problem(entry, value)
-        if problem:
-            raise OptionError(where, problem)
-    return value
+    becomes a float); OptionError(where) otherwise. None is "unset" for an option whose default is null.
+
+    The rules are the engine's own (value_rules.py is a link to kvcache/value_rules.py), so the module and
+    a config file reject a value with the same message."""
+    checked, problem = value_rules.check(
+        entry["type"],
+        value,
+        choices=entry.get("choices"),
+        minimum=entry.get("minimum"),
+        maximum=entry.get("maximum"),
+        exclusive_minimum=entry.get("exclusive_minimum"),
+        nonzero_minimum=entry.get("nonzero_minimum"),
+        default=entry.get("default"),
+    )
+    if problem is not None:
+        raise OptionError(where, problem)
+    return checked

@@ -292,6 +292,16 @@ engine_version:
   returned: success
   type: str
   sample: 0.1.0
+engine_source:
+  description:
+    - Where the option contract came from. V(python) is C(PYTHON -m kvcache describe) with O(python).
+    - V(import) is C(kvcache.describe) imported by the module's own interpreter, used when O(python) could not
+      describe the engine. A warning then gives the reason; the options and models checked may differ from
+      those of the engine that will run.
+  returned: success
+  type: str
+  choices: [python, import]
+  sample: python
 mpi_prefix:
   description: The MPI launcher part of RV(argv); empty unless O(exec_type=mpi) with hosts.
   returned: success
@@ -362,7 +372,8 @@ _OUTPUT_CHARS = 100
 
 
 def describe_engine(module, python):
-    """The engine's option contract: `PYTHON -m kvcache describe`, else `kvcache.describe` imported here."""
+    """(the engine's option contract, where it came from): `PYTHON -m kvcache describe` ("python"), else
+    `kvcache.describe` imported by the module's own interpreter ("import"), with a warning that says why."""
     problems = []
     try:
         rc, out, err = module.run_command(
@@ -373,7 +384,7 @@ def describe_engine(module, python):
     else:
         if rc == 0:
             try:
-                return parse_describe(out)
+                return parse_describe(out), "python"
             except ValueError as exc:
                 reason = to_native(exc)[:_OUTPUT_CHARS]
                 problems.append(f"{quote(python)} -m kvcache describe printed no valid description ({reason})")
@@ -382,15 +393,22 @@ def describe_engine(module, python):
     try:
         from kvcache.describe import describe  # pylint: disable=import-outside-toplevel
 
-        return parse_describe(describe())
+        description = parse_describe(describe())
     except (ImportError, ValueError, TypeError) as exc:
         problems.append(f"importing kvcache.describe here failed: {to_native(exc)[:_OUTPUT_CHARS]}")
+    else:
+        # The contract then is the one of the engine beside the module, which may differ from PYTHON's: say so.
+        module.warn(
+            "python: {}; the options and models were checked against kvcache.describe imported by the module's "
+            "own Python instead".format("; ".join(problems))
+        )
+        return description, "import"
     module.fail_json(
         msg="python: cannot ask the engine for its options and models ({}); set python to an interpreter that has the "
         "storagebench kvcache engine installed".format("; ".join(problems)),
         option="python",
     )
-    return None
+    return None, None
 
 
 def resolve_flavor(module, mpi_bin, requested):
@@ -461,7 +479,7 @@ def main():
     except OptionError as exc:
         module.fail_json(msg=to_native(exc), option=exc.option)
 
-    description = describe_engine(module, params["python"])
+    description, engine_source = describe_engine(module, params["python"])
     try:
         argv, engine_argv, launch, warnings = build_command(module, description)
         changed = False
@@ -479,7 +497,7 @@ def main():
     else:
         for warning in warnings:
             module.warn(warning)
-        result = dict(changed=changed, engine_version=str(description.get("version", "")))
+        result = dict(changed=changed, engine_version=str(description.get("version", "")), engine_source=engine_source)
         result.update(argv=argv, cmd=shlex.join(argv), engine_argv=engine_argv)
         result.update(mpi_prefix=[], mpi_flavor=None, num_processes=1, slots={}, hostfile=None)
         if launch is not None:

@@ -135,9 +135,9 @@ def test_the_cli_takes_the_flag_with_its_type_and_bounds(copy, tmp_path, value, 
     [
         (f"{NAME}: 5", 0, None),
         (f"{NAME.replace('_', '-')}: 9", 0, None),
-        (f'{NAME}: "5"', 2, f"{NAME}: must be int, got '5'"),
+        (f'{NAME}: "5"', 2, f"{NAME}: must be an integer, got '5'"),
         (f"{NAME}: 0", 2, f"{NAME}: must be >= 1, got 0"),
-        (f"{NAME}: true", 2, f"{NAME}: must be int, got True"),
+        (f"{NAME}: true", 2, f"{NAME}: must be an integer, got True"),
     ],
 )
 def test_a_config_file_takes_the_key_with_its_type_and_bounds(copy, tmp_path, line, rc, says):
@@ -167,7 +167,11 @@ def test_kvcache_command_takes_it_in_extra_args_with_its_type_and_bounds(copy, t
     assert result["engine_argv"][-3:] == [FLAG, "5", "--json"]
     rc, _out, err = engine(copy, tmp_path, *result["engine_argv"][3:])  # the command it built runs
     assert rc == 0, err
-    for value, says in (("5", "must be an integer, got '5'"), (10, "must be <= 9, got 10"), (True, "integer")):
+    for value, says in (
+        ("5", "must be an integer, got '5'"),
+        (10, "must be <= 9, got 10"),
+        (True, "must be an integer, got True"),
+    ):
         ok, result = ansible_module(copy, tmp_path, {"extra_args": {NAME: value}})
         assert not ok
         assert result["msg"].startswith(f"extra_args: {NAME}: ") and says in result["msg"], result["msg"]

@@ -160,7 +160,7 @@ def test_extra_args_bad_keys_and_values(description, key, value):
         ("promote", "false", "promote: must be true or false"),
         ("io_chunk_mib", "abc", "io_chunk_mib: must be an integer, got 'abc'"),
         ("io_chunk_mib", "8", "io_chunk_mib: must be an integer, got '8'"),
-        ("io_depth", True, "io_depth: must be an integer, got 'True'"),
+        ("io_depth", True, "io_depth: must be an integer, got True"),
         ("io_depth", 4.0, "io_depth: must be an integer, got 4.0"),
         ("io-depth", 0, "io-depth: must be >= 1, got 0"),
         ("stats_interval", float("nan"), "stats_interval: must be a finite number, got nan"),
@@ -176,7 +176,7 @@ def test_extra_args_bad_keys_and_values(description, key, value):
         ("io_engine", "fast", "io_engine: must be one of direct, buffered, got 'fast'"),
         ("io_engine", 3, "io_engine: must be a string, got 3"),
         ("gpu_backend", "", "gpu_backend: must not be empty"),
-        ("io_depth", False, "io_depth: must be an integer, got 'False'"),
+        ("io_depth", False, "io_depth: must be an integer, got False"),
     ],
 )
 def test_extra_args_values_are_checked_against_the_contract_naming_the_key(description, key, value, says):

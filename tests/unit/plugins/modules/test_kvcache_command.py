@@ -130,6 +130,32 @@ def test_describe_falls_back_to_importing_the_engine(commands, monkeypatch, desc
     monkeypatch.setitem(sys.modules, "kvcache.describe", module)
     result = run_module({"model": "tiny-1b"})
     assert result["argv"] == [DEFAULT_PY, "-m", "kvcache", "run", "--model", "tiny-1b"]
+    assert result["engine_source"] == "import"
+    # Not silent: the warning says why PYTHON could not describe the engine and where the contract came from.
+    (warning,) = result["warnings"]
+    assert warning.startswith(f"python: '{DEFAULT_PY}' -m kvcache describe: [Errno 2] No such file or directory")
+    assert "imported by the module's own Python" in warning
+
+
+def test_describe_fallback_after_a_failing_describe_warns_with_its_output(commands, monkeypatch, description):
+    commands["describe"] = (1, "", "Traceback ...\nModuleNotFoundError: No module named 'yaml'\n")
+    package = types.ModuleType("kvcache")
+    package.__path__ = []
+    module = types.ModuleType("kvcache.describe")
+    module.describe = lambda: description
+    monkeypatch.setitem(sys.modules, "kvcache", package)
+    monkeypatch.setitem(sys.modules, "kvcache.describe", module)
+    result = run_module({"python": "/usr/bin/python3", "model": "tiny-1b"})
+    assert result["engine_source"] == "import"
+    (warning,) = result["warnings"]
+    assert "'/usr/bin/python3' -m kvcache describe exited 1: " in warning
+    assert "No module named 'yaml'" in warning and len(warning) < 400
+
+
+def test_the_engines_own_describe_gives_no_warning(commands):
+    result = run_module({"model": "tiny-1b"})
+    assert result["engine_source"] == "python"
+    assert "warnings" not in result
 
 
 def test_no_engine_anywhere_fails_naming_python(commands, monkeypatch):

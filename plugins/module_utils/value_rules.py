@@ -1,0 +1,1 @@
+../../kvcache/value_rules.py
