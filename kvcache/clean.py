@@ -7,7 +7,7 @@ so do the directories holding it; the report says what was removed, what was kep
 """
 
 import os
-from typing import List, Tuple
+from typing import List
 
 from kvcache.cachedir import MARKER, OWNER_FILE, RANK_DIR, STALE, OtherRun, other_runs, validate_cache_dir
 from kvcache.storage_io import DIRECT_IO_PROBE
@@ -22,21 +22,20 @@ def _is_dir(path: str) -> bool:
     return os.path.isdir(path) and not os.path.islink(path)
 
 
-def _remove_rank_dir(path: str, dry_run: bool) -> Tuple[int, List[str]]:
+def _remove_rank_dir(path: str, dry_run: bool) -> List[str]:
     """Remove our files in one rank-N directory, then the directory if nothing else is in it.
-    Returns (files removed, names kept)."""
-    removed, kept = 0, []
+    Returns the names kept."""
+    kept = []
     for name in sorted(os.listdir(path)):
         child = os.path.join(path, name)
         if _is_file(child) and (ENTRY_FILE.fullmatch(name) or name == DIRECT_IO_PROBE):
             if not dry_run:
                 os.unlink(child)
-            removed += 1
         else:
             kept.append(name)
     if not kept and not dry_run:
         os.rmdir(path)
-    return removed, kept
+    return kept
 
 
 def clean_run_dir(run: OtherRun, dry_run: bool = False) -> List[str]:
@@ -50,8 +49,7 @@ def clean_run_dir(run: OtherRun, dry_run: bool = False) -> List[str]:
         if OWNER_FILE.fullmatch(name) and _is_file(child):
             owners.append(name)
         elif RANK_DIR.fullmatch(name) and _is_dir(child):
-            _removed, left = _remove_rank_dir(child, dry_run)
-            kept += [f"{name}/{n}" for n in left]
+            kept += [f"{name}/{n}" for n in _remove_rank_dir(child, dry_run)]
         else:
             kept.append(name)
     if kept:
