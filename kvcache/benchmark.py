@@ -78,7 +78,7 @@ def storage_capacity(config, model, cache_dir: str, ranks_on_host: int) -> int:
     usage = shutil.disk_usage(cache_dir)
     free = usage.free
     sized = usage.total > 0  # ramfs reports no size at all: its free space is unknown, not zero
-    largest = largest_entry_bytes(model.bytes_per_token, not config.disable_prefix_caching)
+    largest = largest_entry_bytes(config, model)
     needed = f"the largest entry this workload writes ({_bytes(largest)}, {model.name})"
     if config.storage_capacity_gb > 0:
         capacity = int(config.storage_capacity_gb * GIB)

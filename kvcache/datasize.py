@@ -1,10 +1,11 @@
 """`kvcache datasize`: what a run needs, from the same model registry and workload as `run`.
 
-Model (documented in the README): a user's live working set is its current turn's entry plus,
-with multi-turn, the previous turn it re-reads; each rank also holds one shared system-prompt
-prefix per template. Storage must hold what the GPU and CPU tiers cannot, with 25 % headroom
-and room for the largest single entry. Host memory per rank is the CPU tier, the I/O buffers
-and a fixed engine overhead.
+Model (documented in the README): a user's live working set is its current conversation: every turn of
+it when later turns re-read all earlier ones (the expected conversation length), the current and the
+previous turn with --multi-turn-reads previous, one entry without multi-turn. Each rank also holds its
+shared system prompts and, with RAG, its ingested documents. Entries are 1/TP of the model's KV bytes.
+Storage must hold what the GPU and CPU tiers cannot, with 25 % headroom and room for the largest single
+entry. Host memory per rank is the CPU tier, the I/O buffers and a fixed engine overhead.
 """
 
 import json
@@ -13,7 +14,14 @@ import math
 from kvcache.models import Registry
 from kvcache.storage_io import align_up
 from kvcache.units import GIB, MIB
-from kvcache.workload import TEMPLATES, largest_entry_tokens, mean_entry_tokens
+from kvcache.workload import (
+    RagCorpus,
+    entry_bytes,
+    largest_entry_tokens,
+    mean_context_tokens,
+    mean_conversation_turns,
+    rag_doc_tokens,
+)
 
 HEADROOM = 1.25
 ENGINE_OVERHEAD_BYTES = 256 * MIB  # interpreter, numpy, threads, histograms
@@ -22,33 +30,56 @@ ENGINE_OVERHEAD_BYTES = 256 * MIB  # interpreter, numpy, threads, histograms
 AUTO_STORAGE_SHARE = 0.8
 
 
-def largest_entry_bytes(bytes_per_token: int, prefix_caching: bool = True) -> int:
+def rag_chunk_tokens(config, model) -> int:
+    return RagCorpus.chunk_tokens_for(config, model.bytes_per_token / config.tensor_parallel)
+
+
+def largest_entry_bytes(config, model) -> int:
     """What the largest entry a run can write takes in a tier (whole 4 KiB blocks). `run` refuses a storage
     tier smaller than this: every entry that reaches storage must fit there."""
-    return align_up(largest_entry_tokens(prefix_caching) * bytes_per_token)
+    chunk = rag_chunk_tokens(config, model) if config.enable_rag else None
+    return align_up(entry_bytes(largest_entry_tokens(config, chunk), model.bytes_per_token, config.tensor_parallel))
+
+
+def live_entries_per_user(config) -> float:
+    if config.disable_multi_turn:
+        return 1.0
+    return mean_conversation_turns(config) if config.multi_turn_reads == "all" else 2.0
+
+
+def gpu_tier_bytes(config) -> int:
+    """The GPU tier of one rank: --gpu-mem-gb on each of its --num-gpus GPUs."""
+    return int(config.gpu_mem_gb * config.num_gpus * GIB)
 
 
 def compute(config, models) -> dict:
     model = Registry(models).get(config.model)
-    bpt = model.bytes_per_token
-    entries_per_user = 1 if config.disable_multi_turn else 2
-    per_user = math.ceil(mean_entry_tokens() * bpt * entries_per_user)
-    largest_entry = largest_entry_bytes(bpt, not config.disable_prefix_caching)
-    prefix = 0 if config.disable_prefix_caching else sum(t.system_prompt_tokens for t in TEMPLATES) * bpt
+    bpt, tp = model.bytes_per_token, config.tensor_parallel
+    mean_tokens = mean_context_tokens(config.workload)
+    per_user = math.ceil(entry_bytes(mean_tokens, bpt, tp) * live_entries_per_user(config))
+    largest_entry = largest_entry_bytes(config, model)
+    prefix = 0 if config.disable_prefix_caching else config.system_prompts * entry_bytes(config.system_prompt_tokens, bpt, tp)
+    rag = 0
+    if config.enable_rag:
+        low, high = rag_doc_tokens(config, model)
+        rag = entry_bytes(config.rag_num_docs * (low + high) / 2, bpt, tp)
     ranks, users = config.ranks, config.num_users
-    per_rank = per_user * users + prefix
-    gpu, cpu = int(config.gpu_mem_gb * GIB), int(config.cpu_mem_gb * GIB)
+    per_rank = per_user * users + prefix + rag
+    gpu, cpu = gpu_tier_bytes(config), int(config.cpu_mem_gb * GIB)
     storage_per_rank = math.ceil(max(per_rank - gpu - cpu, 0) * HEADROOM) + largest_entry
     memory_per_rank = cpu + config.io_depth * config.io_chunk_mib * MIB + ENGINE_OVERHEAD_BYTES
     return {
         "model": model.name,
         "bytes_per_token": bpt,
+        "tensor_parallel": tp,
         "num_users_per_rank": users,
         "ranks": ranks,
-        "mean_entry_tokens": round(mean_entry_tokens(), 1),
+        "mean_entry_tokens": round(mean_tokens, 1),
+        "live_entries_per_user": round(live_entries_per_user(config), 3),
         "largest_entry_bytes": largest_entry,
         "per_user_working_set_bytes": per_user,
         "prefix_bytes_per_rank": prefix,
+        "rag_bytes_per_rank": rag,
         "working_set_bytes_per_rank": per_rank,
         "total_working_set_bytes": per_rank * ranks,
         "recommended": {

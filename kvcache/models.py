@@ -22,6 +22,7 @@ class Model:
     kv_lora_rank: int = 0
     qk_rope_dim: int = 0
     dtype: str = "fp16"
+    hidden_dim: int = 0  # the model's hidden size (0: not given); only RAG's document sizes use it
 
     @property
     def is_mla(self) -> bool:
@@ -40,15 +41,15 @@ class Model:
 BUILTIN_MODELS: Dict[str, Model] = {
     m.name: m
     for m in (
-        Model("tiny-1b", layers=12, kv_heads=4, head_dim=128),
-        Model("mistral-7b", layers=32, kv_heads=8, head_dim=128),
-        Model("llama2-7b", layers=32, kv_heads=32, head_dim=128),
-        Model("llama3.1-8b", layers=32, kv_heads=8, head_dim=128),
-        Model("llama3.1-70b-instruct", layers=80, kv_heads=8, head_dim=128),
-        Model("deepseek-v3", layers=61, kv_lora_rank=512, qk_rope_dim=64),
-        Model("qwen3-32b", layers=64, kv_heads=8, head_dim=128),
-        Model("gpt-oss-120b", layers=36, kv_heads=8, head_dim=64),
-        Model("gpt-oss-20b", layers=24, kv_heads=8, head_dim=64),
+        Model("tiny-1b", layers=12, kv_heads=4, head_dim=128, hidden_dim=1024),
+        Model("mistral-7b", layers=32, kv_heads=8, head_dim=128, hidden_dim=4096),
+        Model("llama2-7b", layers=32, kv_heads=32, head_dim=128, hidden_dim=4096),
+        Model("llama3.1-8b", layers=32, kv_heads=8, head_dim=128, hidden_dim=4096),
+        Model("llama3.1-70b-instruct", layers=80, kv_heads=8, head_dim=128, hidden_dim=8192),
+        Model("deepseek-v3", layers=61, kv_lora_rank=512, qk_rope_dim=64, hidden_dim=7168),
+        Model("qwen3-32b", layers=64, kv_heads=8, head_dim=128, hidden_dim=5120),
+        Model("gpt-oss-120b", layers=36, kv_heads=8, head_dim=64, hidden_dim=2880),
+        Model("gpt-oss-20b", layers=24, kv_heads=8, head_dim=64, hidden_dim=2880),
     )
 }
 

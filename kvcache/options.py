@@ -8,6 +8,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 from kvcache import value_rules
 from kvcache.config_file import read_config_file
 from kvcache.errors import UsageError, shown, shown_path
+from kvcache.workload import DEFAULT_PROFILE, WorkloadProfile
 
 RUN = "run"
 DATASIZE = "datasize"
@@ -46,6 +47,8 @@ class Option:
     # 0 switches the feature off; any other value must be at least this (a rate of 1e-300/s is not a rate).
     nonzero_minimum: Optional[float] = None
     unit: Optional[str] = None  # what a number counts: GiB, s, MiB, users, requests, ...
+    # The key of kv-cache.py's config.yaml that sets this option (`section.key`), read by --config as well.
+    reference_key: Optional[str] = None
 
     @property
     def flag(self) -> str:
@@ -216,6 +219,231 @@ OPTIONS: Tuple[Option, ...] = (
         maximum=1,
         unit="fraction",
     ),
+    Option(
+        "num_gpus",
+        int,
+        1,
+        "GPUs per rank: the GPU tier is --gpu-mem-gb on each of them",
+        minimum=1,
+        maximum=1024,
+        unit="GPUs",
+    ),
+    Option(
+        "tensor_parallel",
+        int,
+        1,
+        "tensor-parallel degree (at most --num-gpus): each entry is 1/TP of the model's KV bytes",
+        minimum=1,
+        maximum=1024,
+        unit="GPUs",
+    ),
+    Option(
+        "user_loop",
+        str,
+        "closed",
+        "closed: a user waits for its reply, thinks, asks again; open: kv-cache.py's users, who ask again after "
+        "their think time whether or not the reply came, served by --max-concurrent-requests workers "
+        "(0: min(users, 500)) from a queue ordered by QoS priority",
+        commands=(RUN,),
+        choices=("closed", "open"),
+    ),
+    Option(
+        "max_concurrent_allocs",
+        int,
+        0,
+        "new entries being placed and written at once (demotions included); others wait (0: no limit)",
+        commands=(RUN,),
+        minimum=0,
+        maximum=MAX_USERS,
+        unit="entries",
+    ),
+    Option(
+        "prefix_hit_probability",
+        float,
+        0.2,
+        "share of requests that begin with one of the --system-prompts shared prompts",
+        minimum=0,
+        maximum=1,
+        unit="fraction",
+        reference_key="prefix_cache.system_prompt_hit_probability",
+    ),
+    Option(
+        "system_prompts",
+        int,
+        3,
+        "distinct shared system prompts; each is written once and read by the requests that use it",
+        minimum=1,
+        maximum=10_000,
+        unit="prompts",
+    ),
+    Option(
+        "system_prompt_tokens",
+        int,
+        1024,
+        "tokens of each system prompt (its KV entry); a request's own context is that much shorter",
+        minimum=1,
+        maximum=1_000_000,
+        unit="tokens",
+    ),
+    Option(
+        "multi_turn_reads",
+        str,
+        "all",
+        "what a later turn of a conversation re-reads: all its earlier turns, or only the previous one",
+        choices=("all", "previous"),
+    ),
+    Option(
+        "max_turns",
+        int,
+        50,
+        "turns after which a conversation ends",
+        minimum=1,
+        maximum=10_000,
+        unit="turns",
+        reference_key="conversation.max_turns_per_conv",
+    ),
+    Option(
+        "end_conversation_probability",
+        float,
+        0.2,
+        "chance that a conversation ends before each later request",
+        minimum=0,
+        maximum=1,
+        unit="fraction",
+        reference_key="conversation.end_conversation_probability",
+    ),
+    Option(
+        "decode_batch_size",
+        int,
+        32,
+        "tokens per decode batch: a cached entry is re-read whole once per batch, at least once "
+        "(0: decode reads the entry once)",
+        commands=(RUN,),
+        minimum=0,
+        maximum=1_000_000,
+        unit="tokens",
+        reference_key="decode.batch_size",
+    ),
+    Option(
+        "long_context_tokens",
+        int,
+        10_000,
+        "requests with a context of at least this many tokens have no decode step (0: every request decodes)",
+        commands=(RUN,),
+        minimum=0,
+        maximum=10_000_000,
+        unit="tokens",
+    ),
+    Option("enable_rag", bool, False, "RAG: documents are chunked and written, then requests read top-k chunks"),
+    Option(
+        "rag_num_docs",
+        int,
+        10,
+        "documents ingested (written as chunks) at the start of the window",
+        minimum=1,
+        maximum=1_000_000,
+        unit="documents",
+    ),
+    Option(
+        "rag_chunk_tokens",
+        int,
+        512,
+        "tokens per document chunk (each chunk is one entry)",
+        minimum=1,
+        maximum=1_000_000,
+        unit="tokens",
+        reference_key="rag.chunk_size_tokens",
+    ),
+    Option(
+        "rag_max_chunk_bytes",
+        int,
+        256 << 20,
+        "largest chunk entry in bytes: a chunk holds fewer tokens when the model's would exceed it",
+        minimum=4096,
+        maximum=MAX_BYTES,
+        unit="bytes",
+        reference_key="rag.max_chunk_bytes",
+    ),
+    Option(
+        "rag_top_k",
+        int,
+        5,
+        "chunks a RAG request reads (at most the document's)",
+        commands=(RUN,),
+        minimum=1,
+        maximum=10_000,
+        unit="chunks",
+        reference_key="rag.top_k_chunks",
+    ),
+    Option(
+        "rag_request_probability",
+        float,
+        0.1,
+        "share of requests that retrieve document chunks",
+        commands=(RUN,),
+        minimum=0,
+        maximum=1,
+        unit="fraction",
+        reference_key="rag.request_probability",
+    ),
+    Option(
+        "rag_retrieval_distribution",
+        str,
+        "zipfian",
+        "which chunks a request reads: zipfian (chunk i weighs 1/(i+1)), uniform, or random (same as uniform)",
+        commands=(RUN,),
+        choices=("zipfian", "uniform", "random"),
+        reference_key="rag.retrieval_distribution",
+    ),
+    Option(
+        "rag_large_model_doc_tokens_min",
+        int,
+        1024,
+        "shortest document for a large model (64 layers or more, or hidden size 8192 or more)",
+        minimum=1,
+        maximum=10_000_000,
+        unit="tokens",
+        reference_key="rag.large_model_doc_tokens_min",
+    ),
+    Option(
+        "rag_large_model_doc_tokens_max",
+        int,
+        4096,
+        "longest document for a large model",
+        minimum=1,
+        maximum=10_000_000,
+        unit="tokens",
+        reference_key="rag.large_model_doc_tokens_max",
+    ),
+    Option(
+        "rag_small_model_doc_tokens_min",
+        int,
+        4000,
+        "shortest document for other models",
+        minimum=1,
+        maximum=10_000_000,
+        unit="tokens",
+        reference_key="rag.small_model_doc_tokens_min",
+    ),
+    Option(
+        "rag_small_model_doc_tokens_max",
+        int,
+        12000,
+        "longest document for other models",
+        minimum=1,
+        maximum=10_000_000,
+        unit="tokens",
+        reference_key="rag.small_model_doc_tokens_max",
+    ),
+    Option(
+        "log_level",
+        str,
+        "INFO",
+        "what the run prints on stderr: DEBUG adds each rank's setup and a line per sample, INFO the progress "
+        "line and warnings, WARNING only warnings, ERROR and CRITICAL only errors (the result keeps every warning)",
+        commands=(RUN,),
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+    ),
     Option("output", str, None, "write the result JSON here", commands=(RUN,)),
     Option("quiet", bool, False, "no progress line", commands=(RUN,)),
     Option("json", bool, False, "print JSON instead of a table", commands=(DATASIZE,)),
@@ -331,7 +559,17 @@ def check_value(opt: Option, value: Any, where: str) -> Any:
     return checked
 
 
-def load_config(path: str, command: str) -> Tuple[Dict[str, Any], Mapping]:
+@dataclass(frozen=True)
+class LoadedConfig:
+    """What a --config file gave: option values, user models, the workload profile and warnings."""
+
+    values: Dict[str, Any]
+    models: Mapping
+    workload: WorkloadProfile = DEFAULT_PROFILE
+    warnings: Tuple[str, ...] = ()
+
+
+def load_config(path: str, command: str) -> LoadedConfig:
     """Read a YAML config strictly: unknown keys and wrong types are errors naming the key.
 
     One file serves every step (datasize, then run): a key of another command is checked like any
@@ -357,7 +595,7 @@ def load_config(path: str, command: str) -> Tuple[Dict[str, Any], Mapping]:
         checked = check_value(BY_NAME[name], value, f"--config {where}: {key}")
         if name in mine:
             values[name] = checked
-    return values, models
+    return LoadedConfig(values, models)
 
 
 ALLOWED_KEYS = "keys are the long options of `kvcache run`, `datasize` and `clean` (see their --help), and models"
