@@ -12,6 +12,8 @@ from typing import List, Optional
 from kvcache import __version__
 from kvcache.errors import UsageError, clip
 from kvcache.options import CLEAN, COMMANDS, DATASIZE, DESCRIBE, REPORT, RUN, add_arguments
+from kvcache.reference_flags import epilog as not_yet_epilog
+from kvcache.reference_flags import refuse_not_yet
 from kvcache.run_config import resolve
 
 EPILOG = "Every option can also be set in --config FILE.yaml; flags typed on the command line win."
@@ -36,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (RUN, DATASIZE, CLEAN):
         # run's help shows each default; datasize and clean put theirs in the help text where they matter
         extra = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter} if command == RUN else {}
-        add_arguments(sub.add_parser(command, help=COMMANDS[command], epilog=EPILOG, **extra), command)
+        epilog = f"{EPILOG} {not_yet_epilog()}" if command == RUN else EPILOG
+        add_arguments(sub.add_parser(command, help=COMMANDS[command], epilog=epilog, **extra), command)
     report = sub.add_parser(REPORT, help=COMMANDS[REPORT])
     report.add_argument("results", nargs="+", metavar="RESULT.json")
     form = report.add_mutually_exclusive_group()
@@ -56,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The top level has no option that takes a value, so the first bare word is the command.
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command == RUN:
+        # Before argparse, which would call a kv-cache.py flag we lack an unrecognized argument.
+        try:
+            refuse_not_yet(argv[argv.index(RUN) + 1 :])
+        except UsageError as exc:
+            stderr.write(f"kvcache {RUN}: error: {exc}\n")
+            return 2
     parser = build_parser()
     # argparse itself exits 2 on unknown flags and bad choices; its messages go to the streams we were given.
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):

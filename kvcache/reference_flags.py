@@ -1,0 +1,56 @@
+"""kv-cache.py's flags that `kvcache run` does not have yet, each with what it is in kv-cache.py.
+
+Every other kv-cache.py flag is an option of `kvcache run` (kvcache/options.py). A user switching from
+kv-cache.py who types one of these gets one line naming the mode it belongs to, not argparse's
+"unrecognized arguments", which reads like a typo. The README's table "kv-cache.py → kvcache" lists
+every flag of both kinds and what to use meanwhile.
+"""
+
+from typing import Dict, Sequence
+
+from kvcache.errors import UsageError
+
+AUTOSCALING = "kv-cache.py's autoscaler (it varies the number of users to find the storage's saturation)"
+BURST_TRACE = "kv-cache.py's BurstGPT trace replay"
+SHAREGPT = "kv-cache.py's ShareGPT dataset replay"
+PRECONDITION = "kv-cache.py's preconditioning (filling the storage before the measured window)"
+
+NOT_YET: Dict[str, str] = {
+    "--enable-autoscaling": AUTOSCALING,
+    "--autoscaler-mode": AUTOSCALING,
+    "--target-saturation": AUTOSCALING,
+    "--use-burst-trace": BURST_TRACE,
+    "--burst-trace-path": BURST_TRACE,
+    "--trace-speedup": BURST_TRACE,
+    "--dataset-path": SHAREGPT,
+    "--max-conversations": SHAREGPT,
+    "--replay-cycles": "kv-cache.py's trace and dataset replay",
+    "--precondition": PRECONDITION,
+    "--precondition-size-gb": PRECONDITION,
+    "--precondition-threads": PRECONDITION,
+    "--prefill-only": "kv-cache.py's prefill-only phase",
+    "--decode-only": "kv-cache.py's decode-only phase",
+    "--io-trace-log": "kv-cache.py's I/O trace mode (operations logged to a CSV, no I/O done)",
+    "--validation-trace": "kv-cache.py's validation of hit rates against a recorded trace",
+    "--enable-latency-tracing": "kv-cache.py's device latency tracing (bpftrace and a fio workload)",
+    "--xlsx-output": "kv-cache.py's XLSX export of the result",
+}
+
+SEE = "(see the README, kv-cache.py → kvcache)"
+
+
+def refuse_not_yet(args: Sequence[str]) -> None:
+    """Raise UsageError for the first of `args` (a command's arguments) that is one of NOT_YET.
+
+    Both `--flag value` and `--flag=value` are caught; nothing after `--` is a flag."""
+    for arg in args:
+        if arg == "--":
+            return
+        flag = arg.split("=", 1)[0]
+        if flag in NOT_YET:
+            raise UsageError(flag, f"{NOT_YET[flag]} is not available in this version of kvcache {SEE}")
+
+
+def epilog() -> str:
+    """A line for `kvcache run --help`: which kv-cache.py flags are not here yet."""
+    return f"kv-cache.py flags not available yet: {', '.join(NOT_YET)} {SEE}."
