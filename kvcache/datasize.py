@@ -11,6 +11,7 @@ entry. Host memory per rank is the CPU tier, the I/O buffers and a fixed engine 
 import json
 import math
 
+from kvcache.errors import UsageError
 from kvcache.models import Registry
 from kvcache.storage_io import align_up
 from kvcache.units import GIB, MIB
@@ -30,6 +31,17 @@ ENGINE_OVERHEAD_BYTES = 256 * MIB  # interpreter, numpy, threads, histograms
 AUTO_STORAGE_SHARE = 0.8
 
 
+def check_parallelism(config) -> None:
+    """--tensor-parallel splits each entry over that many of the rank's GPUs, so it cannot exceed --num-gpus
+    (kv-cache.py's rule). `run` (benchmark.validate_run) and `datasize` both refuse it through this."""
+    if config.tensor_parallel > config.num_gpus:
+        raise UsageError(
+            "--tensor-parallel",
+            f"{config.tensor_parallel} must be at most --num-gpus ({config.num_gpus}): each entry is split over "
+            "that many of the rank's GPUs",
+        )
+
+
 def rag_chunk_tokens(config, model) -> int:
     return RagCorpus.chunk_tokens_for(config, model.bytes_per_token / config.tensor_parallel)
 
@@ -42,9 +54,10 @@ def largest_entry_bytes(config, model) -> int:
 
 
 def live_entries_per_user(config) -> float:
-    if config.disable_multi_turn:
-        return 1.0
-    return mean_conversation_turns(config) if config.multi_turn_reads == "all" else 2.0
+    """The entries of a user's current conversation that its requests read: all its turns, or at most the
+    current and the previous one (fewer when conversations are shorter); one without multi-turn."""
+    turns = mean_conversation_turns(config)  # 1 without multi-turn
+    return turns if config.multi_turn_reads == "all" else min(2.0, turns)
 
 
 def gpu_tier_bytes(config) -> int:
@@ -53,12 +66,14 @@ def gpu_tier_bytes(config) -> int:
 
 
 def compute(config, models) -> dict:
+    check_parallelism(config)
     model = Registry(models).get(config.model)
     bpt, tp = model.bytes_per_token, config.tensor_parallel
     mean_tokens = mean_context_tokens(config.workload)
     per_user = math.ceil(entry_bytes(mean_tokens, bpt, tp) * live_entries_per_user(config))
     largest_entry = largest_entry_bytes(config, model)
-    prefix = 0 if config.disable_prefix_caching else config.system_prompts * entry_bytes(config.system_prompt_tokens, bpt, tp)
+    prompts = 0 if config.disable_prefix_caching else config.system_prompts  # each written once per rank
+    prefix = prompts * entry_bytes(config.system_prompt_tokens, bpt, tp)
     rag = 0
     if config.enable_rag:
         low, high = rag_doc_tokens(config, model)
@@ -71,6 +86,7 @@ def compute(config, models) -> dict:
     return {
         "model": model.name,
         "bytes_per_token": bpt,
+        "num_gpus_per_rank": config.num_gpus,
         "tensor_parallel": tp,
         "num_users_per_rank": users,
         "ranks": ranks,
@@ -104,7 +120,10 @@ def format_table(report: dict) -> str:
         ("model", report["model"]),
         ("bytes per token", f"{report['bytes_per_token']:,}"),
         ("users per rank x ranks", f"{report['num_users_per_rank']} x {report['ranks']}"),
+        ("GPUs per rank, tensor parallel", f"{report['num_gpus_per_rank']}, {report['tensor_parallel']}"),
         ("per-user working set", _gib(report["per_user_working_set_bytes"])),
+        ("system prompts per rank", _gib(report["prefix_bytes_per_rank"])),
+        ("RAG documents per rank", _gib(report["rag_bytes_per_rank"])),
         ("working set per rank", _gib(report["working_set_bytes_per_rank"])),
         ("total working set", _gib(report["total_working_set_bytes"])),
         ("storage needed (all ranks)", _gib(report["storage_bytes_needed"])),
