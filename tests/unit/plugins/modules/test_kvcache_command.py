@@ -1,6 +1,7 @@
 """The kvcache_command module: external commands (describe, mpirun --version) mocked (conftest), the module never."""
 
 import importlib
+import io
 import json
 import os
 import shlex
@@ -345,3 +346,76 @@ def test_an_option_added_to_the_engine_table_is_checked_with_its_bounds(commands
     assert fail_module({"command": "datasize", "extra_args": {"contract_probe": 1}})["msg"].startswith(
         "extra_args: 'contract_probe': 'kvcache datasize' has no --contract-probe flag"
     )
+
+
+# kv-cache.py's options (issue 11): the module keeps no list of them, they pass through extra_args by the contract.
+REFERENCE_EXTRA_ARGS = {
+    "enable_rag": True,
+    "user_loop": "open",
+    "rag_retrieval_distribution": "uniform",
+    "log_level": "DEBUG",
+    "max_concurrent_allocs": 4,
+    "tensor_parallel": 2,
+    "num_gpus": 2,
+}
+
+
+def _engine_config(engine_argv):
+    """What the engine makes of an argv the module built: its own parser and option resolution."""
+    cli = importlib.import_module("kvcache.cli")
+    run_config = importlib.import_module("kvcache.run_config")
+    args = cli.build_parser().parse_args(engine_argv[3:])
+    return run_config.resolve(args.command, args)[0]
+
+
+def test_reference_options_in_extra_args_reach_the_engine(commands):
+    result = run_module({"model": "tiny-1b", "extra_args": REFERENCE_EXTRA_ARGS})
+    assert result["engine_argv"][4:] == [
+        "--model", "tiny-1b", "--enable-rag", "--user-loop", "open", "--rag-retrieval-distribution", "uniform",
+        "--log-level", "DEBUG", "--max-concurrent-allocs", "4", "--tensor-parallel", "2", "--num-gpus", "2",
+    ]  # fmt: skip
+    config = _engine_config(result["engine_argv"])
+    assert {name: getattr(config, name) for name in REFERENCE_EXTRA_ARGS} == REFERENCE_EXTRA_ARGS
+    assert commands["calls"] == [[DEFAULT_PY, "-m", "kvcache", "describe"]]
+
+
+def test_datasize_gets_the_sizing_options_and_sizes_with_them(commands):
+    sizing = {"tensor_parallel": 2, "num_gpus": 2, "enable_rag": True, "rag_num_docs": 3, "json": True}
+    result = run_module({"command": "datasize", "model": "llama3.1-8b", "extra_args": sizing})
+    assert result["engine_argv"][3:] == [
+        "datasize", "--model", "llama3.1-8b", "--tensor-parallel", "2", "--num-gpus", "2", "--enable-rag",
+        "--rag-num-docs", "3", "--json",
+    ]  # fmt: skip
+    out, err = io.StringIO(), io.StringIO()
+    assert importlib.import_module("kvcache.cli").main(result["engine_argv"][3:], out, err) == 0, err.getvalue()
+    report = json.loads(out.getvalue())
+    assert report["tensor_parallel"] == 2 and report["num_gpus_per_rank"] == 2
+    assert report["rag_bytes_per_rank"] > 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            {"extra_args": {"user_loop": "sideways"}},
+            "extra_args: user_loop: must be one of closed, open, got 'sideways'",
+        ),
+        ({"extra_args": {"rag_top_k": 0}}, "extra_args: rag_top_k: must be >= 1, got 0"),
+        ({"extra_args": {"tensor_parallel": 1.5}}, "extra_args: tensor_parallel: must be an integer, got 1.5"),
+        (
+            {"extra_args": {"log_level": "debug"}},
+            "extra_args: log_level: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'debug'",
+        ),
+        ({"extra_args": {"enable_rag": "yes"}}, "extra_args: enable_rag: must be true or false, got 'yes'"),
+    ],
+)
+def test_bad_reference_option_values_fail_before_anything_runs(commands, args, message):
+    failure = fail_module(dict(args, exec_type="mpi", hosts=["h1", "h2"]))
+    assert failure["msg"] == message
+    assert failure["option"] == "extra_args"
+    assert commands["calls"] == [[DEFAULT_PY, "-m", "kvcache", "describe"]]  # not even mpirun --version
+
+
+def test_a_run_only_reference_option_is_refused_for_datasize(commands):
+    failure = fail_module({"command": "datasize", "extra_args": {"user_loop": "open"}})
+    assert failure["msg"].startswith("extra_args: 'user_loop': 'kvcache datasize' has no --user-loop flag")
