@@ -4,8 +4,9 @@ Used by `run`, `datasize` and every capacity check, so sizes never disagree.
 """
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
+from kvcache import value_rules
 from kvcache.errors import SHOWN_CHARS, UsageError, clip, shown
 
 BYTES_PER_ELEMENT = {"fp16": 2, "bf16": 2, "fp8": 1, "fp32": 4}
@@ -88,12 +89,85 @@ def model_from_mapping(name: str, spec: Mapping) -> Model:
     return Model(name=name, dtype=dtype, **values)
 
 
+# kv-cache.py's `model_configs` entries: its dtype names, and its fields with the type each must have.
+REFERENCE_DTYPES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float8": "fp8"}
+REFERENCE_ATTENTION = ("mha", "gqa", "mla")
+_REFERENCE_INT_FIELDS = (
+    "num_layers",
+    "hidden_dim",
+    "num_heads",
+    "kv_heads",
+    "kv_dim_per_head",
+    "kv_lora_rank",
+    "qk_rope_head_dim",
+)
+_REFERENCE_FIELDS = ("name", *_REFERENCE_INT_FIELDS, "attention_type", "dtype")
+
+
+def _reference_field(spec: Mapping, field: str, where: str, minimum: int = 0) -> int:
+    value, problem = value_rules.check("int", spec.get(field, 0), minimum=minimum, default=0)
+    if problem:
+        raise UsageError(f"{where}.{field}", problem)
+    return value
+
+
+def _reference_choice(spec: Mapping, field: str, where: str, choices, default: str) -> str:
+    value = spec.get(field, default)
+    if not isinstance(value, str) or value not in choices:
+        raise UsageError(f"{where}.{field}", value_rules.choices_problem(choices, value))
+    return value
+
+
+def model_from_reference(name: str, spec: Any, where: str) -> Model:
+    """A model from an entry of kv-cache.py's `model_configs`, with its meaning: head_dim is kv_dim_per_head, or
+    hidden_dim // num_heads when that is not given; an MLA model caches kv_lora_rank + qk_rope_head_dim per layer.
+    `name` in the entry is a display name: the key names the model. Errors start with `where` (the entry)."""
+    if not isinstance(spec, Mapping):
+        raise UsageError(where, f"must be a mapping of {', '.join(_REFERENCE_FIELDS)}")
+    unknown = sorted(str(key) for key in set(spec) - set(_REFERENCE_FIELDS))
+    if unknown:
+        raise UsageError(
+            f"{where}.{clip(unknown[0], SHOWN_CHARS)}", f"unknown key; allowed: {', '.join(_REFERENCE_FIELDS)}"
+        )
+    if "name" in spec and (not isinstance(spec["name"], str) or not spec["name"]):
+        raise UsageError(f"{where}.name", f"must be a display name (a string), got {shown(spec['name'])}")
+    dtype = REFERENCE_DTYPES[_reference_choice(spec, "dtype", where, tuple(REFERENCE_DTYPES), "float16")]
+    attention = _reference_choice(spec, "attention_type", where, REFERENCE_ATTENTION, "mha")
+    fields = {field: _reference_field(spec, field, where) for field in _REFERENCE_INT_FIELDS}
+    if fields["num_layers"] < 1:
+        raise UsageError(f"{where}.num_layers", f"must be >= 1, got {shown(spec.get('num_layers'))}")
+    common = {"name": name, "layers": fields["num_layers"], "dtype": dtype, "hidden_dim": fields["hidden_dim"]}
+    if attention == "mla":
+        if fields["kv_lora_rank"] < 1:
+            raise UsageError(f"{where}.kv_lora_rank", "must be >= 1 with attention_type: mla")
+        # The heads do not shape an MLA cache: one latent per layer is cached, whatever the heads.
+        return Model(kv_lora_rank=fields["kv_lora_rank"], qk_rope_dim=fields["qk_rope_head_dim"], **common)
+    for field in ("kv_lora_rank", "qk_rope_head_dim"):
+        if fields[field]:
+            raise UsageError(f"{where}.{field}", "applies only with attention_type: mla")
+    if fields["kv_heads"] < 1:
+        raise UsageError(f"{where}.kv_heads", "must be >= 1 (the key/value heads whose K and V are cached)")
+    head_dim = fields["kv_dim_per_head"]
+    if not head_dim:
+        if fields["num_heads"] < 1 or fields["hidden_dim"] < fields["num_heads"]:
+            raise UsageError(
+                f"{where}.kv_dim_per_head",
+                "is needed unless hidden_dim and num_heads are given (head_dim = hidden_dim // num_heads >= 1)",
+            )
+        head_dim = fields["hidden_dim"] // fields["num_heads"]
+    return Model(kv_heads=fields["kv_heads"], head_dim=head_dim, **common)
+
+
 class Registry:
-    """Built-in models plus those a user defines in a config file (`models:` mapping)."""
+    """Built-in models plus those a user defines in a config file: `models:` specs, which may not reuse a
+    built-in name, and models already built (from kv-cache.py's `model_configs`), which may replace one."""
 
     def __init__(self, user_models: Optional[Mapping] = None):
         self._models = dict(BUILTIN_MODELS)
         for name, spec in (user_models or {}).items():
+            if isinstance(spec, Model):
+                self._models[str(name)] = spec
+                continue
             if str(name) in BUILTIN_MODELS:
                 raise UsageError(
                     f"models.{clip(str(name), SHOWN_CHARS)}", "is a built-in model; give your model another name"

@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from kvcache import value_rules
 from kvcache.config_file import read_config_file
-from kvcache.errors import UsageError, shown, shown_path
+from kvcache.errors import SHOWN_CHARS, UsageError, clip, shown, shown_path
 from kvcache.workload import DEFAULT_PROFILE, WorkloadProfile
 
 RUN = "run"
@@ -561,7 +561,10 @@ def check_value(opt: Option, value: Any, where: str) -> Any:
 
 @dataclass(frozen=True)
 class LoadedConfig:
-    """What a --config file gave: option values, user models, the workload profile and warnings."""
+    """What a --config file gave: option values, user models, the workload profile and warnings.
+
+    `models` maps a name to a `models:` spec (a mapping, checked by models.Registry) or to a Model already
+    built from kv-cache.py's `model_configs`."""
 
     values: Dict[str, Any]
     models: Mapping
@@ -572,9 +575,13 @@ class LoadedConfig:
 def load_config(path: str, command: str) -> LoadedConfig:
     """Read a YAML config strictly: unknown keys and wrong types are errors naming the key.
 
-    One file serves every step (datasize, then run): a key of another command is checked like any
-    other, then left out of this command's values.
+    Our flat option keys, `models:` and the sections of kv-cache.py's config.yaml may stand side by side
+    (kvcache.reference_config reads those). One file serves every step (datasize, then run): a key of
+    another command is checked like any other, then left out of this command's values.
     """
+    # Imported here: reference_config reads this module's option table.
+    from kvcache import reference_config
+
     where = shown_path(path)
     data = read_config_file(path)
     if data is None:
@@ -582,7 +589,9 @@ def load_config(path: str, command: str) -> LoadedConfig:
     if not isinstance(data, dict):
         raise UsageError("--config", f"{where} must hold a mapping of option: value")
     mine = {o.name for o in options_for(command)}
-    values: Dict[str, Any] = {}
+    sections = reference_config.section_names()
+    flat: Dict[str, Tuple[str, Any]] = {}  # option name -> (key as written, checked value)
+    reference: Dict[str, Any] = {}
     models = data.get("models") or {}
     if not isinstance(models, dict):
         raise UsageError("--config", f"{where}: models must be a mapping of name: {{layers, kv_heads, head_dim}}")
@@ -590,17 +599,48 @@ def load_config(path: str, command: str) -> LoadedConfig:
         if key == "models":
             continue
         name = str(key).replace("-", "_")
+        # gpu_backend is both an option (a string) and a kv-cache.py section (a mapping): the value tells which.
+        if key in sections and (isinstance(value, dict) or name not in BY_NAME):
+            reference[key] = value
+            continue
         if name not in BY_NAME:
-            raise UsageError("--config", f"{where}: unknown key {shown(key)}{_did_you_mean(name)}; {ALLOWED_KEYS}")
-        checked = check_value(BY_NAME[name], value, f"--config {where}: {key}")
-        if name in mine:
-            values[name] = checked
-    return LoadedConfig(values, models)
+            raise UsageError(
+                "--config", f"{where}: unknown key {shown(key)}{_did_you_mean(name, sections)}; {allowed_keys()}"
+            )
+        flat[name] = (key, check_value(BY_NAME[name], value, f"--config {where}: {key}"))
+    given = reference_config.read(reference, f"--config {where}")
+    for name, ref_key in given.keys.items():
+        if name in flat:
+            raise UsageError(
+                f"--config {where}: {flat[name][0]}",
+                f"{ref_key} sets the same option ({name}); give one of them",
+            )
+    both = sorted(str(name) for name in models if str(name) in given.models)
+    if both:
+        raise UsageError(
+            f"--config {where}: models.{clip(both[0], SHOWN_CHARS)}",
+            f"is also defined in {reference_config.MODEL_SECTION}; define each model once",
+        )
+    values = {name: value for name, (_key, value) in flat.items()}
+    values.update(given.values)
+    return LoadedConfig(
+        {name: value for name, value in values.items() if name in mine},
+        {**models, **given.models},
+        given.profile,
+        given.warnings,
+    )
 
 
-ALLOWED_KEYS = "keys are the long options of `kvcache run`, `datasize` and `clean` (see their --help), and models"
+def allowed_keys() -> str:
+    """What a config file's top level may hold (for the message about a key that is none of these)."""
+    from kvcache import reference_config  # see load_config
+
+    return (
+        "keys are the long options of `kvcache run`, `datasize` and `clean` (see their --help), models, and the "
+        f"sections of kv-cache.py's config.yaml ({', '.join(reference_config.section_names())})"
+    )
 
 
-def _did_you_mean(name: str) -> str:
-    close = difflib.get_close_matches(name, list(BY_NAME), n=1)
+def _did_you_mean(name: str, sections=()) -> str:
+    close = difflib.get_close_matches(name, [*BY_NAME, *sections], n=1)
     return f" (did you mean {close[0]}?)" if close else ""
