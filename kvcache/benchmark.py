@@ -4,6 +4,7 @@ setup (run directory, I/O engine probe) -> barrier -> window -> gather on rank 0
 -> every rank cleans its namespace -> exit code agreed by all ranks.
 """
 
+import logging
 import math
 import os
 import shutil
@@ -24,7 +25,7 @@ from kvcache.metrics import Metrics
 from kvcache.models import Model, Registry
 from kvcache.mpi import open_comm
 from kvcache.output import check_output_path, write_json_atomically
-from kvcache.progress import Progress
+from kvcache.progress import Progress, debug_prefix, setup_line, shows
 from kvcache.result import build_result
 from kvcache.runner import RankRun, rank_seed
 from kvcache.storage_io import direct_io_supported
@@ -187,7 +188,7 @@ class RankLifecycle:
             if self.rank_run is not None:
                 self.rank_run.close()
             if self.config.keep_cache:
-                if self.comm.rank == 0:
+                if self.comm.rank == 0 and shows(self.config.log_level, logging.INFO):
                     self.stderr.write(f"kvcache: cache files kept in {self.run_dir.run_dir}\n")
             else:
                 self.run_dir.remove()
@@ -202,8 +203,9 @@ class RankLifecycle:
             self.rank_run.interrupt(signal.Signals(signum).name)
 
     def _warn(self, line: str) -> None:
-        self.warnings.append(line)
-        self.stderr.write(f"kvcache: warning: rank {self.comm.rank}: {line}\n")
+        self.warnings.append(line)  # the result keeps it whatever --log-level prints
+        if shows(self.config.log_level, logging.WARNING):
+            self.stderr.write(f"kvcache: warning: rank {self.comm.rank}: {line}\n")
 
     # -- setup: the run directory, what the cache dir is, the tiers ----------------------------
     def setup(self) -> None:
@@ -216,6 +218,9 @@ class RankLifecycle:
 
     def _setup(self) -> None:
         plan, comm, run_dir = self.plan, self.comm, self.run_dir
+        if comm.rank == 0:  # config keys without effect here: said once, for the whole run
+            for line in self.config.config_warnings:
+                self._warn(line)
         run_dir.create()
         if plan.first_rank_on_host:  # one look per host is enough
             self.other_runs_seen = other_runs(plan.cache_dir, run_dir.run_id)
@@ -231,11 +236,7 @@ class RankLifecycle:
         fstype = mount_info(run_dir.rank_dir)["fstype"]
         if fstype in MEMORY_FILESYSTEMS:
             self._warn(f"{plan.cache_dir} is on {fstype}, which lives in RAM: this measures memory, not storage")
-        progress = (
-            Progress(self.stderr, "rank 0 " if comm.size > 1 else "")
-            if Progress.wanted(self.config.quiet, comm.rank, self.stderr)
-            else None
-        )
+        progress = Progress.for_rank(self.config, comm.rank, comm.size, self.stderr)
         self.rank_run = RankRun(
             self.config,
             plan.model,
@@ -246,6 +247,15 @@ class RankLifecycle:
             plan.gpu_backend,
             progress,
         )
+        if shows(self.config.log_level, logging.DEBUG):
+            line = setup_line(
+                self.rank_run.tiers,
+                plan.gpu_backend,
+                self.io_engine,
+                rank_seed(self.config.seed, comm.rank),
+                run_dir.rank_dir,
+            )
+            self.stderr.write(debug_prefix(comm.rank) + line + "\n")
 
     # -- measure: every rank leaves the barrier together, then runs the same window -------------
     def measure(self) -> Tuple[float, float]:
