@@ -5,7 +5,7 @@ from typing import List, Optional
 
 from kvcache import RESULT_SCHEMA as SCHEMA
 from kvcache.metrics import REQUEST_LATENCIES, TIERS, decode, merge, percentile_block
-from kvcache.workload import QOS_CLASSES
+from kvcache.workload import DEFAULT_PROFILE, QOS_COMPLIANCE
 
 RANK_HISTOGRAMS = ("storage.read", "storage.write", "end_to_end", "ttft", "storage_per_request")
 # The reference's pass/fail rule for the latency profile (p95 limits, ms).
@@ -118,20 +118,27 @@ def _per_rank(payload) -> dict:
     }
 
 
-def _qos(payloads) -> dict:
+def _qos(payloads, workload: dict) -> dict:
+    """Per QoS class: its end-to-end latency against its targets, and kv-cache.py's compliance rule (met when
+    at least 95 % of its requests ended within its p95 target)."""
     block = {}
-    for qos in QOS_CLASSES:
-        hists = [decode(p["metrics"]["qos_ttft"][qos.name]) for p in payloads if qos.name in p["metrics"]["qos_ttft"]]
-        pooled = merge(hists)
+    for name, qos in workload["qos_classes"].items():
+        pooled = merge(decode(p["metrics"]["qos_e2e"][name]) for p in payloads if name in p["metrics"]["qos_e2e"])
         count = pooled.get_total_count()
-        within = sum(p["metrics"]["qos_within_target"].get(qos.name, 0) for p in payloads)
-        p95 = pooled.get_value_at_percentile(95.0) / 1000.0 if count else None
-        block[qos.name] = {
-            "ttft_target_ms": qos.ttft_target_ms,
+        within = sum(p["metrics"]["qos_within_target"].get(name, 0) for p in payloads)
+        latency = percentile_block(pooled)
+        compliance = _ratio(within, count)
+        block[name] = {
+            "priority": qos["priority"],
             "requests": count,
-            "within_target_fraction": _ratio(within, count),
-            "ttft_p95_ms": p95,
-            "met": None if p95 is None else p95 <= qos.ttft_target_ms,
+            "targets_ms": qos["targets_ms"],
+            "end_to_end_ms": latency,
+            "within_target": {
+                point: None if latency[point] is None else latency[point] <= target
+                for point, target in qos["targets_ms"].items()
+            },
+            "p95_target_compliance": compliance,
+            "met": None if compliance is None else compliance >= QOS_COMPLIANCE,
         }
     return block
 
@@ -283,13 +290,13 @@ def build_result(
         "tokens": tokens,
         "hit_rate": hit_rate,
         "reference_metrics": _reference_metrics(counters),
-        "qos": _qos(payloads),
+        "qos": _qos(payloads, config.get("workload") or DEFAULT_PROFILE.as_dict()),
         "dropped_entries": dropped,
         "sla": _sla(tiers, hit_rate, config.get("performance_profile"), requests["completed"], dropped, status != "ok"),
         "events": {
             name: value
             for name, value in counters.items()
-            if name.split(".")[0] in ("demotions", "evictions", "promotions", "dropped_entries")
+            if name.split(".")[0] in ("demotions", "evictions", "promotions", "dropped_entries", "rag_chunks_ingested")
         },
         "aggregate": {
             "storage_read_bandwidth_bytes_per_s": tiers["storage"]["read_bandwidth_bytes_per_s"],

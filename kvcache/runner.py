@@ -1,6 +1,13 @@
-"""One rank's benchmark: users and workers that turn requests into tier I/O inside one measured window."""
+"""One rank's benchmark: users and workers that turn requests into tier I/O inside one measured window.
+
+What one request does, step by step, is serve() (the README's "Request pipeline"); how requests arrive
+is the user loop: closed (a user waits for its reply), open (kv-cache.py's users, who do not wait) or
+Poisson arrivals (--request-rate). Open arrivals queue by QoS priority for a bounded pool of workers.
+"""
 
 import collections
+import itertools
+import math
 import queue
 import threading
 import time
@@ -12,16 +19,46 @@ from kvcache.progress import Progress
 from kvcache.storage_io import BufferPool, FileIO, Interrupted, PatternSource
 from kvcache.tiers import Mover, TierManager, build_tiers
 from kvcache.units import MIB
-from kvcache.workload import GENERATION_SECONDS_PER_TOKEN, QOS_CLASSES, Arrivals, Request, User
+from kvcache.workload import Arrivals, RagCorpus, Request, Settings, User, entry_bytes, rag_doc_tokens
 
 CONTROL_TICK_S = 0.1
 JOIN_TIMEOUT_S = 30.0
-QOS_TARGET_MS = {q.name: q.ttft_target_ms for q in QOS_CLASSES}
+MAX_OPEN_LOOP_WORKERS = 500  # kv-cache.py serves its users with min(users, 500) workers
+MAX_QUEUED_REQUESTS = 10_000  # per rank; a user whose request finds the queue full waits for room
 
 
 def rank_seed(seed: int, rank: int) -> int:
     """Each rank draws its own workload and data: rank N uses seed + N (the result lists every rank's)."""
     return seed + rank
+
+
+def decode_rereads(generation_tokens: int, batch_size: int) -> int:
+    """Whole-entry re-reads of decode: one per batch of generated tokens, at least one (0: none)."""
+    return max(1, math.ceil(generation_tokens / batch_size)) if batch_size else 0
+
+
+class PriorityBacklog:
+    """Requests waiting for a worker: higher QoS priority first, then in arrival order."""
+
+    def __init__(self, maxsize: int = MAX_QUEUED_REQUESTS):
+        self._queue: queue.PriorityQueue = queue.PriorityQueue(maxsize)
+        self._order = itertools.count()
+
+    def put(self, request: Request, arrival: float, stop: threading.Event) -> bool:
+        """Queue a request; False when the window closed while waiting for room."""
+        item = (-request.priority, arrival, next(self._order), request)
+        while True:
+            try:
+                self._queue.put(item, timeout=CONTROL_TICK_S)
+                return True
+            except queue.Full:
+                if stop.is_set():
+                    return False
+
+    def get(self):
+        """(request, arrival), or raises queue.Empty after a control tick with nothing queued."""
+        _priority, arrival, _order, request = self._queue.get(timeout=CONTROL_TICK_S)
+        return request, arrival
 
 
 class RankRun:
@@ -52,8 +89,15 @@ class RankRun:
         )
         self.manager = TierManager(self.tiers, self.metrics, self.stop, promote=config.promote)
         self.progress = progress
-        self.per_token_s = GENERATION_SECONDS_PER_TOKEN[config.generation_mode]
+        self.corpus = None
+        if config.enable_rag:
+            chunk = RagCorpus.chunk_tokens_for(config, model.bytes_per_token / config.tensor_parallel)
+            self.corpus = RagCorpus(self.seed, config.rag_num_docs, rag_doc_tokens(config, model), chunk)
+        self.settings = Settings.from_config(config, self.corpus)
+        self.per_token_s = config.workload.seconds_per_token(config.generation_mode)
         self.think = config.performance_profile == "latency"
+        # --max-concurrent-allocs: entries being placed (with the demotions that make room) and written at once.
+        self.allocs = threading.Semaphore(config.max_concurrent_allocs) if config.max_concurrent_allocs else None
         self._admitted = 0
         self._admit_lock = threading.Lock()
         self._failure: Optional[str] = None
@@ -90,36 +134,67 @@ class RankRun:
 
         return run
 
+    def _wait_for(self, semaphore: threading.Semaphore) -> None:
+        while not semaphore.acquire(timeout=CONTROL_TICK_S):
+            if self.stop.is_set():
+                raise Interrupted()
+
+    def _write(self, key: str, tokens: int) -> Optional[str]:
+        """Write a new entry of `tokens` tokens (1/TP of the model's bytes); see TierManager.write_new."""
+        nbytes = entry_bytes(tokens, self.model.bytes_per_token, self.config.tensor_parallel)
+        if self.allocs is None:
+            return self.manager.write_new(key, nbytes, self.pattern)
+        self._wait_for(self.allocs)
+        try:
+            return self.manager.write_new(key, nbytes, self.pattern)
+        finally:
+            self.allocs.release()
+
     def serve(self, request: Request, arrival: float) -> None:
+        """One request, as kv-cache.py's pipeline intends it (the README's "Request pipeline")."""
+        config, manager = self.config, self.manager
         started = time.perf_counter()
         self.metrics.begin_request()
-        bpt = self.model.bytes_per_token
-        manager = self.manager
-        if request.prefix_key:
-            if manager.read(request.prefix_key) is None:
-                # First user of this system prompt writes it; one that lost the race reads it instead.
-                if manager.write_new(request.prefix_key, request.prefix_tokens * bpt, self.pattern) is None:
-                    manager.read(request.prefix_key, count_lookup=False)
-        if request.previous_key:
-            manager.read(request.previous_key)
-        manager.write_new(request.key, request.context_tokens * bpt, self.pattern)
+        # 1. The shared system prompt: read on a hit; the first request to use it writes it, once.
+        if request.prefix_key and manager.read(request.prefix_key) is None:
+            if self._write(request.prefix_key, request.prefix_tokens) is None:
+                manager.read(request.prefix_key, count_lookup=False)  # another request wrote it first
+        # 2. Multi-turn: the earlier turns of the conversation, oldest first.
+        for key in request.earlier_keys:
+            manager.read(key)
+        # 3. Prefill: the new context.
+        self._write(request.key, request.context_tokens)
+        # 4. RAG: the retrieved chunks (a chunk not yet ingested is a miss).
+        for key in request.rag_keys:
+            manager.read(key)
         ttft = time.perf_counter() - arrival
-        manager.read(request.key, count_lookup=False)  # decode reads the context it just cached
+        # 5. Decode: the entry, then whole re-reads per decode batch; none for very long contexts.
+        long_context = config.long_context_tokens
+        if not (long_context and request.context_tokens + request.prefix_tokens >= long_context):
+            if manager.read(request.key) is not None:
+                for _batch in range(decode_rereads(request.generation_tokens, config.decode_batch_size)):
+                    manager.read(request.key, count_lookup=False)
+            else:
+                self._write(request.key, request.context_tokens)
+        # 6. Generation time.
         if self.per_token_s and self.stop.wait(request.generation_tokens * self.per_token_s):
             raise Interrupted()
         e2e = time.perf_counter() - arrival
         self.metrics.record_request(
             request.qos,
-            QOS_TARGET_MS[request.qos],
+            config.workload.qos(request.qos).p95_target_ms,
             started - arrival,
             ttft,
             e2e,
-            request.context_tokens,
+            request.context_tokens + request.prefix_tokens,
             request.generation_tokens,
         )
 
+    def _user(self, user_id: int) -> User:
+        return User(self.seed, user_id, self.settings)
+
     def _closed_loop_user(self, user_id: int, slots: Optional[threading.Semaphore]):
-        user = User(self.seed, user_id, not self.config.disable_multi_turn, not self.config.disable_prefix_caching)
+        user = self._user(user_id)
 
         def body():
             for request in user.requests():
@@ -131,9 +206,7 @@ class RankRun:
                 if slots is None:
                     self.serve(request, arrival)
                     continue
-                while not slots.acquire(timeout=CONTROL_TICK_S):
-                    if self.stop.is_set():
-                        return
+                self._wait_for(slots)
                 try:
                     self.serve(request, arrival)
                 finally:
@@ -141,11 +214,48 @@ class RankRun:
 
         return body
 
-    def _open_loop(self, backlog: "queue.Queue", dispatch_done: threading.Event):
-        users = [
-            User(self.seed, u, not self.config.disable_multi_turn, not self.config.disable_prefix_caching)
-            for u in range(self.config.num_users)
-        ]
+    def _worker(self, backlog: PriorityBacklog, arrivals_done: threading.Event, after=None):
+        def body():
+            while not self.stop.is_set():
+                try:
+                    request, arrival = backlog.get()
+                except queue.Empty:
+                    if arrivals_done.is_set():
+                        return
+                    continue
+                try:
+                    self.serve(request, arrival)
+                finally:
+                    if after is not None:
+                        after(request)
+
+        return body
+
+    def _open_loop_users(self, backlog: PriorityBacklog, arrivals_done: threading.Event):
+        """kv-cache.py's users: each asks again after its think time, whether or not its reply came."""
+        remaining = [self.config.num_users]
+        lock = threading.Lock()
+
+        def user_body(user_id):
+            def body():
+                try:
+                    for request in self._user(user_id).requests():
+                        if self.stop.wait(request.think_seconds if self.think else 0):
+                            return
+                        if not self._admit() or not backlog.put(request, time.perf_counter(), self.stop):
+                            return
+                finally:
+                    with lock:
+                        remaining[0] -= 1
+                        if not remaining[0]:
+                            arrivals_done.set()
+
+            return body
+
+        return [user_body(u) for u in range(self.config.num_users)]
+
+    def _poisson_arrivals(self, backlog: PriorityBacklog, arrivals_done: threading.Event):
+        users = [self._user(u) for u in range(self.config.num_users)]
         streams = [u.requests() for u in users]
         # A user has one request in flight, as a real one would: a turn that arrives while the previous
         # one is served waits, in order (its wait counts in queue_wait), instead of missing its context.
@@ -164,43 +274,41 @@ class RankRun:
                     with users_lock:
                         if busy[user_id]:
                             waiting[user_id].append(item)
-                        else:
-                            busy[user_id] = True
-                            backlog.put(item)
-            finally:
-                dispatch_done.set()
-
-        def worker():
-            while not self.stop.is_set():
-                try:
-                    request, arrival = backlog.get(timeout=CONTROL_TICK_S)
-                except queue.Empty:
-                    if dispatch_done.is_set():
+                            continue
+                        busy[user_id] = True
+                    if not backlog.put(*item, self.stop):
                         return
-                    continue
-                try:
-                    self.serve(request, arrival)
-                finally:
-                    with users_lock:  # hand this user's next waiting turn, in order, to the workers
-                        if waiting[request.user]:
-                            backlog.put(waiting[request.user].popleft())
-                        else:
-                            busy[request.user] = False
+            finally:
+                arrivals_done.set()
 
-        return dispatcher, worker
+        def hand_on(request):  # this user's next waiting turn, in order, goes to the workers
+            with users_lock:
+                if not waiting[request.user]:
+                    busy[request.user] = False
+                    return
+                item = waiting[request.user].popleft()
+            backlog.put(*item, self.stop)
+
+        return [dispatcher], hand_on
 
     def _start_workers(self) -> List[threading.Thread]:
         config = self.config
         bodies = []
-        if config.request_rate > 0:
-            dispatch_done = threading.Event()
-            dispatcher, worker = self._open_loop(queue.Queue(), dispatch_done)
-            bodies.append(dispatcher)
-            bodies += [worker] * (config.max_concurrent_requests or config.num_users)
+        if self.corpus is not None:
+            bodies.append(self._ingest)
+        if config.request_rate > 0 or config.user_loop == "open":
+            backlog, arrivals_done = PriorityBacklog(), threading.Event()
+            if config.request_rate > 0:
+                sources, after = self._poisson_arrivals(backlog, arrivals_done)
+                workers = config.max_concurrent_requests or config.num_users
+            else:
+                sources, after = self._open_loop_users(backlog, arrivals_done), None
+                workers = config.max_concurrent_requests or min(config.num_users, MAX_OPEN_LOOP_WORKERS)
+            bodies += sources + [self._worker(backlog, arrivals_done, after)] * workers
         else:
             limit = config.max_concurrent_requests
             slots = threading.Semaphore(limit) if 0 < limit < config.num_users else None
-            bodies = [self._closed_loop_user(u, slots) for u in range(config.num_users)]
+            bodies += [self._closed_loop_user(u, slots) for u in range(config.num_users)]
         threads = []
         for index, body in enumerate(bodies):
             thread = threading.Thread(target=self._guarded(body), name=f"kvcache-w{index}", daemon=True)
@@ -211,6 +319,15 @@ class RankRun:
                 break
             threads.append(thread)
         return threads
+
+    def _ingest(self) -> None:
+        """RAG ingest: every document's chunks are written, in order, as the window begins."""
+        for doc in range(len(self.corpus.doc_tokens)):
+            for key, tokens in self.corpus.chunks(doc):
+                if self.stop.is_set():
+                    return
+                self._write(key, tokens)
+                self.metrics.count("rag_chunks_ingested")
 
     # -- the window ------------------------------------------------------------------------
     def interrupt(self, signal_name: str) -> None:

@@ -67,9 +67,10 @@ def format_summary(result: dict) -> str:
     qos = result.get("qos", {})
     if qos:
         lines.append(
-            "QoS TTFT p95 vs target: "
+            "QoS end-to-end p95 vs target (met: >= 95 % within it): "
             + "  ".join(
-                f"{name} {_ms(q['ttft_p95_ms'])}/{q['ttft_target_ms']:.0f} ms"
+                f"{name} {_ms(q['end_to_end_ms']['p95'])}/{q['targets_ms']['p95']:.0f} ms"
+                f" {'met' if q['met'] else 'not met'}"
                 for name, q in qos.items()
                 if q["requests"]
             )

@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from kvcache.datasize import gpu_tier_bytes
 from kvcache.errors import UsageError
 from kvcache.metrics import Metrics
 from kvcache.storage_io import (
@@ -544,7 +545,7 @@ def build_tiers(
     storage_capacity: int,
     gpu_backend: str,
 ) -> List[Tier]:
-    gpu_bytes = int(config.gpu_mem_gb * GIB)
+    gpu_bytes = gpu_tier_bytes(config)
     cpu_bytes = int(config.cpu_mem_gb * GIB)
     gpu_tier = SimulatedGpuTier if gpu_backend == "simulated" else GPU_TIERS[gpu_backend]
     gpu = gpu_tier(gpu_bytes, metrics, mover)

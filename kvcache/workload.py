@@ -248,12 +248,7 @@ class User:
         s, rng = self.settings, self.rng
         while True:
             # A conversation goes on with each later request unless it ends first (or reached max_turns).
-            if (
-                not s.multi_turn
-                or self._turn == 0
-                or self._turn >= s.max_turns
-                or rng.random() < s.end_probability
-            ):
+            if not s.multi_turn or self._turn == 0 or self._turn >= s.max_turns or rng.random() < s.end_probability:
                 self._conversation += 1
                 self._turn = 0
             self._turn += 1
@@ -262,11 +257,12 @@ class User:
             context = rng.randint(max(1, self.max_context // 4), self.max_context)
             generation = rng.randint(max(1, self.max_generation // 4), self.max_generation)
             prefix_key, prefix_tokens = None, 0
-            if s.prefix_caching and rng.random() < s.prefix_probability:
-                prompt = rng.randrange(s.system_prompts)
-                if context > s.system_prompt_tokens:  # the prompt is part of the context, not added to it
-                    prefix_key, prefix_tokens = f"prefix-{prompt}", s.system_prompt_tokens
-                    context -= prefix_tokens
+            # Drawn whether or not prefix caching is on, so that switching it off changes nothing else.
+            uses_prompt, prompt = rng.random() < s.prefix_probability, rng.randrange(s.system_prompts)
+            if s.prefix_caching and uses_prompt and context > s.system_prompt_tokens:
+                # The prompt is part of the request's context, not added to it.
+                prefix_key, prefix_tokens = f"prefix-{prompt}", s.system_prompt_tokens
+                context -= prefix_tokens
             first = 1 if s.multi_turn_reads == "all" else max(1, self._turn - 1)
             yield Request(
                 user=self.user_id,

@@ -13,22 +13,26 @@ from kvcache.describe import describe
 from kvcache.errors import UsageError
 from kvcache.options import CLEAN, DATASIZE, RUN, Option, options_for
 from kvcache.run_config import config_class, make_config, resolve
+from kvcache.workload import DEFAULT_PROFILE
+
+EXTRAS = ["config", "workload", "config_warnings"]
 
 
 def test_one_frozen_typed_attribute_per_option_and_the_config_file_last():
     config = resolve(RUN, build_parser().parse_args(["run"]))[0]
     fields = dataclasses.fields(config)
-    assert [f.name for f in fields] == [o.name for o in options_for(RUN)] + ["config"]
+    assert [f.name for f in fields] == [o.name for o in options_for(RUN)] + EXTRAS
     types = {f.name: f.type for f in fields}
     assert types["num_users"] is int and types["duration"] is float and types["keep_cache"] is bool
     assert types["cache_dir"] == Optional[str]  # no default: unset is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.num_users = 5
     assert config.num_users == 100 and config.config is None
+    assert config.workload == DEFAULT_PROFILE and config.config_warnings == ()
 
 
 def test_each_command_has_its_own_options_only():
-    assert set(dataclasses.asdict(make_config(CLEAN))) == {"cache_dir", "dry_run", "config"}
+    assert set(dataclasses.asdict(make_config(CLEAN))) == {"cache_dir", "dry_run", *EXTRAS}
     size = make_config(DATASIZE)
     assert size.ranks == 1 and not hasattr(size, "duration")
     assert config_class(RUN) is config_class(RUN) and config_class(RUN) is not config_class(DATASIZE)
@@ -37,8 +41,14 @@ def test_each_command_has_its_own_options_only():
 def test_as_dict_is_the_values_by_name_in_table_order():
     config = make_config(RUN, num_users=3, config="c.yaml")
     values = config.as_dict()
-    assert list(values) == [o.name for o in options_for(RUN)] + ["config"]
-    assert values["num_users"] == 3 and values["config"] == "c.yaml" and values == dataclasses.asdict(config)
+    # The warnings are reported by the run, not kept in the result's config block; the profile is plain data.
+    assert list(values) == [o.name for o in options_for(RUN)] + ["config", "workload"]
+    assert values["num_users"] == 3 and values["config"] == "c.yaml"
+    assert values["workload"] == DEFAULT_PROFILE.as_dict()
+    plain = dataclasses.asdict(config)
+    assert {k: v for k, v in values.items() if k != "workload"} == {
+        k: v for k, v in plain.items() if k not in ("workload", "config_warnings")
+    }
 
 
 def test_make_config_checks_what_it_is_given():
