@@ -35,7 +35,7 @@ def test_resolve_only_returns_the_commands_options():
     size_values = resolve(DATASIZE, parse("datasize"))[0].as_dict()
     assert "ranks" not in run_values and "duration" in run_values
     assert "ranks" in size_values and "duration" not in size_values and "cache_dir" not in size_values
-    assert list(run_values) == [o.name for o in options_for(RUN)] + ["config"]  # the result's config block
+    assert list(run_values) == [o.name for o in options_for(RUN)] + ["config", "workload"]  # the result's config block
 
 
 def test_config_overrides_defaults_and_typed_flags_override_config(tmp_path):
@@ -84,6 +84,7 @@ def test_unknown_config_key_names_key_and_allowed(tmp_path):
     text = str(info.value)
     assert info.value.option == "--config"
     assert "num_userz" in text and "num_users" in text and "models" in text
+    assert "kv-cache.py's config.yaml (model_configs, user_templates," in text  # its sections are allowed too
 
 
 def test_one_config_file_serves_run_and_datasize(tmp_path):
