@@ -3,7 +3,7 @@
 import pytest
 
 from kvcache.errors import UsageError
-from kvcache.models import BUILTIN_MODELS, Model, Registry, model_from_mapping
+from kvcache.models import BUILTIN_MODELS, Model, Registry, model_from_mapping, model_from_reference
 
 # Bytes per token from the reference's registry (notes/reference-benchmark.md), fp16.
 REFERENCE_BYTES_PER_TOKEN = {
@@ -119,3 +119,53 @@ def test_a_user_model_may_not_shadow_a_built_in():
     with pytest.raises(UsageError) as caught:
         Registry({"llama3.1-8b": {"layers": 1, "kv_heads": 1, "head_dim": 1}})
     assert "models.llama3.1-8b" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "spec,expected",
+    [
+        # head_dim = hidden_dim // num_heads, as kv-cache.py derives it
+        ({"num_layers": 32, "hidden_dim": 4096, "num_heads": 32, "kv_heads": 8}, 131072),
+        # kv_dim_per_head wins over the derived head_dim (qwen3-32b: 5120 // 64 would be 80)
+        ({"num_layers": 64, "hidden_dim": 5120, "num_heads": 64, "kv_heads": 8, "kv_dim_per_head": 128}, 262144),
+        ({"num_layers": 2, "kv_heads": 2, "kv_dim_per_head": 64, "dtype": "float8"}, 2 * 2 * 64 * 2 * 1),
+        ({"num_layers": 2, "kv_heads": 2, "kv_dim_per_head": 64, "dtype": "float32"}, 2 * 2 * 64 * 2 * 4),
+        ({"num_layers": 61, "attention_type": "mla", "kv_lora_rank": 512, "qk_rope_head_dim": 64}, 70272),
+    ],
+)
+def test_reference_model_config_geometry(spec, expected):
+    assert model_from_reference("m", spec, "model_configs.m").bytes_per_token == expected
+
+
+def test_reference_model_config_maps_names_and_dtypes():
+    model = model_from_reference(
+        "llama3.1-8b",
+        {
+            "name": "Llama 3.1 8B",
+            "num_layers": 32,
+            "hidden_dim": 4096,
+            "num_heads": 32,
+            "kv_heads": 8,
+            "dtype": "bfloat16",
+        },
+        "model_configs.llama3.1-8b",
+    )
+    assert model.name == "llama3.1-8b" and model.dtype == "bf16"  # the key names it; `name` is for display
+    assert model.hidden_dim == 4096 and model.head_dim == 128 and model.layers == 32
+
+
+def test_reference_model_errors_start_with_where():
+    with pytest.raises(UsageError) as info:
+        model_from_reference(
+            "m", {"num_layers": 2, "kv_heads": "8", "kv_dim_per_head": 8}, "--config f: model_configs.m"
+        )
+    assert str(info.value) == "--config f: model_configs.m.kv_heads: must be an integer, got '8'"
+    with pytest.raises(UsageError, match="model_configs.m.layers: unknown key; allowed: name, num_layers"):
+        model_from_reference("m", {"layers": 2}, "model_configs.m")
+
+
+def test_registry_takes_built_models_which_may_replace_a_built_in():
+    deeper = Model("tiny-1b", layers=24, kv_heads=4, head_dim=128)
+    registry = Registry({"tiny-1b": deeper, "spec": {"layers": 1, "kv_heads": 1, "head_dim": 8}})
+    assert registry.get("tiny-1b") is deeper and registry.get("spec").bytes_per_token == 32
+    assert registry.get("llama3.1-8b") == BUILTIN_MODELS["llama3.1-8b"]
