@@ -1,32 +1,64 @@
-"""The metrics kv-cache.py users read, from a real run: whole-entry op counts, entries, storage time per
-request, p99.99, and the reference's tokens / summed storage time beside our bytes / window."""
+"""The metrics kv-cache.py users read, from a real run: whole-entry op counts and bytes that follow the
+reference pipeline request by request, entries, storage time per request, p99.99, and the reference's
+tokens / summed storage time beside our bytes / window."""
 
 import pytest
 from engine_helpers import kvcache, load
 
-from kvcache.workload import User
+from kvcache.models import BUILTIN_MODELS
+from kvcache.runner import decode_rereads
+from kvcache.storage_io import align_up
+from kvcache.workload import User, entry_bytes
 
-SEED = 7
+# User 0 of this seed is a chatbot user (entries of tens of MB with tiny-1b), whose first 12 requests use a
+# shared prompt three times (one of them a hit on a prompt written before), and hold conversations of
+# up to five turns: every step of the pipeline is exercised.
+SEED = 14
 REQUESTS = 12
+BYTES_PER_TOKEN = BUILTIN_MODELS["tiny-1b"].bytes_per_token
 
 
-def expected_ops(requests):
-    """What the pipeline (runner.serve) does for each request with every entry on storage and none evicted:
-    a prefix read, or its first write after a miss; the previous turn's read; the new entry's write; decode's read."""
-    written, reads, writes = set(), 0, 0
+def expected_io(requests):
+    """What kv-cache.py's pipeline (runner.serve) does for each request with every entry on storage and
+    none evicted: the shared prompt read on a hit, written on its first use; every earlier turn read; the
+    new context written; decode reads the entry, then re-reads it once per 32 generated tokens (>= 1).
+    Returns the whole-entry (reads, writes), their bytes, the entries held and the lookups and hits."""
+    size = {}
+    reads = writes = read_bytes = written_bytes = lookups = hits = 0
+
+    def read(key, lookup=True):
+        nonlocal reads, read_bytes, lookups, hits
+        reads, read_bytes = reads + 1, read_bytes + size[key]
+        lookups, hits = lookups + lookup, hits + lookup
+
+    def write(key, tokens):
+        nonlocal writes, written_bytes
+        size[key] = align_up(entry_bytes(tokens, BYTES_PER_TOKEN))
+        writes, written_bytes = writes + 1, written_bytes + size[key]
+
     for request in requests:
-        if request.prefix_key in written:
-            reads += 1
-        else:
-            written.add(request.prefix_key)
-            writes += 1
-        if request.previous_key:
-            assert request.previous_key in written
-            reads += 1
-        written.add(request.key)
-        writes += 1
-        reads += 1
-    return reads, writes, len(written)
+        if request.prefix_key in size:
+            read(request.prefix_key)
+        elif request.prefix_key:
+            lookups += 1  # the miss that makes this request write it
+            write(request.prefix_key, request.prefix_tokens)
+        for key in request.earlier_keys:
+            assert key in size  # one closed-loop user: its earlier turns are all written
+            read(key)
+        write(request.key, request.context_tokens)
+        assert request.context_tokens + request.prefix_tokens < 10_000  # so decode runs
+        read(request.key)
+        for _batch in range(decode_rereads(request.generation_tokens, 32)):
+            read(request.key, lookup=False)
+    return (reads, writes), (read_bytes, written_bytes), len(size), (lookups, hits)
+
+
+def test_the_seed_exercises_every_step():
+    requests = [next(stream) for stream in [User(SEED, 0).requests()] for _request in range(REQUESTS)]
+    prompts = [r.prefix_key for r in requests if r.prefix_key]
+    assert len(prompts) > len(set(prompts)) >= 1  # a prompt written once and read later
+    assert max(r.turn for r in requests) >= 3  # a turn that re-reads more than one earlier turn
+    assert any(decode_rereads(r.generation_tokens, 32) > 1 for r in requests)
 
 
 def test_one_users_op_counts_follow_its_requests_and_the_reference_figure_adds_up(tmp_path):
@@ -40,10 +72,14 @@ def test_one_users_op_counts_follow_its_requests_and_the_reference_figure_adds_u
     assert done.returncode == 0, done.stderr
     result = load(tmp_path / "R.json")
     assert result["requests"]["completed"] == REQUESTS
-    stream = User(SEED, 0).requests()  # rank 0's seed is --seed
-    reads, writes, entries = expected_ops([next(stream) for _request in range(REQUESTS)])
+    stream = User(SEED, 0).requests()  # rank 0's seed is --seed, and every option here is the default
+    (reads, writes), (read_bytes, written_bytes), entries, (lookups, hits) = expected_io(
+        [next(stream) for _request in range(REQUESTS)]
+    )
     storage = result["tiers"]["storage"]
     assert (storage["read_ops"], storage["write_ops"]) == (reads, writes)
+    assert (storage["bytes_read"], storage["bytes_written"]) == (read_bytes, written_bytes)
+    assert (result["hit_rate"]["lookups"], result["hit_rate"]["hits"]) == (lookups, hits)
     assert storage["read_ops"] == storage["read_latency_ms"]["count"]  # no move read an entry untimed
     assert (storage["entries"], storage["peak_entries"]) == (entries, entries)
     for tier in ("gpu", "cpu"):
