@@ -76,6 +76,10 @@ def test_bounds_come_from_the_engine_option_contract(description):
         ({"io_dept": 4}, "kvcache_extra_args: 'io_dept': 'kvcache run' has no '--io-dept' flag; did you mean io_depth"),
         ({"num-users": 4}, "kvcache_extra_args: 'num-users': set kvcache_num_users instead"),
         ({"json": True}, "kvcache_extra_args: 'json': 'kvcache run' has no --json flag (an option of datasize)"),
+        ({"user_loop": "sideways"}, "kvcache_extra_args: user_loop: must be one of closed, open, got 'sideways'"),
+        ({"rag_top_k": 0}, "kvcache_extra_args: rag_top_k: must be >= 1, got 0"),
+        ({"num_gpus": 2}, "kvcache_extra_args: 'num_gpus': set kvcache_num_gpus instead"),
+        ({"tensor-parallel": 2}, "kvcache_extra_args: 'tensor-parallel': set kvcache_tensor_parallel instead"),
     ],
 )
 def test_extra_args_keys_and_values_are_checked_as_the_module_checks_them(extra_args, problem):
@@ -154,3 +158,16 @@ def test_the_shared_variables_are_the_kvcache_role_ones_and_its_defaults_pass():
     for name, spec in specs.items():
         if spec.get("type") == "bool":
             assert variable_problems({name: "maybe"}) == [f"{name}: must be true or false, got 'maybe'"]
+
+
+def test_kv_cache_py_options_pass_in_kvcache_extra_args_and_the_hardware_facts_are_variables(description):
+    reference = {"enable_rag": True, "user_loop": "open", "rag_retrieval_distribution": "uniform",
+                 "log_level": "DEBUG", "max_concurrent_allocs": 4}  # fmt: skip
+    assert variable_problems({"kvcache_extra_args": reference}) == []
+    assert variable_problems({"kvcache_num_gpus": "8", "kvcache_tensor_parallel": 4}) == []  # INI gives strings
+    top = int(next(entry for entry in description["options"] if entry["name"] == "num_gpus")["maximum"])
+    assert variable_problems({"kvcache_num_gpus": 0, "kvcache_tensor_parallel": "two"}) == [
+        "kvcache_num_gpus: must be >= 1, got 0",
+        "kvcache_tensor_parallel: must be an integer, got 'two'",
+    ]
+    assert variable_problems({"kvcache_num_gpus": top + 1}) == [f"kvcache_num_gpus: must be <= {top}, got {top + 1}"]
