@@ -1,12 +1,13 @@
 """`kvcache describe`: the option contract as JSON, which the Ansible module and roles validate against.
 
-Every option of the table with its flag, type, default, bounds, unit and commands; the models with their
-geometry and bytes per token; the result schema. Light on purpose: no numpy, nothing that probes the host.
+Every option of the table with its flag, type, default, bounds, unit, commands and kv-cache.py config key; the
+models with their geometry and bytes per token; what each section of kv-cache.py's config.yaml drives here;
+the result schema. Light on purpose: no numpy, nothing that probes the host.
 """
 
 from typing import Any, Dict, List
 
-from kvcache import RESULT_SCHEMA, __version__, options
+from kvcache import RESULT_SCHEMA, __version__, options, reference_config
 from kvcache.models import BUILTIN_MODELS, Model
 from kvcache.options import COMMANDS, Option
 
@@ -26,6 +27,7 @@ def option_contract(opt: Option) -> Dict[str, Any]:
         "unit": opt.unit,
         "help": opt.help,
         "commands": list(opt.commands),
+        "reference_key": opt.reference_key,
     }
 
 
@@ -43,6 +45,32 @@ def model_contract(model: Model) -> Dict[str, Any]:
     }
 
 
+def config_sections() -> Dict[str, Dict[str, Any]]:
+    """Each section of kv-cache.py's config.yaml that --config reads: the keys that set an option (key: option
+    name), those that set a part of the workload profile (key path: the part, as the result's config.workload
+    names it), the models it defines, and the keys accepted with a warning (their type and why they do nothing)."""
+    by_option, by_profile = reference_config.option_keys(), reference_config.profile_keys()
+    sections: Dict[str, Dict[str, Any]] = {}
+    for section in reference_config.section_names():
+        entry: Dict[str, Any] = {}
+        if section == reference_config.MODEL_SECTION:
+            entry["models"] = reference_config.MODELS_DRIVE
+        if section in by_profile:
+            entry["profile"] = by_profile[section]
+        if section in by_option:
+            entry["options"] = {key: opt.name for key, opt in by_option[section].items()}
+        ignored = {
+            key: {"type": kind, "reason": i.reason}
+            for i in reference_config.IGNORED
+            if i.section == section
+            for key, kind in i.keys
+        }
+        if ignored:
+            entry["ignored"] = ignored
+        sections[section] = entry
+    return sections
+
+
 def describe() -> Dict[str, Any]:
     entries: List[Dict[str, Any]] = [option_contract(opt) for opt in options.OPTIONS]  # the table as it is now
     return {
@@ -51,4 +79,5 @@ def describe() -> Dict[str, Any]:
         "commands": {name: {"help": text} for name, text in COMMANDS.items()},
         "options": entries,
         "models": [model_contract(model) for model in BUILTIN_MODELS.values()],
+        "config_sections": config_sections(),
     }

@@ -9,7 +9,8 @@ from kvcache import RESULT_SCHEMA, __version__
 from kvcache.cli import main
 from kvcache.describe import describe
 from kvcache.models import BUILTIN_MODELS, Registry
-from kvcache.options import COMMANDS, OPTIONS
+from kvcache.options import COMMANDS, OPTIONS, RUN, load_config
+from kvcache.reference_config import IGNORED, section_names
 
 OPTION_FIELDS = {
     "name",
@@ -25,6 +26,7 @@ OPTION_FIELDS = {
     "unit",
     "help",
     "commands",
+    "reference_key",
 }
 MODEL_FIELDS = {"name", "bytes_per_token", "layers", "kv_heads", "head_dim", "kv_lora_rank", "qk_rope_dim", "dtype"}
 
@@ -48,6 +50,7 @@ def test_describe_lists_every_option_of_the_table_with_every_field():
         assert entry["nonzero_minimum"] == opt.nonzero_minimum and entry["unit"] == opt.unit
         assert entry["choices"] == (list(opt.choices) if opt.choices else None)
         assert entry["commands"] and set(entry["commands"]) <= set(data["commands"])
+        assert entry["reference_key"] == opt.reference_key
 
 
 def test_describe_fields_carry_the_values_a_consumer_checks_against():
@@ -88,6 +91,38 @@ def test_describe_models_match_the_registry():
     by_name = {m["name"]: m for m in models}
     assert by_name["llama3.1-8b"]["bytes_per_token"] == 131072
     assert by_name["deepseek-v3"]["kv_heads"] is None
+
+
+def test_describe_config_sections_say_what_each_reference_key_drives():
+    sections = describe()["config_sections"]
+    assert list(sections) == section_names()
+    assert {"user_templates", "qos_profiles", "model_configs", "eviction", "validation_limits"} <= set(sections)
+    for opt in OPTIONS:
+        if opt.reference_key:
+            section, key = opt.reference_key.split(".")
+            assert sections[section]["options"][key] == opt.name
+    for ignored in IGNORED:
+        for key, kind in ignored.keys:
+            assert sections[ignored.section]["ignored"][key] == {"type": kind, "reason": ignored.reason}
+    assert sections["decode"] == {"options": {"batch_size": "decode_batch_size"}}
+    assert sections["user_templates"]["profile"]["chatbot.context_range"] == "templates.chatbot.context_tokens"
+    assert sections["qos_profiles"]["profile"]["batch.target_latency_p9999_ms"] == "qos_classes.batch.targets_ms.p9999"
+    assert "hidden_dim // num_heads" in sections["model_configs"]["models"]
+
+
+def test_describe_config_sections_are_the_keys_config_files_accept(tmp_path):
+    # A file with every option and ignored key describe lists loads, warning once per ignored key.
+    by_name = {o.name: o for o in OPTIONS}
+    lines = []
+    for section, entry in describe()["config_sections"].items():
+        keys = {key: by_name[name].default for key, name in entry.get("options", {}).items()}
+        keys.update({key: 1 if spec["type"] == "int" else 0.5 for key, spec in entry.get("ignored", {}).items()})
+        if keys:
+            lines.append(f"{section}: {json.dumps(keys)}\n")
+    path = tmp_path / "all.yaml"
+    path.write_text("".join(lines), encoding="utf-8")
+    loaded = load_config(str(path), RUN)
+    assert len(loaded.warnings) == sum(len(i.keys) for i in IGNORED)
 
 
 def test_describe_names_the_version_and_result_schema_and_json_is_the_same_output():
