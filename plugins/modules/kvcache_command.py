@@ -76,7 +76,8 @@ options:
   extra_args:
     description:
       - "Any other engine option, by its name without dashes (underscores become dashes),
-        for example V({io_chunk_mib: 8, keep_cache: true})."
+        for example V({io_chunk_mib: 8, keep_cache: true}), or kv-cache.py's V({user_loop: open, enable_rag: true,
+        num_gpus: 2, tensor_parallel: 2})."
       - A flag option (type bool in C(describe)) takes V(true), which adds the bare flag, or V(false), which leaves
         it out; any other option takes a value of its type (an integer, a number, a string), within its bounds and
         choices; V(null) leaves any option out.
@@ -248,13 +249,16 @@ EXAMPLES = r"""
     env:
       UCX_TLS: tcp,self
 
-- name: Size the run on one host (no MPI)
+- name: Size the run on one host (no MPI), each rank with 2 GPUs in tensor parallel and RAG documents
   storagebench.kvcache.kvcache_command:
     command: datasize
     model: llama3.1-70b-instruct
     num_users: 100
     extra_args:
       json: true
+      num_gpus: 2
+      tensor_parallel: 2
+      enable_rag: true
 
 - name: The engine in a container
   storagebench.kvcache.kvcache_command:
