@@ -72,11 +72,16 @@ BAD_VARIABLES = [
     ("kvcache_generation_mode", "slow", "one of", "kvcache_run.yml"),
     ("kvcache_performance_profile", "fastest", "one of", "kvcache_run.yml"),
     ("kvcache_processes_per_host", 0, ">= 1", "kvcache_run.yml"),
+    ("kvcache_num_gpus", 0, ">= 1", "kvcache_datasize.yml"),
+    ("kvcache_tensor_parallel", "two", "integer", "kvcache_run.yml"),
     ("kvcache_extra_args", {"io_dept": 4}, "did you mean io_depth", "kvcache_run.yml"),
     ("kvcache_extra_args", {"io_depth": 0}, "io_depth", "kvcache_run.yml"),
     ("kvcache_extra_args", {"io_engine": "fast"}, "one of", "kvcache_run.yml"),
     ("kvcache_extra_args", {"keep_cache": "yes"}, "true or false", "kvcache_run.yml"),
     ("kvcache_extra_args", {"model": "tiny-1b"}, "set kvcache_model instead", "kvcache_run.yml"),
+    ("kvcache_extra_args", {"num_gpus": 2}, "set kvcache_num_gpus instead", "kvcache_datasize.yml"),
+    ("kvcache_extra_args", {"user_loop": "sideways"}, "one of closed, open", "kvcache_run.yml"),
+    ("kvcache_extra_args", {"rag_top_k": 0}, "rag_top_k: must be >= 1", "kvcache_run.yml"),
     ("kvcache_extra_args", {"output": "/tmp/x.json"}, "output", "kvcache_run.yml"),
     ("kvcache_extra_args", "io_depth=4", "mapping", "kvcache_datasize.yml"),
     ("kvcache_venv", "venv", "absolute path", "kvcache_setup.yml"),
@@ -110,9 +115,12 @@ def test_bad_shared_variable_fails_first_naming_it(tmp_path, dirs, variable, val
 def test_good_variables_pass_the_check(tmp_path, dirs):
     """The same inventory, with nothing wrong, gets through the check play (and only that is run here)."""
     cache_dir, results_dir, inventory = dirs
-    proc = run_playbook(
-        tmp_path, inventory, "kvcache_check.yml", "-e", json.dumps({"kvcache_extra_args": {"io_depth": 4}})
-    )
+    good = {
+        "kvcache_extra_args": {"io_depth": 4, "user_loop": "open", "enable_rag": True, "log_level": "DEBUG"},
+        "kvcache_num_gpus": 2,
+        "kvcache_tensor_parallel": 2,
+    }
+    proc = run_playbook(tmp_path, inventory, "kvcache_check.yml", "-e", json.dumps(good))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"localhost\s+: ok=1\s+changed=0\s+unreachable=0\s+failed=0", proc.stdout), proc.stdout
     assert not cache_dir.exists() and not results_dir.exists()
