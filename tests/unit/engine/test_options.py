@@ -84,7 +84,7 @@ def test_unknown_config_key_names_key_and_allowed(tmp_path):
     text = str(info.value)
     assert info.value.option == "--config"
     assert "num_userz" in text and "num_users" in text and "models" in text
-    assert "kv-cache.py's config.yaml (model_configs, user_templates," in text  # its sections are allowed too
+    assert "kv-cache.py's sections" in text  # its config.yaml's sections are allowed too
 
 
 def test_one_config_file_serves_run_and_datasize(tmp_path):
