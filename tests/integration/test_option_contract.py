@@ -114,6 +114,7 @@ def test_describe_exports_the_new_option_with_its_type_and_bounds(copy, tmp_path
         "unit": "probes",
         "help": "a temporary option of the contract test",
         "commands": ["run", "datasize"],
+        "reference_key": None,  # no kv-cache.py config.yaml key sets it
     }
 
 
