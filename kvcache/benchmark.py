@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from kvcache.cachedir import LIVE, UNCHECKED, RunDirectory, other_run_warnings, other_runs, validate_cache_dir
-from kvcache.datasize import AUTO_STORAGE_SHARE, largest_entry_bytes
+from kvcache.datasize import AUTO_STORAGE_SHARE, check_parallelism, largest_entry_bytes
 from kvcache.environment import describe_environment, mount_info
 from kvcache.errors import UsageError
 from kvcache.host_probe import available_memory_bytes
@@ -50,6 +50,7 @@ class RankPlan:
 def validate_run(config, models) -> Tuple[Model, str]:
     """Checks whose answer is the same on every rank (the options themselves). Returns (model, GPU backend)."""
     model = Registry(models).get(config.model)
+    check_parallelism(config)
     gpu_backend = choose_gpu_backend(config.gpu_backend) if config.gpu_mem_gb > 0 else "simulated"
     return model, gpu_backend
 

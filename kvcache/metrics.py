@@ -101,6 +101,7 @@ class Metrics:
             "dropped_entries": 0,  # of those, entries that no tier could hold (on writing or on demotion)
             "storage_io_us": 0,  # summed storage time of the completed requests (storage_per_request's total)
             "rag_chunks_ingested": 0,  # document chunks written by RAG ingest
+            "allocation_waits": 0,  # new entries that waited for one of the --max-concurrent-allocs slots
         }
         for tier in TIERS:
             # Whole-entry operations (not chunks), and the entries a tier holds now and at most.

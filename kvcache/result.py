@@ -118,6 +118,17 @@ def _per_rank(payload) -> dict:
     }
 
 
+# The counters the result's `events` block reports (a dotted counter by its first part).
+EVENT_COUNTERS = (
+    "demotions",
+    "evictions",
+    "promotions",
+    "dropped_entries",
+    "rag_chunks_ingested",
+    "allocation_waits",
+)
+
+
 def _qos(payloads, workload: dict) -> dict:
     """Per QoS class: its end-to-end latency against its targets, and kv-cache.py's compliance rule (met when
     at least 95 % of its requests ended within its p95 target)."""
@@ -293,11 +304,7 @@ def build_result(
         "qos": _qos(payloads, config.get("workload") or DEFAULT_PROFILE.as_dict()),
         "dropped_entries": dropped,
         "sla": _sla(tiers, hit_rate, config.get("performance_profile"), requests["completed"], dropped, status != "ok"),
-        "events": {
-            name: value
-            for name, value in counters.items()
-            if name.split(".")[0] in ("demotions", "evictions", "promotions", "dropped_entries", "rag_chunks_ingested")
-        },
+        "events": {name: value for name, value in counters.items() if name.split(".")[0] in EVENT_COUNTERS},
         "aggregate": {
             "storage_read_bandwidth_bytes_per_s": tiers["storage"]["read_bandwidth_bytes_per_s"],
             "storage_write_bandwidth_bytes_per_s": tiers["storage"]["write_bandwidth_bytes_per_s"],

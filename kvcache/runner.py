@@ -144,7 +144,9 @@ class RankRun:
         nbytes = entry_bytes(tokens, self.model.bytes_per_token, self.config.tensor_parallel)
         if self.allocs is None:
             return self.manager.write_new(key, nbytes, self.pattern)
-        self._wait_for(self.allocs)
+        if not self.allocs.acquire(blocking=False):
+            self.metrics.count("allocation_waits")  # --max-concurrent-allocs held this write back
+            self._wait_for(self.allocs)
         try:
             return self.manager.write_new(key, nbytes, self.pattern)
         finally:

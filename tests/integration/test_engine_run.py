@@ -132,7 +132,7 @@ def test_config_file_with_user_model_and_request_limit(tmp_path):
     # The config block: every run option as resolved (the file's values), then what the run derived from them.
     options = [o.name for o in options_for(RUN)]
     derived = ["bytes_per_token", "model_geometry", "storage_capacity_bytes_per_rank", "seeds_per_rank"]
-    assert list(result["config"]) == options + ["config"] + derived
+    assert list(result["config"]) == options + ["config", "workload"] + derived
     assert result["config"]["num_users"] == 2 and result["config"]["max_requests"] == 5
     assert result["config"]["config"] == str(config) and result["config"]["seeds_per_rank"] == [42]
     assert result["requests"]["completed"] == 5
@@ -281,12 +281,13 @@ def test_resource_requests_beyond_the_host_are_usage_errors(tmp_path, args, opti
 
 def test_open_loop_user_has_one_request_in_flight(tmp_path):
     # 1 user, 4 servers, arrivals far faster than service: turns are still served one at a time and in
-    # order, so each finds the previous one cached.
+    # order, so each finds every earlier turn cached. (Seed 14: user 0 is a chatbot user, small entries.)
     done = kvcache("run", *SHORT_RUN, "--num-users", "1", "--max-concurrent-requests", "4", "--duration", "3",
-                   "--request-rate", "50",
+                   "--request-rate", "50", "--seed", "14", "--disable-prefix-caching",
                    "--cache-dir", tmp_path, "--output", tmp_path / "R.json")  # fmt: skip
     assert done.returncode == 0, done.stderr
     result = load(tmp_path / "R.json")
     assert result["requests"]["completed"] >= 2
-    assert result["hit_rate"]["misses"] == 1  # only the very first lookup of the shared prefix
+    assert result["hit_rate"]["misses"] == 0  # no turn was served before the one it re-reads
+    assert result["hit_rate"]["lookups"] > result["requests"]["completed"]  # decode reads, and earlier turns
     assert result["latency_ms"]["queue_wait"]["max"] > 0

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from kvcache.models import BUILTIN_MODELS
 from kvcache.run_config import make_config
 from kvcache.workload import (
     DEFAULT_SETTINGS,
@@ -19,6 +20,7 @@ from kvcache.workload import (
     entry_bytes,
     mean_context_tokens,
     mean_conversation_turns,
+    rag_doc_tokens,
 )
 
 TEMPLATE_BY_NAME = {t.name: t for t in TEMPLATES}
@@ -257,3 +259,12 @@ def test_arrivals_mean_interarrival_near_one_over_rate(rate):
     mean = arrivals[-1][0] / n
     # the standard error of the mean is 1/(rate*sqrt(n)) ~ 0.7 % here; allow 5 %
     assert abs(mean * rate - 1.0) < 0.05
+
+
+def test_large_models_get_the_smaller_rag_documents():
+    config = make_config("run")
+    large, small = (config.rag_large_model_doc_tokens_min, config.rag_large_model_doc_tokens_max), (4000, 12000)
+    assert rag_doc_tokens(config, BUILTIN_MODELS["llama3.1-70b-instruct"]) == large == (1024, 4096)
+    assert rag_doc_tokens(config, BUILTIN_MODELS["qwen3-32b"]) == large  # 64 layers
+    assert rag_doc_tokens(config, BUILTIN_MODELS["llama3.1-8b"]) == small
+    assert rag_doc_tokens(config, BUILTIN_MODELS["deepseek-v3"]) == small  # 61 layers, hidden size 7168
