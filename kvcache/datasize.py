@@ -1,7 +1,7 @@
 """`kvcache datasize`: what a run needs, from the same model registry and workload as `run`.
 
 Model (documented in the README): a user's live working set is its current conversation: every turn of
-it when later turns re-read all earlier ones (the expected conversation length), the current and the
+it when later turns re-read all earlier ones (the expected conversation length), at most the current and the
 previous turn with --multi-turn-reads previous, one entry without multi-turn. Each rank also holds its
 shared system prompts and, with RAG, its ingested documents. Entries are 1/TP of the model's KV bytes.
 Storage must hold what the GPU and CPU tiers cannot, with 25 % headroom and room for the largest single
