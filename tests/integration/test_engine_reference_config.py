@@ -2,6 +2,7 @@
 
 from engine_helpers import kvcache, load
 
+from kvcache.reference_config import IGNORED
 from kvcache.workload import DEFAULT_PROFILE
 from tests.unit.engine.test_reference_config import FULL_CONFIG  # the one copy of the reference's full file
 
@@ -47,3 +48,8 @@ def test_a_run_takes_the_reference_config_as_it_is_and_its_values_drive(tmp_path
     assert ran["workload"] == expected
     assert ran["prefix_hit_probability"] == 0.2 and ran["max_turns"] == 50 and ran["rag_top_k"] == 5
     assert result["requests"]["completed"] > 0
+    # Every key that has no effect here is named in a warning, printed on stderr and kept in the result.
+    ignored = [f"{i.section}.{key}" for i in IGNORED for key, _kind in i.keys]
+    for key in ignored:
+        assert any(key in w for w in result["warnings"]), key
+        assert key in done.stderr, key
