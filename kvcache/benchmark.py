@@ -51,6 +51,12 @@ def validate_run(config, models) -> Tuple[Model, str]:
     """Checks whose answer is the same on every rank (the options themselves). Returns (model, GPU backend)."""
     model = Registry(models).get(config.model)
     check_parallelism(config)
+    if config.request_rate > 0 and config.user_loop == "open":
+        raise UsageError(
+            "--user-loop",
+            "open users make their own arrivals (each after its think time), and --request-rate makes Poisson "
+            "arrivals instead: give one of them",
+        )
     gpu_backend = choose_gpu_backend(config.gpu_backend) if config.gpu_mem_gb > 0 else "simulated"
     return model, gpu_backend
 

@@ -177,7 +177,7 @@ OPTIONS: Tuple[Option, ...] = (
         "max_concurrent_requests",
         int,
         0,
-        "requests served at once (0: one per user); others queue",
+        "requests served at once (0: one per user; min(users, 500) with --user-loop open); others queue",
         commands=(RUN,),
         minimum=0,
         maximum=MAX_USERS,  # one worker thread each in the open loop

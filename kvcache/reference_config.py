@@ -199,10 +199,12 @@ def _mapping(value: Any, where: str, allowed) -> Mapping:
 
 
 def _unknown(where: str, key: Any, allowed) -> UsageError:
-    close = difflib.get_close_matches(str(key), list(allowed), n=1)
+    # A shortened key (top_k for top_k_chunks) is as likely a slip as a misspelt one.
+    close = [name for name in allowed if str(key) and name.startswith(str(key))]
+    close = close or difflib.get_close_matches(str(key), list(allowed), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return UsageError(
-        f"{where}.{clip(str(key), SHOWN_CHARS)}", f"unknown key{hint}; allowed: {clip(', '.join(allowed), 200)}"
+        f"{where}.{clip(str(key), SHOWN_CHARS)}", f"unknown key{hint}; allowed: {clip(', '.join(allowed), 120)}"
     )
 
 

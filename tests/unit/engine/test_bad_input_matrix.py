@@ -80,6 +80,36 @@ HAND_CASES = [
     case("bad-choice-io-engine", RUN_BASE + ["--io-engine", "libaio"], ["--io-engine", "direct"]),
     case("bad-choice-long-value", RUN_BASE + ["--generation-mode", LONG], ["--generation-mode"]),
     case("bad-choice-mpi", RUN_BASE + ["--mpi", "maybe"], ["--mpi", "auto"]),
+    # kv-cache.py's options (issue 11)
+    case("bad-choice-user-loop", RUN_BASE + ["--user-loop", "sideways"], ["--user-loop", "closed", "open"]),
+    case("bad-choice-log-level", RUN_BASE + ["--log-level", "info"], ["--log-level", "INFO"]),
+    case("bad-choice-rag-distribution", RUN_BASE + ["--rag-retrieval-distribution", "zipf"], ["zipfian", "uniform"]),
+    case("bad-choice-multi-turn-reads", RUN_BASE + ["--multi-turn-reads", "some"], ["--multi-turn-reads", "all"]),
+    case("rag-top-k-0", RUN_BASE + ["--rag-top-k", "0"], ["--rag-top-k"]),
+    case("prefix-probability-above-1", RUN_BASE + ["--prefix-hit-probability", "1.5"], ["--prefix-hit-probability"]),
+    case("tensor-parallel-above-gpus", RUN_BASE + ["--tensor-parallel", "2"], ["--tensor-parallel", "--num-gpus"]),
+    case(
+        "datasize-tensor-parallel-above-gpus",
+        ["datasize", "--tensor-parallel", "8", "--num-gpus", "4"],
+        ["--tensor-parallel", "--num-gpus (4)"],
+    ),  # fmt: skip
+    case(
+        "open-users-and-a-request-rate",
+        RUN_BASE + ["--user-loop", "open", "--request-rate", "5"],
+        ["--user-loop", "--request-rate"],
+    ),  # fmt: skip
+    case(
+        "reference-config-wrong-type",
+        RUN_BASE + ["--config", "{ws}/c.yaml"],
+        ["decode.batch_size"],
+        {"c.yaml": "decode: {batch_size: many}\n"},
+    ),  # fmt: skip
+    case(
+        "reference-config-unknown-section-key",
+        RUN_BASE + ["--config", "{ws}/c.yaml"],
+        ["rag.top_k"],
+        {"c.yaml": "rag: {top_k: 3}\n"},
+    ),  # fmt: skip
     case("not-an-int", RUN_BASE + ["--num-users", "lots"], ["--num-users"]),
     case("int-with-5000-digits", RUN_BASE + ["--num-users", "1" * 5000], ["--num-users"]),
     case("float-for-an-int", RUN_BASE + ["--io-depth", "2.5"], ["--io-depth"]),
