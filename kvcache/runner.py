@@ -2,10 +2,12 @@
 
 What one request does, step by step, is serve() (the README's "Request pipeline"); how requests arrive
 is the user loop: closed (a user waits for its reply), open (kv-cache.py's users, who do not wait) or
-Poisson arrivals (--request-rate). Open arrivals queue by QoS priority for a bounded pool of workers.
+Poisson arrivals (--request-rate). Requests that find every worker busy wait by QoS priority, then in
+arrival order.
 """
 
 import collections
+import heapq
 import itertools
 import math
 import queue
@@ -59,6 +61,50 @@ class PriorityBacklog:
         """(request, arrival), or raises queue.Empty after a control tick with nothing queued."""
         _priority, arrival, _order, request = self._queue.get(timeout=CONTROL_TICK_S)
         return request, arrival
+
+
+class PriorityGate:
+    """At most `limit` requests served at once (closed loop with --max-concurrent-requests): a waiting request
+    of a higher QoS priority goes first, then the one that arrived first, as in the open loop's queue."""
+
+    def __init__(self, limit: int):
+        self._free = limit
+        self._waiting: list = []  # heap of (-priority, arrival, order, granted event)
+        self._lock = threading.Lock()
+        self._order = itertools.count()
+
+    def acquire(self, request: Request, arrival: float, stop: threading.Event) -> None:
+        """Wait for a slot; raises Interrupted when the window closes first."""
+        with self._lock:
+            if self._free and not self._waiting:
+                self._free -= 1
+                return
+            item = (-request.priority, arrival, next(self._order), threading.Event())
+            heapq.heappush(self._waiting, item)
+        granted = item[3]
+        while not granted.wait(CONTROL_TICK_S):
+            if stop.is_set():
+                with self._lock:
+                    if granted.is_set():
+                        self._hand_on()  # the slot came just now: pass it on
+                    else:
+                        self._waiting.remove(item)
+                        heapq.heapify(self._waiting)
+                raise Interrupted()
+
+    def release(self) -> None:
+        with self._lock:
+            self._hand_on()
+
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+    def _hand_on(self) -> None:
+        if self._waiting:
+            heapq.heappop(self._waiting)[3].set()
+        else:
+            self._free += 1
 
 
 class RankRun:
@@ -195,7 +241,7 @@ class RankRun:
     def _user(self, user_id: int) -> User:
         return User(self.seed, user_id, self.settings)
 
-    def _closed_loop_user(self, user_id: int, slots: Optional[threading.Semaphore]):
+    def _closed_loop_user(self, user_id: int, slots: Optional[PriorityGate]):
         user = self._user(user_id)
 
         def body():
@@ -208,7 +254,7 @@ class RankRun:
                 if slots is None:
                     self.serve(request, arrival)
                     continue
-                self._wait_for(slots)
+                slots.acquire(request, arrival, self.stop)
                 try:
                     self.serve(request, arrival)
                 finally:
@@ -309,7 +355,7 @@ class RankRun:
             bodies += sources + [self._worker(backlog, arrivals_done, after)] * workers
         else:
             limit = config.max_concurrent_requests
-            slots = threading.Semaphore(limit) if 0 < limit < config.num_users else None
+            slots = PriorityGate(limit) if 0 < limit < config.num_users else None
             bodies += [self._closed_loop_user(u, slots) for u in range(config.num_users)]
         threads = []
         for index, body in enumerate(bodies):

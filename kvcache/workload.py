@@ -13,7 +13,8 @@ from typing import Iterator, List, Optional, Tuple
 
 # Every cache key a request names (its turn, an earlier turn, a shared prefix, a document chunk) matches
 # this; `kvcache clean` recognises the engine's own entry files by it.
-KEY_PATTERN = r"(?:u[0-9]+c[0-9]+t[0-9]+|prefix-[0-9]+|rag-d[0-9]+c[0-9]+)"
+# (prefix-<template> is the shared prompt's key of earlier versions, whose leftovers clean removes too.)
+KEY_PATTERN = r"(?:u[0-9]+c[0-9]+t[0-9]+|prefix-[a-z0-9]+|rag-d[0-9]+c[0-9]+)"
 PERCENTILE_TARGETS = ("p95", "p99", "p999", "p9999")  # the QoS targets of a class, in this order
 MAX_CHUNKS_PER_DOCUMENT = 100_000  # a document is a handful of chunks; this bounds a RAG request's draw
 
