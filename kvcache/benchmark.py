@@ -16,6 +16,7 @@ import traceback
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from kvcache import replay
 from kvcache.cachedir import LIVE, UNCHECKED, RunDirectory, other_run_warnings, other_runs, validate_cache_dir
 from kvcache.datasize import AUTO_STORAGE_SHARE, check_parallelism, largest_entry_bytes
 from kvcache.environment import describe_environment, mount_info
@@ -51,6 +52,7 @@ def validate_run(config, models) -> Tuple[Model, str]:
     """Checks whose answer is the same on every rank (the options themselves). Returns (model, GPU backend)."""
     model = Registry(models).get(config.model)
     check_parallelism(config)
+    replay.check(config)
     if config.request_rate > 0 and config.user_loop == "open":
         raise UsageError(
             "--user-loop",
@@ -318,6 +320,7 @@ class RankLifecycle:
             "io_engine": self.io_engine,
             "tiers": {t.name: t.describe() for t in run.tiers} if run else {},
             "warnings": self.warnings,
+            "reports": run.reports if run else {},
         }
 
 

@@ -11,26 +11,11 @@ from typing import Dict, Sequence
 from kvcache.errors import UsageError
 
 AUTOSCALING = "kv-cache.py's autoscaler (it varies the number of users to find the storage's saturation)"
-BURST_TRACE = "kv-cache.py's BurstGPT trace replay"
-SHAREGPT = "kv-cache.py's ShareGPT dataset replay"
-PRECONDITION = "kv-cache.py's preconditioning (filling the storage before the measured window)"
 
 NOT_YET: Dict[str, str] = {
     "--enable-autoscaling": AUTOSCALING,
     "--autoscaler-mode": AUTOSCALING,
     "--target-saturation": AUTOSCALING,
-    "--use-burst-trace": BURST_TRACE,
-    "--burst-trace-path": BURST_TRACE,
-    "--trace-speedup": BURST_TRACE,
-    "--dataset-path": SHAREGPT,
-    "--max-conversations": SHAREGPT,
-    "--replay-cycles": "kv-cache.py's trace and dataset replay",
-    "--precondition": PRECONDITION,
-    "--precondition-size-gb": PRECONDITION,
-    "--precondition-threads": PRECONDITION,
-    "--prefill-only": "kv-cache.py's prefill-only phase",
-    "--decode-only": "kv-cache.py's decode-only phase",
-    "--io-trace-log": "kv-cache.py's I/O trace mode (operations logged to a CSV, no I/O done)",
     "--validation-trace": "kv-cache.py's validation of hit rates against a recorded trace",
     "--enable-latency-tracing": "kv-cache.py's device latency tracing (bpftrace and a fio workload)",
     "--xlsx-output": "kv-cache.py's XLSX export of the result",

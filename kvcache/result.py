@@ -154,6 +154,25 @@ def _qos(payloads, workload: dict) -> dict:
     return block
 
 
+def _modes(payloads) -> dict:
+    """Each mode's rank reports (kvcache.runner.RankRun.reports) side by side, and their total: counts
+    summed over ranks, seconds (`*_s`) the longest rank's, other values kept when every rank agrees."""
+    modes = {}
+    for name in sorted({name for p in payloads for name in p.get("reports", {})}):
+        per_rank = [dict(p["reports"][name], rank=p["rank"]) for p in payloads if name in p.get("reports", {})]
+        total = {}
+        for key in per_rank[0]:
+            values = [r.get(key) for r in per_rank]
+            if key == "rank":
+                continue
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                total[key] = max(values) if key.endswith("_s") else sum(values)
+            elif all(v == values[0] for v in values):
+                total[key] = values[0]
+        modes[name] = {"total": total, "per_rank": per_rank}
+    return modes
+
+
 def _dropped_entries(counters) -> dict:
     """Entries the workload wrote that no tier could hold: the storage did not hold the workload."""
     count, attempts = counters.get("dropped_entries", 0), counters.get("entry_writes", 0)
@@ -321,6 +340,7 @@ def build_result(
             "straggler_fraction": config.get("straggler_fraction", 0.5),
         },
         "per_rank": per_rank,
+        "modes": _modes(payloads),
         "timeseries": _timeseries(payloads),
     }
     if status == "failed":

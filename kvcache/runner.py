@@ -13,8 +13,9 @@ import math
 import queue
 import threading
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
+from kvcache import replay
 from kvcache.metrics import Metrics
 from kvcache.models import Model
 from kvcache.progress import Progress
@@ -151,6 +152,10 @@ class RankRun:
         self.remote_failure = None
         self.interrupted_by: Optional[str] = None
         self.timeseries: List[dict] = []
+        # What a mode (a replay, preconditioning, the I/O trace) reports for this rank: the result's `modes`.
+        self.reports: Dict[str, dict] = {}
+        # The pipeline step the calling thread is in (Prefill or Decode), for the I/O trace's Phase column.
+        self.phase = threading.local()
         self.window_start = self.window_end = None
         self.window_offsets = (0.0, 0.0)  # seconds from the shared start barrier: comparable across hosts
 
@@ -203,6 +208,7 @@ class RankRun:
         config, manager = self.config, self.manager
         started = time.perf_counter()
         self.metrics.begin_request()
+        self.phase.name = "Prefill"
         # 1. The shared system prompt: read on a hit; the first request to use it writes it, once.
         if request.prefix_key and manager.read(request.prefix_key) is None:
             if self._write(request.prefix_key, request.prefix_tokens) is None:
@@ -217,6 +223,7 @@ class RankRun:
             manager.read(key)
         ttft = time.perf_counter() - arrival
         # 5. Decode: the entry, then whole re-reads per decode batch; none for very long contexts.
+        self.phase.name = "Decode"
         long_context = config.long_context_tokens
         if not (long_context and request.context_tokens + request.prefix_tokens >= long_context):
             if manager.read(request.key) is not None:
@@ -302,28 +309,36 @@ class RankRun:
 
         return [user_body(u) for u in range(self.config.num_users)]
 
-    def _poisson_arrivals(self, backlog: PriorityBacklog, arrivals_done: threading.Event):
-        users = [self._user(u) for u in range(self.config.num_users)]
-        streams = [u.requests() for u in users]
-        # A user has one request in flight, as a real one would: a turn that arrives while the previous
-        # one is served waits, in order (its wait counts in queue_wait), instead of missing its context.
+    def _poisson_arrivals(self):
+        """(offset, request) of --request-rate: Poisson arrivals, each of a random user's next request."""
+        streams = [self._user(u).requests() for u in range(self.config.num_users)]
+        for at, user_id in Arrivals(self.seed, self.config.request_rate, len(streams)):
+            yield at, next(streams[user_id])
+
+    def _timed_arrivals(self, backlog: PriorityBacklog, arrivals_done: threading.Event, arrivals):
+        """A dispatcher that queues each (offset in seconds from the window start, request) of `arrivals` at
+        its time (None: at once, paced only by the backlog's room), and the hand-on for the workers.
+
+        A user (or replayed conversation: Request.user) has one request in flight, as a real one would: a
+        turn that arrives while the previous one is served waits, in order (its wait counts in queue_wait),
+        instead of missing its context."""
         users_lock = threading.Lock()
-        busy = [False] * len(users)
-        waiting = [collections.deque() for _user in users]
-        arrivals = Arrivals(self.seed, self.config.request_rate, len(users))
+        busy = set()
+        waiting = collections.defaultdict(collections.deque)
 
         def dispatcher():
             try:
                 origin = time.perf_counter()
-                for at, user_id in arrivals:
-                    if self.stop.wait(max(0.0, origin + at - time.perf_counter())) or not self._admit():
+                for at, request in arrivals:
+                    delay = 0.0 if at is None else max(0.0, origin + at - time.perf_counter())
+                    if self.stop.wait(delay) or not self._admit():
                         return
-                    item = (next(streams[user_id]), time.perf_counter())
+                    item = (request, time.perf_counter())
                     with users_lock:
-                        if busy[user_id]:
-                            waiting[user_id].append(item)
+                        if request.user in busy:
+                            waiting[request.user].append(item)
                             continue
-                        busy[user_id] = True
+                        busy.add(request.user)
                     if not backlog.put(*item, self.stop):
                         return
             finally:
@@ -331,10 +346,12 @@ class RankRun:
 
         def hand_on(request):  # this user's next waiting turn, in order, goes to the workers
             with users_lock:
-                if not waiting[request.user]:
-                    busy[request.user] = False
+                queued = waiting.get(request.user)
+                if not queued:
+                    busy.discard(request.user)
+                    waiting.pop(request.user, None)
                     return
-                item = waiting[request.user].popleft()
+                item = queued.popleft()
             backlog.put(*item, self.stop)
 
         return [dispatcher], hand_on
@@ -344,10 +361,17 @@ class RankRun:
         bodies = []
         if self.corpus is not None:
             bodies.append(self._ingest)
-        if config.request_rate > 0 or config.user_loop == "open":
+        if replay.kind(config) is not None:
+            backlog, arrivals_done = PriorityBacklog(), threading.Event()
+            report = self.reports.setdefault(replay.kind(config), {})
+            arrivals = replay.arrivals(config, self.comm.rank, self.comm.size, self.settings, report)
+            sources, after = self._timed_arrivals(backlog, arrivals_done, arrivals)
+            workers = config.max_concurrent_requests or min(config.num_users, MAX_OPEN_LOOP_WORKERS)
+            bodies += sources + [self._worker(backlog, arrivals_done, after)] * workers
+        elif config.request_rate > 0 or config.user_loop == "open":
             backlog, arrivals_done = PriorityBacklog(), threading.Event()
             if config.request_rate > 0:
-                sources, after = self._poisson_arrivals(backlog, arrivals_done)
+                sources, after = self._timed_arrivals(backlog, arrivals_done, self._poisson_arrivals())
                 workers = config.max_concurrent_requests or config.num_users
             else:
                 sources, after = self._open_loop_users(backlog, arrivals_done), None
