@@ -213,6 +213,21 @@ def _pick(rng: random.Random, items, weight_of):
     return items[-1]
 
 
+def draw_qos(rng: random.Random, profile: WorkloadProfile) -> QosClass:
+    """A QoS class, by the profile's shares."""
+    return _pick(rng, profile.qos_classes, lambda q: q.share)
+
+
+def system_prompt(rng: random.Random, s: Settings, context: int) -> Tuple[Optional[str], int, int]:
+    """(prefix key or None, prefix tokens, context tokens left to prefill) of a request of `context` tokens."""
+    # Drawn whether or not prefix caching is on, so that switching it off changes nothing else.
+    uses_prompt, prompt = rng.random() < s.prefix_probability, rng.randrange(s.system_prompts)
+    if s.prefix_caching and uses_prompt and context > s.system_prompt_tokens:
+        # The prompt is part of the request's context, not added to it.
+        return f"prefix-{prompt}", s.system_prompt_tokens, context - s.system_prompt_tokens
+    return None, 0, context
+
+
 class User:
     """One simulated user, as kv-cache.py draws one: a template (uniform), a QoS class (by share), and its
     own largest context, generation and think time; then an endless series of conversations."""
@@ -223,7 +238,7 @@ class User:
         self.rng = rng = random.Random(f"kvcache:{seed}:user:{user_id}")
         profile = settings.profile
         self.template = profile.templates[rng.randrange(len(profile.templates))]
-        self.qos = _pick(rng, profile.qos_classes, lambda q: q.share)
+        self.qos = draw_qos(rng, profile)
         self.max_context = rng.randint(*self.template.context_tokens)
         self.max_generation = rng.randint(*self.template.generation_tokens)
         self.think = rng.uniform(*self.template.think_seconds)
@@ -257,13 +272,7 @@ class User:
             think = self.think * rng.uniform(0.8, 1.2)
             context = rng.randint(max(1, self.max_context // 4), self.max_context)
             generation = rng.randint(max(1, self.max_generation // 4), self.max_generation)
-            prefix_key, prefix_tokens = None, 0
-            # Drawn whether or not prefix caching is on, so that switching it off changes nothing else.
-            uses_prompt, prompt = rng.random() < s.prefix_probability, rng.randrange(s.system_prompts)
-            if s.prefix_caching and uses_prompt and context > s.system_prompt_tokens:
-                # The prompt is part of the request's context, not added to it.
-                prefix_key, prefix_tokens = f"prefix-{prompt}", s.system_prompt_tokens
-                context -= prefix_tokens
+            prefix_key, prefix_tokens, context = system_prompt(rng, s, context)
             first = 1 if s.multi_turn_reads == "all" else max(1, self._turn - 1)
             yield Request(
                 user=self.user_id,
