@@ -10,6 +10,8 @@ or None for "at once"; Request) pairs, in order. `report` is the rank's dict for
 import importlib
 from typing import Optional
 
+from kvcache.errors import UsageError
+
 MODULES = {"sharegpt": "kvcache.sharegpt", "burst_trace": "kvcache.burst_trace"}
 
 
@@ -27,6 +29,11 @@ def _module(config):
 
 
 def check(config) -> None:
+    if config.burst_trace_path and not config.use_burst_trace:
+        # kv-cache.py ignores the path then: a run that looks like a replay and is synthetic misleads.
+        raise UsageError(
+            "--burst-trace-path", "a trace is replayed only with --use-burst-trace: add it, or drop the path"
+        )
     if kind(config) is not None:
         _module(config).check(config)
 
