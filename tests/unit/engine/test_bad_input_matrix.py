@@ -24,6 +24,7 @@ LONG = "x" * 5000  # a value far longer than any message may quote
 HUGE_INT = "9" * 30
 FIFO, CHARDEV, DIRECTORY = "<fifo>", "<character device>", "<directory>"
 RUN_BASE = ["run", "--model", "tiny-1b", "--num-users", "1", "--duration", "1", "--quiet", "--cache-dir", "{cache}"]
+BURST = ["--use-burst-trace", "--burst-trace-path"]
 
 BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n" for previous, name in zip("abcdefgh", "bcdefghi")
@@ -258,6 +259,30 @@ HAND_CASES = [
         ["datasize", "--config", "{ws}/c.yaml"],
         ["models.tiny-1b"],
         {"c.yaml": "models:\n  tiny-1b: {layers: 2, kv_heads: 2, head_dim: 64}\n"},
+    ),
+    # BurstGPT trace replay
+    case("burst-trace-no-path", RUN_BASE + ["--use-burst-trace"], ["--burst-trace-path"], via_process=True),
+    case("burst-trace-absent", RUN_BASE + BURST + ["{ws}/absent.csv"], ["--burst-trace-path", "absent.csv"]),
+    case("burst-trace-empty-dir", RUN_BASE + BURST + ["{ws}/d"], ["--burst-trace-path", "*.csv"], {"d": DIRECTORY}),
+    case("burst-trace-glob-nothing", RUN_BASE + BURST + ["{ws}/*.csv"], ["--burst-trace-path", "glob"]),
+    case("burst-trace-fifo", RUN_BASE + BURST + ["{ws}/t.csv"], ["--burst-trace-path", "regular"], {"t.csv": FIFO}),
+    case(
+        "burst-trace-columns",
+        RUN_BASE + BURST + ["{ws}/t.csv"],
+        ["--burst-trace-path", "Response tokens"],
+        {"t.csv": "Timestamp,Request tokens\n0,10\n"},
+    ),
+    case(
+        "burst-trace-no-good-row",
+        RUN_BASE + BURST + ["{ws}/t.csv"],
+        ["--burst-trace-path", "no row"],
+        {"t.csv": "Timestamp,Request tokens,Response tokens\nnow,ten,one\n"},
+    ),
+    case(
+        "burst-trace-path-alone",
+        RUN_BASE + ["--burst-trace-path", "{ws}/t.csv"],
+        ["--burst-trace-path", "--use-burst-trace"],
+        {"t.csv": "Timestamp,Request tokens,Response tokens\n0,10,1\n"},
     ),
     # kvcache report
     case("report-absent", ["report", "{ws}/absent.json"], ["RESULT.json", "absent.json"], via_process=True),
