@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from kvcache import replay
+from kvcache import io_trace, precondition, replay
 from kvcache.cachedir import LIVE, UNCHECKED, RunDirectory, other_run_warnings, other_runs, validate_cache_dir
 from kvcache.datasize import AUTO_STORAGE_SHARE, check_parallelism, largest_entry_bytes
 from kvcache.environment import describe_environment, mount_info
@@ -53,6 +53,20 @@ def validate_run(config, models) -> Tuple[Model, str]:
     model = Registry(models).get(config.model)
     check_parallelism(config)
     replay.check(config)
+    io_trace.check(config)
+    precondition.check(config)
+    if config.prefill_only and config.decode_only:
+        raise UsageError(
+            "--prefill-only/--decode-only",
+            "a node either prefills (writes, never reads) or decodes (reads entries written before the window): "
+            "give one of them",
+        )
+    if config.decode_only and config.enable_rag:
+        raise UsageError(
+            "--decode-only",
+            "--enable-rag writes document chunks during the window, and a decode-only window writes nothing: "
+            "give one of them",
+        )
     if config.request_rate > 0 and config.user_loop == "open":
         raise UsageError(
             "--user-loop",
@@ -142,6 +156,7 @@ def run_benchmark(config, models, stdout=None, stderr=None) -> int:
         problem = None
         try:
             cache_dir = validate_host(config, comm.rank, ranks_on_host)
+            io_trace.check_rank(config, comm.rank, comm.size)
             plan = RankPlan(
                 model=model,
                 gpu_backend=gpu_backend,
@@ -182,6 +197,7 @@ class RankLifecycle:
         self.run_dir = RunDirectory(plan.cache_dir, comm.bcast(_new_run_id() if comm.rank == 0 else None), comm.rank)
         self.warnings: List[str] = []
         self.rank_run: Optional[RankRun] = None
+        self.trace: Optional[io_trace.TraceWriter] = None
         self.setup_error: Optional[str] = None
         self.io_engine = config.io_engine
         self.other_runs_seen: list = []
@@ -194,6 +210,8 @@ class RankLifecycle:
             broadcast_start, sync = self.measure()
             status = self.gather(broadcast_start, sync)
         finally:
+            if self.trace is not None:
+                self.trace.close()  # a no-op after measure(); closes a trace whose setup failed later
             if self.rank_run is not None:
                 self.rank_run.close()
             if self.config.keep_cache:
@@ -235,7 +253,13 @@ class RankLifecycle:
             self.other_runs_seen = other_runs(plan.cache_dir, run_dir.run_id)
             for line in other_run_warnings(plan.cache_dir, self.other_runs_seen):
                 self._warn(line)
-        if self.io_engine == "direct" and not direct_io_supported(run_dir.rank_dir):
+        if self.config.io_trace_log is not None:
+            # No storage I/O at all, so no O_DIRECT probe either: the rank directory stays empty.
+            path = io_trace.rank_path(self.config.io_trace_log, comm.rank, comm.size)
+            self.trace = io_trace.TraceWriter(path)
+            if comm.rank == 0:
+                self._warn(io_trace.UNMEASURED)
+        elif self.io_engine == "direct" and not direct_io_supported(run_dir.rank_dir):
             self.io_engine = "buffered"
             self._warn(
                 f"{plan.cache_dir} refuses O_DIRECT (ramfs, tmpfs before Linux 6.6, some network "
@@ -255,6 +279,7 @@ class RankLifecycle:
             plan.storage_capacity,
             plan.gpu_backend,
             progress,
+            self.trace,
         )
         if shows(self.config.log_level, logging.DEBUG):
             line = setup_line(
@@ -269,14 +294,29 @@ class RankLifecycle:
     # -- measure: every rank leaves the barrier together, then runs the same window -------------
     def measure(self) -> Tuple[float, float]:
         """Returns (the wall-clock start rank 0 broadcast, the perf_counter() time of the shared start)."""
+        run = self.rank_run
+        if run is not None and not self.interrupted.is_set():
+            run.prepare(self._say)  # each rank preconditions its own share before the ranks meet
         broadcast_start = self.comm.bcast(time.time())
         self.comm.barrier()
         sync = time.perf_counter()  # every rank leaves the barrier together: the window's common start
-        if self.rank_run is not None and not self.interrupted.is_set():
-            self.rank_run.measure(sync)
-        elif self.rank_run is not None:
-            self.rank_run.interrupt("SIGINT")
+        if run is not None and self.interrupted.is_set():
+            if run.interrupted_by is None:
+                run.interrupt("SIGINT")
+        elif run is not None and run.failure is None and run.remote_failure is None:
+            run.measure(sync)
+        if self.trace is not None and self.rank_run is not None:
+            # Complete on disk before rank 0 writes the result that names it.
+            self.rank_run.reports["io_trace"] = self.trace.close()
         return broadcast_start, sync
+
+    def _say(self, line: str) -> None:
+        """Progress of the work before the window (not with --quiet): rank 0's at INFO, every rank's at DEBUG."""
+        if not self.config.quiet and shows(
+            self.config.log_level, logging.INFO if self.comm.rank == 0 else logging.DEBUG
+        ):
+            self.stderr.write(f"kvcache: rank {self.comm.rank}: {line}\n")
+            self.stderr.flush()
 
     # -- gather: this rank's payload to rank 0, which writes the result; everyone agrees on the exit --
     def gather(self, broadcast_start: float, sync: float) -> int:

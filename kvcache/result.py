@@ -185,7 +185,10 @@ STORAGE_UNMEASURED = (
 )
 
 
-def _sla(tiers, hit_rate, profile, completed, dropped, failed) -> dict:
+TRACE_UNMEASURED = "an --io-trace-log run does no storage I/O: its latencies were not measured"
+
+
+def _sla(tiers, hit_rate, profile, completed, dropped, failed, traced=False) -> dict:
     criteria = []
     for name, limit in SLA_LIMITS_MS:
         tier, op = name.split(".")
@@ -214,6 +217,8 @@ def _sla(tiers, hit_rate, profile, completed, dropped, failed) -> dict:
         reason = "the run failed"
     elif not completed:
         reason = "no request completed"
+    elif traced:
+        reason = TRACE_UNMEASURED  # a PASS would be about a measurement that did not happen
     elif tiers["storage"]["read_latency_ms"]["p95"] is None or tiers["storage"]["write_latency_ms"]["p95"] is None:
         reason = STORAGE_UNMEASURED  # the storage criteria cannot be judged: a PASS would say nothing of it
     else:
@@ -322,7 +327,15 @@ def build_result(
         "reference_metrics": _reference_metrics(counters),
         "qos": _qos(payloads, config.get("workload") or DEFAULT_PROFILE.as_dict()),
         "dropped_entries": dropped,
-        "sla": _sla(tiers, hit_rate, config.get("performance_profile"), requests["completed"], dropped, status != "ok"),
+        "sla": _sla(
+            tiers,
+            hit_rate,
+            config.get("performance_profile"),
+            requests["completed"],
+            dropped,
+            status != "ok",
+            traced=config.get("io_trace_log") is not None,
+        ),
         "events": {name: value for name, value in counters.items() if name.split(".")[0] in EVENT_COUNTERS},
         "aggregate": {
             "storage_read_bandwidth_bytes_per_s": tiers["storage"]["read_bandwidth_bytes_per_s"],

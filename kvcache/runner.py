@@ -11,12 +11,13 @@ import heapq
 import itertools
 import math
 import queue
+import random
 import threading
 import time
 from typing import Dict, List, Optional
 
-from kvcache import replay
-from kvcache.metrics import Metrics
+from kvcache import precondition, replay
+from kvcache.metrics import TIERS, Metrics
 from kvcache.models import Model
 from kvcache.progress import Progress
 from kvcache.storage_io import BufferPool, FileIO, Interrupted, PatternSource
@@ -28,11 +29,19 @@ CONTROL_TICK_S = 0.1
 JOIN_TIMEOUT_S = 30.0
 MAX_OPEN_LOOP_WORKERS = 500  # kv-cache.py serves its users with min(users, 500) workers
 MAX_QUEUED_REQUESTS = 10_000  # per rank; a user whose request finds the queue full waits for room
+# --decode-only's entries, written before the window as kv-cache.py does: this many per user, of this size.
+DECODE_ENTRIES_PER_USER = 10
+DECODE_ENTRY_TOKENS = 2048
 
 
 def rank_seed(seed: int, rank: int) -> int:
     """Each rank draws its own workload and data: rank N uses seed + N (the result lists every rank's)."""
     return seed + rank
+
+
+def decode_entry_key(index: int) -> str:
+    """--decode-only's entry `index`: turn 0 of a user's conversation, a turn no request writes."""
+    return f"u{index // DECODE_ENTRIES_PER_USER}c{index % DECODE_ENTRIES_PER_USER}t0"
 
 
 def decode_rereads(generation_tokens: int, batch_size: int) -> int:
@@ -121,6 +130,7 @@ class RankRun:
         storage_capacity: int,
         gpu_backend: str,
         progress: Optional[Progress] = None,
+        trace=None,
     ):
         self.config = config
         self.model = model
@@ -132,9 +142,11 @@ class RankRun:
         self.pattern = PatternSource(self.pool)
         mover = Mover(self.pool, self.stop)
         self.tiers = build_tiers(
-            config, self.metrics, mover, rank_dir, FileIO(io_engine), storage_capacity, gpu_backend
+            config, self.metrics, mover, rank_dir, FileIO(io_engine), storage_capacity, gpu_backend, trace
         )
         self.manager = TierManager(self.tiers, self.metrics, self.stop, promote=config.promote)
+        self.rank_dir, self.fileio, self.storage_capacity = rank_dir, FileIO(io_engine), storage_capacity
+        self.decode_keys: List[str] = []  # --decode-only: the entries written before the window and still held
         self.progress = progress
         self.corpus = None
         if config.enable_rag:
@@ -155,7 +167,7 @@ class RankRun:
         # What a mode (a replay, preconditioning, the I/O trace) reports for this rank: the result's `modes`.
         self.reports: Dict[str, dict] = {}
         # The pipeline step the calling thread is in (Prefill or Decode), for the I/O trace's Phase column.
-        self.phase = threading.local()
+        self.phase = trace.phase if trace is not None else threading.local()
         self.window_start = self.window_end = None
         self.window_offsets = (0.0, 0.0)  # seconds from the shared start barrier: comparable across hosts
 
@@ -209,27 +221,31 @@ class RankRun:
         started = time.perf_counter()
         self.metrics.begin_request()
         self.phase.name = "Prefill"
-        # 1. The shared system prompt: read on a hit; the first request to use it writes it, once.
-        if request.prefix_key and manager.read(request.prefix_key) is None:
-            if self._write(request.prefix_key, request.prefix_tokens) is None:
-                manager.read(request.prefix_key, count_lookup=False)  # another request wrote it first
-        # 2. Multi-turn: the earlier turns of the conversation, oldest first.
-        for key in request.earlier_keys:
-            manager.read(key)
-        # 3. Prefill: the new context.
-        self._write(request.key, request.context_tokens)
-        # 4. RAG: the retrieved chunks (a chunk not yet ingested is a miss).
-        for key in request.rag_keys:
-            manager.read(key)
+        reads = not config.prefill_only  # a prefill node writes KV and never reads it back
+        if not config.decode_only:  # a decode node prefills nothing: its entries were written before the window
+            # 1. The shared system prompt: read on a hit; the first request to use it writes it, once.
+            if request.prefix_key and not reads:
+                self._write(request.prefix_key, request.prefix_tokens)  # a no-op once written
+            elif request.prefix_key and manager.read(request.prefix_key) is None:
+                if self._write(request.prefix_key, request.prefix_tokens) is None:
+                    manager.read(request.prefix_key, count_lookup=False)  # another request wrote it first
+            # 2. Multi-turn: the earlier turns of the conversation, oldest first.
+            for key in request.earlier_keys if reads else ():
+                manager.read(key)
+            # 3. Prefill: the new context.
+            self._write(request.key, request.context_tokens)
+            # 4. RAG: the retrieved chunks (a chunk not yet ingested is a miss).
+            for key in request.rag_keys if reads else ():
+                manager.read(key)
         ttft = time.perf_counter() - arrival
         # 5. Decode: the entry, then whole re-reads per decode batch; none for very long contexts.
         self.phase.name = "Decode"
         long_context = config.long_context_tokens
-        if not (long_context and request.context_tokens + request.prefix_tokens >= long_context):
-            if manager.read(request.key) is not None:
-                for _batch in range(decode_rereads(request.generation_tokens, config.decode_batch_size)):
-                    manager.read(request.key, count_lookup=False)
-            else:
+        if config.decode_only:
+            self._decode(self._decode_entry(request), request.generation_tokens)
+            ttft = time.perf_counter() - arrival  # a decode node's first token needs its entry loaded
+        elif reads and not (long_context and request.context_tokens + request.prefix_tokens >= long_context):
+            if not self._decode(request.key, request.generation_tokens):
                 self._write(request.key, request.context_tokens)
         # 6. Generation time.
         if self.per_token_s and self.stop.wait(request.generation_tokens * self.per_token_s):
@@ -241,9 +257,22 @@ class RankRun:
             started - arrival,
             ttft,
             e2e,
-            request.context_tokens + request.prefix_tokens,
+            0 if config.decode_only else request.context_tokens + request.prefix_tokens,
             request.generation_tokens,
         )
+
+    def _decode_entry(self, request: Request) -> str:
+        """--decode-only: the written entry a request reads, drawn from the seed and the request alone."""
+        draw = random.Random(f"kvcache:{self.seed}:decode:{request.key}")
+        return self.decode_keys[draw.randrange(len(self.decode_keys))]
+
+    def _decode(self, key: str, generation_tokens: int) -> bool:
+        """Read an entry, then once more per decode batch; False on a miss (nothing read)."""
+        if self.manager.read(key) is None:
+            return False
+        for _batch in range(decode_rereads(generation_tokens, self.config.decode_batch_size)):
+            self.manager.read(key, count_lookup=False)
+        return True
 
     def _user(self, user_id: int) -> User:
         return User(self.seed, user_id, self.settings)
@@ -400,6 +429,69 @@ class RankRun:
                     return
                 self._write(key, tokens)
                 self.metrics.count("rag_chunks_ingested")
+
+    # -- before the window ------------------------------------------------------------------
+    def prepare(self, say) -> None:
+        """The work before the start barrier: preconditioning, then --decode-only's entries; `say` prints a
+        line of progress. Never raises: an error (or a stop) fails the rank, and the others learn it."""
+        try:
+            if self.config.precondition:
+                report = self.reports.setdefault("precondition", {})
+                precondition.fill(
+                    self.config, self.rank_dir, self.fileio, self.pool, self.storage_capacity, self.stop,
+                    self._remote_failed, report, say,
+                )  # fmt: skip
+            if self.config.decode_only:
+                self._write_decode_entries(say)
+        except Interrupted:
+            pass  # a signal, or another rank failed: said by failure / remote_failure
+        except Exception as exc:  # noqa: BLE001 - an error before the window fails the rank, with its message
+            self._fail(f"before the window: {type(exc).__name__}: {exc}")
+        if self.failure is not None:
+            self.comm.report_failure(self.failure)
+
+    def _remote_failed(self) -> bool:
+        failure = self.comm.poll_failure()
+        if failure is not None:
+            self.remote_failure = failure
+        return failure is not None
+
+    def _write_decode_entries(self, say) -> None:
+        """--decode-only: users x 10 entries of 2048 tokens through the normal placement, as kv-cache.py
+        writes them; the window's metrics then start afresh, so none of this is counted in it."""
+        count = self.config.num_users * DECODE_ENTRIES_PER_USER
+        nbytes = entry_bytes(DECODE_ENTRY_TOKENS, self.model.bytes_per_token, self.config.tensor_parallel)
+        say(f"decode-only: writing {count} entries of {DECODE_ENTRY_TOKENS} tokens before the window")
+        started = time.perf_counter()
+        self.phase.name = "Prefill"  # what writing them is, for the I/O trace
+        keys = [decode_entry_key(index) for index in range(count)]
+        for key in keys:
+            if self.stop.is_set():
+                raise Interrupted()
+            self.manager.write_new(key, nbytes, self.pattern)
+        # Later entries may have evicted earlier ones from a small storage tier: read only those held.
+        self.decode_keys = [key for key in keys if key in self.manager.entries]
+        elapsed = time.perf_counter() - started
+        self.reports["decode_only"] = {
+            "entries_written": count,
+            "entries_held": len(self.decode_keys),
+            "bytes_written": sum(self.metrics.bytes[f"{tier}.write"] for tier in TIERS),
+            "elapsed_s": round(elapsed, 3),
+        }
+        if not self.decode_keys:
+            raise RuntimeError("no tier holds any of the entries written for --decode-only")
+        self._restart_metrics()
+
+    def _restart_metrics(self) -> None:
+        """A fresh Metrics for the window, for the manager and every tier; the entries the tiers hold stay
+        counted as held (and as the peak so far)."""
+        fresh = Metrics()
+        for tier in TIERS:
+            held = self.metrics.counters[f"entries.{tier}"]
+            fresh.counters[f"entries.{tier}"] = fresh.counters[f"peak_entries.{tier}"] = held
+        self.metrics = self.manager.metrics = fresh
+        for tier in self.tiers:
+            tier.metrics = fresh
 
     # -- the window ------------------------------------------------------------------------
     def interrupt(self, signal_name: str) -> None:
