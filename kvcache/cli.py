@@ -1,4 +1,4 @@
-"""Command line: `kvcache run | datasize | report | describe | clean` (also `python -m kvcache ...`).
+"""Command line: `kvcache run | datasize | report | describe | clean | trace` (also `python -m kvcache ...`).
 
 Exit codes: 0 ok, 2 bad input (the message names the option), 1 the run failed.
 """
@@ -11,7 +11,7 @@ from typing import List, Optional
 
 from kvcache import __version__
 from kvcache.errors import UsageError, clip
-from kvcache.options import CLEAN, COMMANDS, DATASIZE, DESCRIBE, REPORT, RUN, add_arguments
+from kvcache.options import CLEAN, COMMANDS, DATASIZE, DESCRIBE, REPORT, RUN, TRACE, add_arguments
 from kvcache.reference_flags import epilog as not_yet_epilog
 from kvcache.reference_flags import refuse_not_yet
 from kvcache.run_config import resolve
@@ -53,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument("--headline", dest="form", action="store_const", const="headline", help="print only the headline")
     describe = sub.add_parser(DESCRIBE, help=COMMANDS[DESCRIBE])
     describe.add_argument("--json", action="store_true", help="the same output: describe always prints JSON")
+    tools = sub.add_parser(TRACE, help=COMMANDS[TRACE]).add_subparsers(dest="tool", metavar="TOOL")
+    tools.required = True
+    fio = tools.add_parser("fio", help="a fio job with the trace's operation sizes (bssplit) and read/write mix")
+    fio.add_argument("trace", metavar="TRACE", help="an --io-trace-log file (.csv, or .csv.zst)")
+    fio.add_argument("--output", metavar="JOB.fio", help="write the job here, a new file (default: stdout)")
+    # Choices checked by trace_fio (one list, and no numpy import for the other commands' parsing).
+    fio.add_argument("--tier", help="the rows replayed: Tier-0, Tier-1, Tier-2 or all (default: the storage's)")
+    fio.add_argument("--filename", help="fio's filename=: the device or file the job runs on (default: a new file)")
     return parser
 
 
@@ -83,6 +91,10 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
             from kvcache.report import run_report  # noqa: PLC0415 - keeps `describe` light
 
             return run_report(args.results, args.form or "summary", stdout)
+        if args.command == TRACE:
+            from kvcache.trace_fio import run_trace_fio  # noqa: PLC0415
+
+            return run_trace_fio(args.trace, args.output, args.tier, args.filename, stdout)
         config, models = resolve(args.command, args)
         if args.command == CLEAN:
             from kvcache.clean import run_clean  # noqa: PLC0415

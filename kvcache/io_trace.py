@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Optional
 
-from kvcache.errors import UsageError
+from kvcache.errors import UsageError, shown_path
 from kvcache.tiers import Tier
 
 OPTION = "--io-trace-log"
@@ -69,9 +69,9 @@ def check(config) -> None:
         raise UsageError(OPTION, "give a file path (PATH.csv, or PATH.csv.zst for a compressed trace)")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise UsageError(OPTION, f"the directory {directory} does not exist")
+        raise UsageError(OPTION, f"the directory {shown_path(directory)} does not exist")
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise UsageError(OPTION, f"the directory {directory} is not writable")
+        raise UsageError(OPTION, f"the directory {shown_path(directory)} is not writable")
     if compressed(path):
         import_zstandard()
 
@@ -82,7 +82,7 @@ def check_rank(config, rank: int, ranks: int) -> None:
         return
     path = rank_path(config.io_trace_log, rank, ranks)
     if os.path.lexists(path):
-        raise UsageError(OPTION, f"{path} exists; give a new path (a trace never replaces a file)")
+        raise UsageError(OPTION, f"{shown_path(path)} exists; give a new path (a trace never replaces a file)")
 
 
 class TraceWriter:

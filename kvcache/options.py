@@ -15,6 +15,7 @@ DATASIZE = "datasize"
 CLEAN = "clean"
 REPORT = "report"
 DESCRIBE = "describe"
+TRACE = "trace"
 BOTH = (RUN, DATASIZE)
 
 # Every subcommand with its one-line help; `report` and `describe` read files or nothing, so no option of the
@@ -25,6 +26,7 @@ COMMANDS: Dict[str, str] = {
     REPORT: "print the summary of result JSON files",
     DESCRIBE: "the option contract as JSON: every option, the models, the result schema",
     CLEAN: "remove run directories left under a cache dir by runs that are no longer running",
+    TRACE: "turn an --io-trace-log trace into a job for another tool: `trace fio TRACE` writes a fio job file",
 }
 
 # Every number has an upper bound, so that no value can overflow the arithmetic that uses it.
