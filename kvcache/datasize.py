@@ -13,8 +13,7 @@ import math
 
 from kvcache.errors import UsageError
 from kvcache.models import Registry
-from kvcache.storage_io import align_up
-from kvcache.units import GIB, MIB
+from kvcache.units import GIB, MIB, align_up
 from kvcache.workload import (
     RagCorpus,
     entry_bytes,

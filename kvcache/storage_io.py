@@ -15,14 +15,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-ALIGN = 4096
+from kvcache.units import ALIGN, align_up  # noqa: F401 - align_up is part of this module's interface
+
 BLOCK_WORDS = ALIGN // 8  # uint64 words in a 4 KiB block
 O_DIRECT = getattr(os, "O_DIRECT", 0)
 DIRECT_IO_PROBE = ".odirect-probe"  # made and removed in a rank's directory (`kvcache clean` knows the name)
-
-
-def align_up(nbytes: int) -> int:
-    return (nbytes + ALIGN - 1) // ALIGN * ALIGN
 
 
 class Interrupted(Exception):

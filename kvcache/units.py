@@ -1,5 +1,12 @@
-"""Byte units, defined once for the engine (and the bench scripts)."""
+"""Byte units, defined once for the engine (and the bench scripts), and the block entries are stored in."""
 
 KIB = 1 << 10
 MIB = 1 << 20
 GIB = 1 << 30
+
+# Entries take whole 4 KiB blocks in every tier (O_DIRECT needs the alignment); datasize sizes them the same.
+ALIGN = 4 * KIB
+
+
+def align_up(nbytes: int) -> int:
+    return (nbytes + ALIGN - 1) // ALIGN * ALIGN

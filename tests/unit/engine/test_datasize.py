@@ -230,12 +230,12 @@ def test_a_rag_chunk_can_be_the_largest_entry_up_to_its_byte_limit():
     # a chunk longer than any context (and than the documents' chunks by default)
     long_chunks = dict(enable_rag=True, rag_chunk_tokens=40000, rag_max_chunk_bytes=1 << 40)
     assert sized(**long_chunks)["largest_entry_bytes"] == 40000 * BPT_8B
-    assert sized(**dict(long_chunks, enable_rag=False))["largest_entry_bytes"] == 25000 * BPT_8B
+    assert sized(**{**long_chunks, "enable_rag": False})["largest_entry_bytes"] == 25000 * BPT_8B
     # --rag-max-chunk-bytes cuts a chunk to the tokens that fit: 30,000 tokens of 131,072 bytes
-    capped = sized(**dict(long_chunks, rag_max_chunk_bytes=30000 * BPT_8B + 100))
+    capped = sized(**{**long_chunks, "rag_max_chunk_bytes": 30000 * BPT_8B + 100})
     assert capped["largest_entry_bytes"] == 30000 * BPT_8B
     # with tensor parallelism the byte limit is on the rank's share of the chunk: twice the tokens fit
-    split = sized(**dict(long_chunks, rag_max_chunk_bytes=15000 * BPT_8B, num_gpus=2, tensor_parallel=2))
+    split = sized(**{**long_chunks, "rag_max_chunk_bytes": 15000 * BPT_8B, "num_gpus": 2, "tensor_parallel": 2})
     assert split["largest_entry_bytes"] == 30000 * BPT_8B // 2
 
 

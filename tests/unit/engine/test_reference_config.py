@@ -199,7 +199,8 @@ def test_a_value_given_flat_and_by_its_reference_key_is_an_error_naming_both(tmp
 
 def test_our_flat_keys_keep_working_beside_the_sections(tmp_path):
     path = write(
-        tmp_path, "num_users: 5\ndecode_batch_size: 16\ngpu-backend: simulated\n" + FULL_CONFIG.split("decode:")[0]
+        tmp_path,
+        "num_users: 5\ndecode_batch_size: 16\ngpu-backend: simulated\n" + FULL_CONFIG.split("decode:", maxsplit=1)[0],
     )
     config, _models = resolved(path)
     assert config.num_users == 5 and config.decode_batch_size == 16 and config.gpu_backend == "simulated"
