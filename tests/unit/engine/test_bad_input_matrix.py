@@ -99,6 +99,14 @@ HAND_CASES = [
         RUN_BASE + ["--user-loop", "open", "--request-rate", "5"],
         ["--user-loop", "--request-rate"],
     ),  # fmt: skip
+    # phases (issue 12)
+    case("phases-both", RUN_BASE + ["--prefill-only", "--decode-only"], ["--prefill-only", "--decode-only"]),
+    case("decode-only-with-rag", RUN_BASE + ["--decode-only", "--enable-rag"], ["--decode-only", "--enable-rag"]),
+    case(
+        "precondition-without-storage-io",
+        RUN_BASE + ["--precondition", "--io-trace-log", "{ws}/trace.csv"],
+        ["--precondition", "--io-trace-log"],
+    ),  # fmt: skip
     case(
         "reference-config-wrong-type",
         RUN_BASE + ["--config", "{ws}/c.yaml"],
