@@ -1,0 +1,90 @@
+"""kvcache_run.yml replays a BurstGPT trace that lives on the controller (issue 12).
+
+Real ansible-playbook on this machine (inventory/localhost.ini, local connection), in a clean environment, with the
+engine of this checkout (the venv's interpreter, so the setup step is skipped). The run role copies the trace into
+the run's directory on the host, gives its path to the engine, and removes the copy after the run; a missing
+controller file is refused before the run role creates anything.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from ansible_cli import ROOT, clean_environment, failed_task_messages, playbook_binary
+
+pytestmark = pytest.mark.slow
+WORKLOAD = {"kvcache_model": "tiny-1b", "kvcache_num_users": 2, "kvcache_duration": 20, "kvcache_cpu_mem_gb": 0.125}
+HEADER = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type"
+ROWS = 12
+SPEEDUP = 10.0
+
+
+def burstgpt_csv(path):
+    """A BurstGPT-format trace: a row every 0.1 s of the trace's clock, with known token counts."""
+    lines = [HEADER]
+    for row in range(ROWS):
+        context, generated = 200 + 10 * row, 20 + row
+        lines.append(f"{row / 10:.1f},ChatGPT,{context},{generated},{context + generated},Conversation log")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def playbook(tmp_path, variables):
+    variables = dict(
+        WORKLOAD,
+        kvcache_cache_dir=str(tmp_path / "cache"),
+        kvcache_results_dir=str(tmp_path / "results"),
+        kvcache_venv=os.path.dirname(os.path.dirname(sys.executable)),  # this checkout's engine: nothing to install
+        run_work_dir=str(tmp_path / "work"),
+        **variables,
+    )
+    command = [playbook_binary(), "-i", "inventory/localhost.ini", "playbooks/kvcache_run.yml", "--skip-tags", "setup"]
+    return subprocess.run(
+        [*command, "-e", json.dumps(variables)],
+        cwd=ROOT,
+        env=clean_environment(tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def the_run(tmp_path):
+    (run,) = [path for path in (tmp_path / "results").iterdir() if not path.is_symlink() and path.name != "cluster"]
+    return run, json.loads((run / "result.json").read_text(encoding="utf-8"))
+
+
+def test_a_controller_trace_is_copied_to_the_host_and_replayed(tmp_path):
+    trace = burstgpt_csv(tmp_path / "BurstGPT_small.csv")
+    extra = {"replay_cycles": 1, "trace_speedup": SPEEDUP}
+    proc = playbook(tmp_path, {"run_burst_trace_src": str(trace), "kvcache_extra_args": extra})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    run, result = the_run(tmp_path)
+    assert result["status"] == "ok"
+    copy = str(tmp_path / "work" / f"run-{run.name}" / "burst-trace" / trace.name)
+    assert (result["config"]["use_burst_trace"], result["config"]["burst_trace_path"]) == (True, copy)
+    assert (result["config"]["replay_cycles"], result["config"]["trace_speedup"]) == (1, SPEEDUP)
+    replayed = result["modes"]["burst_trace"]["total"]
+    assert replayed["files"] == [copy]  # the host's copy, not the controller's file
+    assert (replayed["rows_replayed"], replayed["rows_skipped"], replayed["cycles_completed"]) == (ROWS, 0, 1)
+    assert replayed["last_arrival_s"] == pytest.approx((ROWS - 1) / 10 / SPEEDUP)
+    assert result["requests"]["completed"] == ROWS  # the trace's rows, then the replay ended the run
+    assert f" --use-burst-trace --burst-trace-path {copy}\n" in (run / "engine.log").read_text(encoding="utf-8")
+    assert os.listdir(tmp_path / "work") == []  # the copy went with the run's directory
+    assert trace.is_file()  # the controller's file is left as it was
+
+
+def test_a_missing_controller_trace_is_refused_before_the_run_creates_anything(tmp_path):
+    missing = tmp_path / "no-such-trace.csv"
+    proc = playbook(tmp_path, {"run_burst_trace_src": str(missing)})
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-2000:]
+    # The check loops over the replay files: its failure is a `failed: [host] (item=...)` line, not `fatal:`.
+    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("failed: [localhost] (item=")]
+    message = json.loads(line.partition(" => ")[2])["msg"]
+    assert message == f"run_burst_trace_src: no such file or directory on the controller: {missing}"
+    assert failed_task_messages(proc.stdout) == []  # and nothing else failed
+    assert not (tmp_path / "work").exists()
+    assert not (tmp_path / "cache").exists()
