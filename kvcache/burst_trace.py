@@ -119,7 +119,7 @@ def check(config) -> None:
 def arrivals(config, rank: int, ranks: int, settings: Settings, report: dict):
     """This rank's (offset in seconds from the window start, or None for at once; Request) pairs."""
     files = trace_files(config.burst_trace_path)
-    report.update(files=files, rows_replayed=0, rows_skipped=0, cycles_completed=0)
+    report.update(files=files, rows_replayed=0, rows_skipped=0, completed_cycles=0)
     return _replay(config, rank, ranks, settings, files, report)
 
 
@@ -151,7 +151,7 @@ def _replay(config, rank: int, ranks: int, settings: Settings, files: List[str],
                 report["last_arrival_s"] = at
                 lag = time.perf_counter() - begun - at
                 report["max_arrival_lag_s"] = round(max(report.get("max_arrival_lag_s", 0.0), lag), 6)
-        report["cycles_completed"] = cycle
+        report["completed_cycles"] = cycle
         if not mine:  # fewer rows than ranks: this rank has none, in any cycle
             return
 

@@ -156,7 +156,8 @@ def _qos(payloads, workload: dict) -> dict:
 
 def _modes(payloads) -> dict:
     """Each mode's rank reports (kvcache.runner.RankRun.reports) side by side, and their total: counts
-    summed over ranks, seconds (`*_s`) the longest rank's, other values kept when every rank agrees."""
+    summed over ranks, seconds (`*_s`) and passes over a replay (`*_cycles`, which the ranks make together)
+    the longest rank's, other values kept when every rank agrees."""
     modes = {}
     for name in sorted({name for p in payloads for name in p.get("reports", {})}):
         per_rank = [dict(p["reports"][name], rank=p["rank"]) for p in payloads if name in p.get("reports", {})]
@@ -166,7 +167,7 @@ def _modes(payloads) -> dict:
             if key == "rank":
                 continue
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-                total[key] = max(values) if key.endswith("_s") else sum(values)
+                total[key] = max(values) if key.endswith(("_s", "_cycles")) else sum(values)
             elif all(v == values[0] for v in values):
                 total[key] = values[0]
         modes[name] = {"total": total, "per_rank": per_rank}

@@ -52,7 +52,7 @@ def test_rows_are_requests_with_the_trace_tokens(tmp_path):
         "files": [path],
         "rows_replayed": 4,
         "rows_skipped": 0,
-        "cycles_completed": 1,
+        "completed_cycles": 1,
         "last_arrival_s": 7.0,
         "max_arrival_lag_s": report["max_arrival_lag_s"],
     }
@@ -83,14 +83,14 @@ def test_cycles_continue_after_the_last_row_and_have_their_own_keys(tmp_path):
     assert offsets == [0.0, 0.5, 2.0, 7.0, 7.0, 7.5, 9.0, 14.0, 14.0, 14.5, 16.0, 21.0]
     assert [r.key for r in requests[3:6]] == ["u3c1t1", "u0c2t1", "u1c2t1"]
     assert len({r.key for r in requests}) == 12
-    assert report["cycles_completed"] == 3 and report["rows_replayed"] == 12
+    assert report["completed_cycles"] == 3 and report["rows_replayed"] == 12
 
 
 def test_zero_cycles_replay_until_stopped(tmp_path):
     path = trace(tmp_path, "t.csv", ROWS)
     offsets, _requests, report = replayed(config(path), limit=41)
     assert len(offsets) == 41 and offsets[-1] == 70.0  # ten whole passes of 7 s, and the next first row
-    assert report["cycles_completed"] == 10 and report["rows_replayed"] == 40  # the 41st not yet taken
+    assert report["completed_cycles"] == 10 and report["rows_replayed"] == 40  # the 41st not yet taken
 
 
 def test_malformed_rows_are_skipped_and_counted(tmp_path):
@@ -140,7 +140,7 @@ def test_ranks_share_the_rows_and_keep_the_trace_clock(tmp_path, ranks):
 def test_a_rank_without_rows_ends_at_once(tmp_path):
     path = trace(tmp_path, "t.csv", [(0, 10, 1)])
     _offsets, requests, report = replayed(config(path), rank=1, ranks=2)  # replay_cycles 0: no end but this
-    assert requests == [] and report["cycles_completed"] == 1
+    assert requests == [] and report["completed_cycles"] == 1
 
 
 def test_qos_follows_the_profile_shares_and_prompts_the_settings(tmp_path):
