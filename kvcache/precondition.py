@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional
 
 from kvcache.errors import UsageError
-from kvcache.storage_io import ALIGN, BufferPool, FileIO, Interrupted, PatternSource, align_up
+from kvcache.storage_io import BufferPool, FileIO, Interrupted, PatternSource
 from kvcache.tiers import Mover
-from kvcache.units import GIB
+from kvcache.units import ALIGN, GIB, align_up
 
 FILE_PREFIX = "precondition-"
 FILE_SUFFIX = ".dat"
