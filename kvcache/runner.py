@@ -342,7 +342,10 @@ class RankRun:
         """(offset, request) of --request-rate: Poisson arrivals, each of a random user's next request."""
         streams = [self._user(u).requests() for u in range(self.config.num_users)]
         for at, user_id in Arrivals(self.seed, self.config.request_rate, len(streams)):
-            yield at, next(streams[user_id])
+            request = next(streams[user_id], None)  # a user's stream never ends; None only to satisfy pylint
+            if request is None:
+                return
+            yield at, request
 
     def _timed_arrivals(self, backlog: PriorityBacklog, arrivals_done: threading.Event, arrivals):
         """A dispatcher that queues each (offset in seconds from the window start, request) of `arrivals` at

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from kvcache.units import ALIGN, align_up  # noqa: F401 - align_up is part of this module's interface
+from kvcache.units import ALIGN
 
 BLOCK_WORDS = ALIGN // 8  # uint64 words in a 4 KiB block
 O_DIRECT = getattr(os, "O_DIRECT", 0)

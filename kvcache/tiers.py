@@ -31,9 +31,8 @@ from kvcache.storage_io import (
     MemorySource,
     PatternSource,
     SimulatedDeviceSource,
-    align_up,
 )
-from kvcache.units import GIB
+from kvcache.units import GIB, align_up
 from kvcache.workload import KEY_PATTERN
 
 ENTRY_SUFFIX = ".kv"

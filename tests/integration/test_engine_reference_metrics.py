@@ -8,7 +8,7 @@ from engine_helpers import kvcache, load
 from kvcache.models import BUILTIN_MODELS
 from kvcache.run_config import make_config
 from kvcache.runner import decode_rereads
-from kvcache.storage_io import align_up
+from kvcache.units import align_up
 from kvcache.workload import Settings, User, entry_bytes
 
 # User 0 of this seed is a chatbot user (entries of tens of MB with tiny-1b), whose first 12 requests use a

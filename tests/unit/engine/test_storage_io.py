@@ -17,9 +17,9 @@ from kvcache.storage_io import (
     FileSource,
     MemorySource,
     PatternSource,
-    align_up,
     direct_io_supported,
 )
+from kvcache.units import align_up
 
 CHUNK = 64 << 10
 
