@@ -118,7 +118,9 @@ def check(config) -> None:
     path = config.dataset_path
     shown = shown_path(path)
     if not os.path.isfile(path):
-        raise UsageError(OPTION, f"{shown} is not a file" if os.path.exists(path) else f"{shown} does not exist")
+        raise UsageError(
+            OPTION, f"{shown} is not a regular file" if os.path.exists(path) else f"{shown} does not exist"
+        )
     checked = min(config.max_conversations, CHECKED_ENTRIES)
     usable = 0
     try:
@@ -141,7 +143,8 @@ def check(config) -> None:
     except OSError as exc:
         raise UsageError(OPTION, f"cannot read {shown}: {exc.strerror or exc}") from None
     except ijson.JSONError as exc:
-        raise UsageError(OPTION, f"{shown} is not valid JSON: {str(exc)[:120]}") from None
+        reason = (str(exc).strip().splitlines() or ["incomplete"])[0][:120]  # yajl's messages span lines
+        raise UsageError(OPTION, f"{shown} is not valid JSON: {reason}") from None
     if not usable:
         raise UsageError(
             OPTION,

@@ -292,6 +292,32 @@ HAND_CASES = [
         ["--burst-trace-path", "--use-burst-trace"],
         {"t.csv": "Timestamp,Request tokens,Response tokens\n0,10,1\n"},
     ),
+    # ShareGPT dataset replay
+    case("sharegpt-absent", RUN_BASE + ["--dataset-path", "{ws}/absent.json"], ["--dataset-path", "absent.json"]),
+    case(
+        "sharegpt-fifo", RUN_BASE + ["--dataset-path", "{ws}/s.json"], ["--dataset-path", "regular"], {"s.json": FIFO}
+    ),
+    case(
+        "sharegpt-not-json", RUN_BASE + ["--dataset-path", "{ws}/s.json"], ["--dataset-path", "JSON"], {"s.json": "[{"}
+    ),
+    case(
+        "sharegpt-not-a-list",
+        RUN_BASE + ["--dataset-path", "{ws}/s.json"],
+        ["--dataset-path", "list of conversations"],
+        {"s.json": '{"conversations": []}'},
+    ),
+    case(
+        "sharegpt-wrong-shape",
+        RUN_BASE + ["--dataset-path", "{ws}/s.json"],
+        ["--dataset-path", "first entry"],
+        {"s.json": '[{"id": "x", "turns": []}]'},
+    ),
+    case(
+        "sharegpt-no-usable-conversation",
+        RUN_BASE + ["--dataset-path", "{ws}/s.json"],
+        ["--dataset-path", "no usable conversation"],
+        {"s.json": '[{"id": "x", "conversations": [{"from": "gpt", "value": "hi"}]}]'},
+    ),
     # kvcache report
     case("report-absent", ["report", "{ws}/absent.json"], ["RESULT.json", "absent.json"], via_process=True),
     case("report-directory", ["report", "{ws}/d"], ["RESULT.json"], {"d": DIRECTORY}),

@@ -249,7 +249,7 @@ def test_check_refuses_a_file_of_the_wrong_shape(tmp_path, content, message):
 def test_check_refuses_a_missing_path_or_a_directory(tmp_path):
     with pytest.raises(UsageError, match="^--dataset-path: .*does not exist"):
         sharegpt.check(config_for(str(tmp_path / "missing.json")))
-    with pytest.raises(UsageError, match="^--dataset-path: .*is not a file"):
+    with pytest.raises(UsageError, match="^--dataset-path: .*is not a regular file"):
         sharegpt.check(config_for(str(tmp_path)))
 
 
