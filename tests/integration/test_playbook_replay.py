@@ -69,7 +69,7 @@ def test_a_controller_trace_is_copied_to_the_host_and_replayed(tmp_path):
     assert (result["config"]["replay_cycles"], result["config"]["trace_speedup"]) == (1, SPEEDUP)
     replayed = result["modes"]["burst_trace"]["total"]
     assert replayed["files"] == [copy]  # the host's copy, not the controller's file
-    assert (replayed["rows_replayed"], replayed["rows_skipped"], replayed["cycles_completed"]) == (ROWS, 0, 1)
+    assert (replayed["rows_replayed"], replayed["rows_skipped"], replayed["completed_cycles"]) == (ROWS, 0, 1)
     assert replayed["last_arrival_s"] == pytest.approx((ROWS - 1) / 10 / SPEEDUP)
     assert result["requests"]["completed"] == ROWS  # the trace's rows, then the replay ended the run
     assert f" --use-burst-trace --burst-trace-path {copy}\n" in (run / "engine.log").read_text(encoding="utf-8")
@@ -88,3 +88,27 @@ def test_a_missing_controller_trace_is_refused_before_the_run_creates_anything(t
     assert failed_task_messages(proc.stdout) == []  # and nothing else failed
     assert not (tmp_path / "work").exists()
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.mpi
+def test_two_ranks_replay_the_trace_once_and_their_io_trace_logs_come_back(tmp_path):
+    trace = burstgpt_csv(tmp_path / "BurstGPT_small.csv")
+    variables = {"run_burst_trace_src": str(trace), "run_io_trace_log": "io-trace.csv", "kvcache_processes_per_host": 2}
+    variables["kvcache_extra_args"] = {"replay_cycles": 1, "trace_speedup": 0}
+    proc = playbook(tmp_path, variables)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    run, result = the_run(tmp_path)
+    assert result["status"] == "ok" and result["ranks"] == 2
+    assert result["modes"]["burst_trace"]["total"]["rows_replayed"] == ROWS  # the fleet replays the trace once
+    assert result["config"]["io_trace_log"] == str(tmp_path / "work" / f"run-{run.name}" / "io-trace" / "io-trace.csv")
+    fetched = run / "io-trace" / "localhost"
+    assert sorted(os.listdir(fetched)) == ["io-trace.rank0.csv", "io-trace.rank1.csv"]  # one log per rank
+    keys = []
+    for name in sorted(os.listdir(fetched)):
+        lines = (fetched / name).read_text(encoding="utf-8").splitlines()
+        assert lines[0] == "Timestamp,Operation,Object_Size_Bytes,Tier,Key,Phase"
+        keys.append({line.split(",")[4] for line in lines[1:]})
+    assert all(keys), keys  # each rank served rows of the trace
+    assert len(keys[0] | keys[1]) == len(keys[0]) + len(keys[1]) == ROWS  # every row's entry, in one rank's log
+    assert os.listdir(tmp_path / "work") == []  # the copy and the logs went with the run's directory
+    assert os.listdir(tmp_path / "cache") == []  # no storage I/O
