@@ -70,7 +70,7 @@ def test_describe_fields_carry_the_values_a_consumer_checks_against():
 def test_describe_names_every_command_with_its_help():
     data = describe()
     assert data["commands"] == {name: {"help": text} for name, text in COMMANDS.items()}
-    assert {"run", "datasize", "report", "describe", "clean"} == set(data["commands"])
+    assert {"run", "datasize", "report", "describe", "clean", "trace"} == set(data["commands"])
 
 
 def test_describe_models_match_the_registry():
