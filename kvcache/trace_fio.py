@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, TextIO, Tuple
 
 from kvcache.errors import UsageError, shown, shown_path
 from kvcache.io_trace import COLUMNS, READ, TIER_LABELS, WRITE, compressed, import_zstandard
-from kvcache.storage_io import ALIGN
+from kvcache.units import ALIGN
 
 ARGUMENT = "TRACE"
 ALL_TIERS = "all"
