@@ -112,3 +112,42 @@ def test_two_ranks_replay_the_trace_once_and_their_io_trace_logs_come_back(tmp_p
     assert len(keys[0] | keys[1]) == len(keys[0]) + len(keys[1]) == ROWS  # every row's entry, in one rank's log
     assert os.listdir(tmp_path / "work") == []  # the copy and the logs went with the run's directory
     assert os.listdir(tmp_path / "cache") == []  # no storage I/O
+
+
+def sharegpt_json(path, conversations=3, turns=2):
+    """A ShareGPT-format dataset: conversations of alternating human and gpt messages."""
+    entries = []
+    for number in range(conversations):
+        messages = []
+        for turn in range(turns):
+            messages.append({"from": "human", "value": f"question {turn} of conversation {number} " * 20})
+            messages.append({"from": "gpt", "value": f"answer {turn} " * 10})
+        entries.append({"id": f"conversation-{number}", "conversations": messages})
+    path.write_text(json.dumps(entries), encoding="utf-8")
+    return path
+
+
+def test_a_controller_dataset_is_copied_to_the_host_and_replayed(tmp_path):
+    dataset = sharegpt_json(tmp_path / "sharegpt_small.json")
+    variables = {"run_dataset_src": str(dataset), "kvcache_extra_args": {"replay_cycles": 1}}
+    proc = playbook(tmp_path, variables)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    run, result = the_run(tmp_path)
+    assert result["status"] == "ok"
+    assert result["config"]["dataset_path"] == str(tmp_path / "work" / f"run-{run.name}" / "dataset" / dataset.name)
+    assert result["config"]["use_burst_trace"] is False  # a dataset is not a trace
+    replayed = result["modes"]["sharegpt"]["total"]
+    assert (replayed["conversations"], replayed["turns"]) == (3, 6)
+    assert os.listdir(tmp_path / "work") == []
+
+
+def test_a_trace_the_engine_refuses_fails_the_run_and_its_copy_is_removed(tmp_path):
+    trace = tmp_path / "not-burstgpt.csv"
+    trace.write_text("time,tokens\n0,10\n", encoding="utf-8")
+    proc = playbook(tmp_path, {"run_burst_trace_src": str(trace)})
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-2000:]
+    rescued, message = failed_task_messages(proc.stdout)  # the engine's exit, then the role's message
+    assert rescued == "non-zero return code"
+    assert message.startswith("the benchmark failed on localhost") and "--burst-trace-path: " in message, message
+    assert "has no column 'Timestamp'" in message
+    assert os.listdir(tmp_path / "work") == []  # removed after the failed run too
