@@ -93,14 +93,14 @@ def main(argv=None) -> int:
     if result["status"] != "ok":
         die(f"engine run failed: {result.get('error')}")
     report = result["modes"]["sharegpt"]["total"]
-    if report["cycles"] < 2:
-        die(f"the replay made {report['cycles']} of its 2 passes within --duration {args.duration:g}: give more")
+    if report["completed_cycles"] < 2:
+        die(f"{report['completed_cycles']} of the 2 passes were made within --duration {args.duration:g}: give more")
     peak_mib = usage.ru_maxrss * 1024 / MIB
     entries = report["conversations"] + report["skipped_entries"]
     print(f"dataset {dataset} ({os.path.getsize(dataset) / MIB:.0f} MiB), tokenizer {report['tokenizer']}")
     print(
         f"entries read {entries}: {report['conversations']} conversations replayed, {report['skipped_entries']} "
-        f"without a (human, gpt) turn; {report['turns']} turns in {report['cycles']} passes, "
+        f"without a (human, gpt) turn; {report['turns']} turns in {report['completed_cycles']} passes, "
         f"{result['requests']['completed']} served"
     )
     if report["read_error"]:

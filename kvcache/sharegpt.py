@@ -182,7 +182,7 @@ def arrivals(config, rank: int, ranks: int, settings, report: dict) -> Iterator[
         tokenizer=name,
         conversations=0,
         turns=0,
-        cycles=0,
+        completed_cycles=0,
         skipped_entries=0,
         read_error=None,  # where the file's JSON broke off, when it did
     )
@@ -252,7 +252,7 @@ def _replay(config, settings, report, first_pass, rng) -> Iterator[Tuple[Optiona
                     report["conversations"] += 1
         if not kept and cycle == 1 and keep:
             return  # this rank's share holds no conversation: nothing to replay again
-        report["cycles"] = cycle
+        report["completed_cycles"] = cycle
         if cycle == config.replay_cycles:
             return
         cycle += 1

@@ -56,7 +56,7 @@ def test_part_of_the_real_dataset_replays_its_turns_into_the_storage(tmp_path):
     assert result["status"] == "ok", result.get("error")
     report = result["modes"]["sharegpt"]["total"]
     assert report["dataset"] == path and report["tokenizer"] in TOKENIZERS
-    assert (report["conversations"], report["turns"], report["cycles"]) == (len(expected), sum(expected), 1)
+    assert (report["conversations"], report["turns"], report["completed_cycles"]) == (len(expected), sum(expected), 1)
     assert report["skipped_entries"] == 20 - len(expected)
     assert result["window"]["seconds"] < 60  # the replay's one pass ended the run
     completed = result["requests"]["completed"]

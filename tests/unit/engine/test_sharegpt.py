@@ -108,7 +108,7 @@ def test_turns_become_multi_turn_requests_in_order(tmp_path):
         "tokenizer": "chars/4",
         "conversations": 2,
         "turns": 4,
-        "cycles": 1,
+        "completed_cycles": 1,
         "skipped_entries": 0,
         "read_error": None,
     }
@@ -121,7 +121,7 @@ def test_a_file_cut_short_replays_the_entries_before_the_cut(tmp_path):
     keys = [r.key for _at, r in requests]
     assert keys[:2] == ["u0c1t1", "u1c1t1"] and sorted(keys[2:]) == ["u0c2t1", "u1c2t1"]
     assert report["read_error"].startswith("invalid JSON after entry 2: ")
-    assert (report["conversations"], report["cycles"]) == (2, 2)
+    assert (report["conversations"], report["completed_cycles"]) == (2, 2)
 
 
 def test_multi_turn_reads_follow_the_options(tmp_path):
@@ -161,7 +161,7 @@ def test_each_rank_takes_a_disjoint_share(tmp_path):
 def test_later_passes_are_new_conversations_shuffled(tmp_path):
     path = write(tmp_path, [conversation(i, *plain(2)) for i in range(30)])
     requests, report = replay(config_for(path, replay_cycles=3))
-    assert report["cycles"] == 3 and report["turns"] == 180 and report["conversations"] == 30
+    assert report["completed_cycles"] == 3 and report["turns"] == 180 and report["conversations"] == 30
     keys = [r.key for _at, r in requests]
     assert len(set(keys)) == 180  # each pass writes its own entries
     order = [[r.user for _at, r in requests[p * 60 : (p + 1) * 60 : 2]] for p in range(3)]
@@ -173,13 +173,13 @@ def test_replay_cycles_0_goes_on_until_stopped(tmp_path):
     path = write(tmp_path, [conversation(0, *plain(1))])
     requests, report = replay(config_for(path), count=50)
     assert [r.key for _at, r in requests[:3]] == ["u0c1t1", "u0c2t1", "u0c3t1"]
-    assert report["cycles"] == 49  # the 50th pass was handed on, but the runner did not ask for more yet
+    assert report["completed_cycles"] == 49  # the 50th pass was handed on, but the runner did not ask for more yet
 
 
 def test_a_rank_without_conversations_replays_nothing(tmp_path):
     path = write(tmp_path, [conversation(0, *plain(1))])
     requests, report = replay(config_for(path), rank=1, ranks=2)  # replay cycles 0: must still end
-    assert requests == [] and (report["conversations"], report["turns"], report["cycles"]) == (0, 0, 0)
+    assert requests == [] and (report["conversations"], report["turns"], report["completed_cycles"]) == (0, 0, 0)
 
 
 def test_request_rate_paces_the_turns(tmp_path):
