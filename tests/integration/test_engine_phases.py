@@ -37,6 +37,16 @@ def test_prefill_only_writes_and_never_reads(tmp_path):
         assert result["tiers"][tier]["read_latency_ms"]["count"] == 0, tier
 
 
+def test_prefill_only_reads_no_memory_tier_either(tmp_path):
+    # The entries fit the CPU tier, where a normal run's later turns and decode steps would hit.
+    common = ("--num-users", "1", "--max-requests", "4", "--cpu-mem-gb", "3")
+    plain, _done = run(tmp_path / "plain", *common)
+    prefill, _done = run(tmp_path / "prefill", *common, "--prefill-only")
+    assert plain["tiers"]["cpu"]["bytes_read"] > 0
+    assert prefill["tiers"]["cpu"]["bytes_written"] > 0
+    assert prefill["tiers"]["cpu"]["bytes_read"] == prefill["tiers"]["storage"]["bytes_read"] == 0
+
+
 def test_decode_only_reads_entries_written_before_the_window_and_writes_nothing(tmp_path):
     result, _done = run(tmp_path, "--decode-only", "--num-users", "2", "--max-requests", "6")
     assert result["requests"]["completed"] == 6
