@@ -10,6 +10,7 @@ import os
 from typing import List
 
 from kvcache.cachedir import MARKER, OWNER_FILE, RANK_DIR, STALE, OtherRun, other_runs, validate_cache_dir
+from kvcache.precondition import PRECONDITION_FILE
 from kvcache.storage_io import DIRECT_IO_PROBE
 from kvcache.tiers import ENTRY_FILE
 
@@ -28,7 +29,9 @@ def _remove_rank_dir(path: str, dry_run: bool) -> List[str]:
     kept = []
     for name in sorted(os.listdir(path)):
         child = os.path.join(path, name)
-        if _is_file(child) and (ENTRY_FILE.fullmatch(name) or name == DIRECT_IO_PROBE):
+        if _is_file(child) and (
+            ENTRY_FILE.fullmatch(name) or PRECONDITION_FILE.fullmatch(name) or name == DIRECT_IO_PROBE
+        ):
             if not dry_run:
                 os.unlink(child)
         else:

@@ -13,6 +13,7 @@ the window's counters never see these bytes: preconditioning is reported apart, 
 
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from kvcache.units import ALIGN, GIB, align_up
 
 FILE_PREFIX = "precondition-"
 FILE_SUFFIX = ".dat"
+# The names preconditioning writes: `kvcache clean` removes these too (left only by a rank killed while writing).
+PRECONDITION_FILE = re.compile(re.escape(FILE_PREFIX) + r"[0-9]+" + re.escape(FILE_SUFFIX))
 MAX_FILE_BYTES = GIB  # a large capacity is split into files of at most this, a few per writer
 CAPACITY_FACTOR = 2  # what --precondition-size-gb 0 writes, as in kv-cache.py: twice the capacity
 JOIN_TICK_S = 0.1  # how often the waiting rank looks for a stop or another rank's failure

@@ -285,6 +285,8 @@ def test_clean_removes_only_dead_runs_and_only_what_the_engine_made(tmp_path):
     dead = fake_run(str(tmp_path), "dead", [(0, me(pid=dead_pid())), (1, me(pid=dead_pid()))], [0, 1])
     with open(os.path.join(dead, "rank-1", DIRECT_IO_PROBE), "wb"):
         pass
+    with open(os.path.join(dead, "rank-1", "precondition-3.dat"), "wb"):  # a rank killed while preconditioning
+        pass
     live = fake_run(str(tmp_path), "live", [(0, me())], [0])
     remote = fake_run(str(tmp_path), "remote", [(0, me(host="elsewhere.example"))], [0])
     user = fake_run(str(tmp_path), "user-files", [(0, me(pid=dead_pid()))], [0])
