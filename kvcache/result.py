@@ -1,7 +1,7 @@
 """Builds the result JSON from every rank's payload: pooled histograms, IOR-style bandwidth, stragglers."""
 
 import statistics
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from kvcache import RESULT_SCHEMA as SCHEMA
 from kvcache.metrics import REQUEST_LATENCIES, TIERS, decode, merge, percentile_block
@@ -187,16 +187,38 @@ STORAGE_UNMEASURED = (
 
 
 TRACE_UNMEASURED = "an --io-trace-log run does no storage I/O: its latencies were not measured"
+BYTES_FIELD = {"read": "bytes_read", "write": "bytes_written"}
 
 
-def _sla(tiers, hit_rate, profile, completed, dropped, failed, traced=False) -> dict:
+def measured_directions(config: dict) -> Tuple[str, ...]:
+    """What the run's phase asks of the storage: a prefill-only node only writes, a decode-only one only reads."""
+    if config.get("prefill_only"):
+        return ("write",)
+    if config.get("decode_only"):
+        return ("read",)
+    return ("read", "write")
+
+
+def storage_unmeasured(directions: Tuple[str, ...]) -> str:
+    if directions == ("read", "write"):
+        return STORAGE_UNMEASURED
+    flag, done = ("--prefill-only", "written") if directions == ("write",) else ("--decode-only", "read")
+    return (
+        f"the storage tier was not {done} ({flag}): the workload fit in the GPU/CPU tiers, so the storage was "
+        "not measured; lower --gpu-mem-gb/--cpu-mem-gb, or add users or duration"
+    )
+
+
+def _sla(tiers, hit_rate, profile, completed, dropped, failed, traced=False, directions=("read", "write")) -> dict:
+    """The SLA verdict; `directions` are what the run's phase measures of the storage (measured_directions)."""
     criteria = []
     for name, limit in SLA_LIMITS_MS:
         tier, op = name.split(".")
         p95 = tiers[tier][f"{op}_latency_ms"]["p95"]
         if p95 is not None:
             criteria.append({"name": f"{name} p95", "limit_ms": limit, "value_ms": p95, "passed": p95 < limit})
-    if hit_rate["overall"] is not None:
+    # A prefill-only node reads nothing back: its lookups are only first uses of shared prompts, no hit rate.
+    if hit_rate["overall"] is not None and "read" in directions:
         criteria.append(
             {
                 "name": "hit rate",
@@ -220,8 +242,8 @@ def _sla(tiers, hit_rate, profile, completed, dropped, failed, traced=False) -> 
         reason = "no request completed"
     elif traced:
         reason = TRACE_UNMEASURED  # a PASS would be about a measurement that did not happen
-    elif tiers["storage"]["read_latency_ms"]["p95"] is None or tiers["storage"]["write_latency_ms"]["p95"] is None:
-        reason = STORAGE_UNMEASURED  # the storage criteria cannot be judged: a PASS would say nothing of it
+    elif any(tiers["storage"][f"{op}_latency_ms"]["p95"] is None for op in directions):
+        reason = storage_unmeasured(directions)  # the storage criteria cannot be judged: a PASS would say nothing
     else:
         reason = None
     passed = all(c["passed"] for c in criteria) if reason is None else None
@@ -308,8 +330,9 @@ def build_result(
             "hold the workload and no SLA can pass; give the storage tier more room (--storage-capacity-gb, "
             "free space) or run fewer users"
         )
-    if not (tiers["storage"]["bytes_read"] and tiers["storage"]["bytes_written"]):
-        warnings.append(STORAGE_UNMEASURED)
+    directions = measured_directions(config)
+    if not all(tiers["storage"][BYTES_FIELD[op]] for op in directions):
+        warnings.append(storage_unmeasured(directions))
     result = {
         "schema": SCHEMA,
         "status": status,
@@ -336,6 +359,7 @@ def build_result(
             dropped,
             status != "ok",
             traced=config.get("io_trace_log") is not None,
+            directions=directions,
         ),
         "events": {name: value for name, value in counters.items() if name.split(".")[0] in EVENT_COUNTERS},
         "aggregate": {

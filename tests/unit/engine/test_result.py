@@ -304,6 +304,23 @@ def test_no_verdict_when_the_storage_was_not_both_read_and_written():
     assert build(measured)["sla"]["passed"] is True and STORAGE_UNMEASURED not in build(measured)["warnings"]
 
 
+def test_a_phase_is_judged_on_the_direction_it_measures():
+    """A decode-only node only reads and a prefill-only node only writes: the one measured direction is
+    judged (no "not both read and written" verdict), the other one is still required to have happened."""
+    read_only = [rank_payload(0, T0, T0 + 10.0, 100 * MIB, 0, latencies(0, 50, 1.0))]
+    decode = build(read_only, decode_only=True)
+    assert decode["sla"]["passed"] is True and decode["sla"]["no_verdict_reason"] is None
+    assert not any("not both read and written" in w for w in decode["warnings"])
+    write_only = [rank_payload(0, T0, T0 + 10.0, 0, 50 * MIB, [], latencies(1, 50, 1.0))]
+    prefill = build(write_only, prefill_only=True)
+    assert prefill["sla"]["no_verdict_reason"] is None
+    assert [c["name"] for c in prefill["sla"]["criteria"]] == ["storage.write p95", "dropped entries"]  # no hit rate
+    # The phase's own direction missing: no verdict, and the warning names the phase.
+    unwritten = build(read_only, prefill_only=True)
+    assert unwritten["sla"]["passed"] is None and "--prefill-only" in unwritten["sla"]["no_verdict_reason"]
+    assert any("was not written (--prefill-only)" in w for w in unwritten["warnings"])
+
+
 def test_no_verdict_outside_the_latency_profile_or_without_requests(payloads):
     throughput = build(payloads, performance_profile="throughput")
     assert throughput["sla"]["passed"] is None and "latency profile only" in throughput["sla"]["no_verdict_reason"]
