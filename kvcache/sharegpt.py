@@ -37,7 +37,9 @@ CHECKED_ENTRIES = 100  # check() reads at most this many entries
 # below this, and at most two passes in flight, so the runner's queues stay bounded (a fast replay would
 # otherwise queue passes ahead without end) and its backlog never fills.
 MAX_OUTSTANDING_TURNS = MAX_QUEUED_REQUESTS // 2
-ROOM_WAIT_S = 1.0  # longest wait for room before handing on a turn anyway (the runner checks its stop then)
+# Longest wait for room before handing on a turn anyway: the runner checks its stop only between turns, and
+# a worker that went idle still holds the last turn it served, which must not hold the replay up for long.
+ROOM_WAIT_S = 0.1
 ROOM_TICK_S = 0.005
 TEMPLATE = "sharegpt"  # the Request.template of replayed turns
 
