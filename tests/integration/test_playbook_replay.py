@@ -144,10 +144,12 @@ def test_a_controller_dataset_is_copied_to_the_host_and_replayed(tmp_path):
 def test_a_trace_the_engine_refuses_fails_the_run_and_its_copy_is_removed(tmp_path):
     trace = tmp_path / "not-burstgpt.csv"
     trace.write_text("time,tokens\n0,10\n", encoding="utf-8")
-    proc = playbook(tmp_path, {"run_burst_trace_src": str(trace)})
+    proc = playbook(tmp_path, {"run_burst_trace_src": str(trace), "run_io_trace_log": "io-trace.csv"})
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-2000:]
     rescued, message = failed_task_messages(proc.stdout)  # the engine's exit, then the role's message
     assert rescued == "non-zero return code"
     assert message.startswith("the benchmark failed on localhost") and "--burst-trace-path: " in message, message
     assert "has no column 'Timestamp'" in message
     assert os.listdir(tmp_path / "work") == []  # removed after the failed run too
+    (run,) = [path for path in (tmp_path / "results").iterdir() if not path.is_symlink() and path.name != "cluster"]
+    assert not (run / "io-trace").exists()  # refused before any rank wrote a log: nothing to fetch
