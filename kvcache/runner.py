@@ -354,16 +354,31 @@ class RankRun:
         A user (or replayed conversation: Request.user) has one request in flight, as a real one would: a
         turn that arrives while the previous one is served waits, in order (its wait counts in queue_wait),
         instead of missing its context."""
-        users_lock = threading.Lock()
+        users_lock = threading.Condition()
         busy = set()
         waiting = collections.defaultdict(collections.deque)
+        # Requests handed on and not yet served, queued or waiting for their user. The dispatcher keeps them
+        # below the backlog's size, so memory stays bounded however fast a replay reads, and a worker's
+        # hand-on never finds the backlog full.
+        pending = [0]
+
+        def room() -> bool:
+            with users_lock:
+                while pending[0] >= MAX_QUEUED_REQUESTS:
+                    if self.stop.is_set():
+                        return False
+                    users_lock.wait(CONTROL_TICK_S)
+                pending[0] += 1
+                return True
 
         def dispatcher():
             try:
                 origin = time.perf_counter()
                 for at, request in arrivals:
                     delay = 0.0 if at is None else max(0.0, origin + at - time.perf_counter())
-                    if self.stop.wait(delay) or not self._admit():
+                    if self.stop.wait(delay) or not room():
+                        return
+                    if not self._admit():
                         return
                     item = (request, time.perf_counter())
                     with users_lock:
@@ -378,6 +393,8 @@ class RankRun:
 
         def hand_on(request):  # this user's next waiting turn, in order, goes to the workers
             with users_lock:
+                pending[0] -= 1
+                users_lock.notify()
                 queued = waiting.get(request.user)
                 if not queued:
                     busy.discard(request.user)

@@ -16,13 +16,11 @@ import functools
 import os
 import random
 import threading
-import time
-import weakref
 from array import array
 from typing import Callable, Iterator, List, Optional, Tuple
 
 from kvcache.errors import UsageError, shown_path
-from kvcache.runner import MAX_QUEUED_REQUESTS, rank_seed
+from kvcache.runner import rank_seed
 from kvcache.workload import Request, _pick
 
 OPTION = "--dataset-path"
@@ -33,14 +31,6 @@ CHARS_PER_TOKEN = 4  # kv-cache.py's estimate without tiktoken
 TIKTOKEN_ENCODING = "cl100k_base"
 TOKENIZER_LOAD_TIMEOUT_S = 20.0  # tiktoken downloads its encoding once; a host without a route must not hang
 CHECKED_ENTRIES = 100  # check() reads at most this many entries
-# Turns handed to the runner whose Request it still holds (queued or being served): the replay keeps them
-# below this, and at most two passes in flight, so the runner's queues stay bounded (a fast replay would
-# otherwise queue passes ahead without end) and its backlog never fills.
-MAX_OUTSTANDING_TURNS = MAX_QUEUED_REQUESTS // 2
-# Longest wait for room before handing on a turn anyway: the runner checks its stop only between turns, and
-# a worker that went idle still holds the last turn it served, which must not hold the replay up for long.
-ROOM_WAIT_S = 0.1
-ROOM_TICK_S = 0.005
 TEMPLATE = "sharegpt"  # the Request.template of replayed turns
 
 Pair = Tuple[str, str]
@@ -217,7 +207,6 @@ def _earlier_keys(settings, conversation: str, turn: int) -> Tuple[str, ...]:
 def _replay(config, settings, report, first_pass, rng) -> Iterator[Tuple[Optional[float], Request]]:
     kept: List[_Conversation] = []
     keep = config.replay_cycles != 1
-    passes = [weakref.WeakSet()]  # per pass in flight, oldest first: its turns the runner still holds
     rate = config.request_rate
     handed = 0
     cycle = 1
@@ -244,8 +233,7 @@ def _replay(config, settings, report, first_pass, rng) -> Iterator[Tuple[Optiona
                     prefix_tokens=0,
                     rag_keys=(),
                 )
-                _wait_for_room(passes)
-                passes[-1].add(request)
+                # The runner's dispatcher bounds what it holds, so a fast replay waits here for room.
                 yield (handed / rate if rate > 0 else None), request
                 # Resumed: the runner took the turn (it stops asking when it refuses one).
                 handed += 1
@@ -258,15 +246,5 @@ def _replay(config, settings, report, first_pass, rng) -> Iterator[Tuple[Optiona
         if cycle == config.replay_cycles:
             return
         cycle += 1
-        passes = passes[-2:] + [weakref.WeakSet()]  # a new pass waits for the one two before it
         rng.shuffle(kept)  # each later pass in a new order, as kv-cache.py shuffles each pass
         source = iter(list(kept))
-
-
-def _wait_for_room(passes: List[weakref.WeakSet]) -> None:
-    """Until the pass before the previous one is served and fewer than MAX_OUTSTANDING_TURNS are held."""
-    deadline = time.perf_counter() + ROOM_WAIT_S
-    while time.perf_counter() < deadline:
-        if (len(passes) < 3 or not passes[0]) and sum(map(len, passes)) < MAX_OUTSTANDING_TURNS:
-            return
-        time.sleep(ROOM_TICK_S)

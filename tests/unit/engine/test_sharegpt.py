@@ -6,7 +6,6 @@ import itertools
 import json
 import re
 import sys
-import time
 import types
 
 import pytest
@@ -194,23 +193,6 @@ def test_qos_classes_follow_the_profile_and_the_seed(tmp_path):
     assert first == [r.qos for _at, r in replay(config_for(path, replay_cycles=1, seed=7))[0]]
     assert set(first) == {"interactive", "responsive", "batch"}
     assert first.count("batch") > first.count("interactive")
-
-
-def test_at_most_two_passes_are_in_flight(tmp_path, monkeypatch):
-    """A pass waits while the runner holds turns of the pass two before it (here: the test holds them)."""
-    monkeypatch.setattr(sharegpt, "ROOM_WAIT_S", 0.2)
-    path = write(tmp_path, [conversation(0, *plain(1))])
-    held = []
-    generator = sharegpt.arrivals(config_for(path), 0, 1, Settings.from_config(config_for(path)), {})
-    held += [next(generator), next(generator)]
-    started = time.perf_counter()
-    held.append(next(generator))  # pass 3 while pass 1's turn is still held: waits for room
-    assert time.perf_counter() - started >= 0.2
-    held = []
-    started = time.perf_counter()
-    next(generator)
-    next(generator)
-    assert time.perf_counter() - started < 0.15  # released turns make room at once
 
 
 def test_tiktoken_counts_when_its_encoding_loads(tmp_path, monkeypatch):
