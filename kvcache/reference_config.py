@@ -100,7 +100,9 @@ IGNORED: Tuple[Ignored, ...] = (
     Ignored(
         "sharegpt",
         (("max_context_tokens", "int"), ("max_generation_tokens", "int"), ("chars_per_token_estimate", "int")),
-        "ShareGPT replay is not available in this version of kvcache",
+        "kvcache's ShareGPT replay (--dataset-path) caps contexts and replies at kv-cache.py's fixed limits "
+        "(16384 and 2048 tokens) and counts tokens with tiktoken or 4 characters per token, as kv-cache.py does: "
+        "kv-cache.py does not read these keys either",
     ),
     Ignored(
         "saturation_detection",
