@@ -203,13 +203,13 @@ def test_checks_before_anything_is_created(tmp_path, monkeypatch):
 
 
 # -- kvcache trace fio ---------------------------------------------------------------------------------
-KNOWN = [
+KNOWN = (
     # 6 storage reads of 1 MiB and 2 of 4 MiB; 2 storage writes of 1 MiB; GPU rows that a storage job leaves out.
     *[("Read", 1 << 20, "Tier-2")] * 6,
     *[("Read", 4 << 20, "Tier-2")] * 2,
     *[("Write", 1 << 20, "Tier-2")] * 2,
     *[("Write", 8192, "Tier-0")] * 5,
-]
+)
 
 
 def write_trace(path, rows=KNOWN):

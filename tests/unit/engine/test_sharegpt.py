@@ -30,7 +30,7 @@ def conversation(i, *messages):
 
 def plain(n_turns, ask="a" * 40, reply="b" * 20):
     """A conversation of n (human, gpt) turns: 10 and 5 tokens each at 4 characters per token."""
-    return [m for _ in range(n_turns) for m in (human(ask), gpt(reply))]
+    return [m for _turn in range(n_turns) for m in (human(ask), gpt(reply))]
 
 
 @pytest.fixture(autouse=True)
@@ -125,7 +125,10 @@ def test_a_file_cut_short_replays_the_entries_before_the_cut(tmp_path):
 
 def test_multi_turn_reads_follow_the_options(tmp_path):
     path = write(tmp_path, [conversation(0, *plain(5))])
-    last = lambda **values: replay(config_for(path, replay_cycles=1, **values))[0][-1][1]  # noqa: E731
+
+    def last(**values):
+        return replay(config_for(path, replay_cycles=1, **values))[0][-1][1]
+
     assert last().earlier_keys == ("u0c1t1", "u0c1t2", "u0c1t3", "u0c1t4")
     assert last(multi_turn_reads="previous").earlier_keys == ("u0c1t4",)
     assert last(max_turns=3).earlier_keys == ("u0c1t3", "u0c1t4")
