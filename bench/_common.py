@@ -1,11 +1,14 @@
 """Helpers shared by the bench scripts: how to start the engine from this checkout, and small statistics."""
 
+import argparse
 import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Sequence
 
@@ -26,6 +29,35 @@ def engine_env() -> Dict[str, str]:
 
 def engine_command(args: Sequence[str], python: Optional[str] = None) -> List[str]:
     return [python or sys.executable, "-m", "kvcache", "run", *args]
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    """--engine-arg (repeatable) and --python: how a bench script's engine run is started."""
+    parser.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help=f"extra argument for `kvcache run` (repeat it; e.g. {example})",
+    )
+    parser.add_argument("--python", default=sys.executable, help="Python that runs the engine")
+
+
+def measured_run(command: Sequence[str], output: str):
+    """Run the engine as a child and return (its rusage, wall seconds, the result it wrote). os.wait4 gives
+    exactly this child's resource usage (ru_maxrss in KiB on Linux), the kernel accounting `time -v` prints."""
+    print("running:", " ".join(command), flush=True)
+    started = time.perf_counter()
+    child = subprocess.Popen(list(command), env=engine_env(), stdout=subprocess.DEVNULL)
+    _pid, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    if child.returncode != 0 or not os.path.exists(output):
+        die(f"engine run failed (exit {child.returncode})")
+    result = load_json(output)
+    if result["status"] != "ok":
+        die(f"engine run failed: {result.get('error')}")
+    return usage, wall, result
 
 
 @contextmanager

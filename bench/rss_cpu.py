@@ -15,11 +15,9 @@ Last line: `peak_rss_mib X cpu_s_per_gib Y`. Goals: RSS <= 1024 MiB and CPU <= 0
 
 import argparse
 import os
-import subprocess
 import sys
-import time
 
-from _common import GIB, die, engine_command, engine_env, load_json, work_directory
+from _common import GIB, add_engine_arguments, die, engine_command, measured_run, work_directory
 
 
 def parse_args(argv=None):
@@ -31,14 +29,7 @@ def parse_args(argv=None):
     parser.add_argument("--duration", type=float, default=30.0, help="engine window, seconds")
     parser.add_argument("--model", default="llama3.1-8b", help="engine --model")
     parser.add_argument("--num-users", type=int, default=10, help="engine --num-users")
-    parser.add_argument(
-        "--engine-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="extra argument for `kvcache run` (repeat it; e.g. --engine-arg=--io-depth --engine-arg=4)",
-    )
-    parser.add_argument("--python", default=sys.executable, help="Python that runs the engine")
+    add_engine_arguments(parser, "--engine-arg=--io-depth --engine-arg=4")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.num_users < 1:
         parser.error("--duration and --num-users must be positive")
@@ -63,18 +54,7 @@ def main(argv=None) -> int:
             ],
             args.python,
         )  # fmt: skip
-        print("running:", " ".join(command), flush=True)
-        started = time.perf_counter()
-        child = subprocess.Popen(command, env=engine_env(), stdout=subprocess.DEVNULL)
-        # wait4 instead of child.wait(): the same wait, and it returns exactly this child's rusage.
-        _pid, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - started
-        if child.returncode != 0 or not os.path.exists(output):
-            die(f"engine run failed (exit {child.returncode})")
-        result = load_json(output)
-    if result["status"] != "ok":
-        die(f"engine run failed: {result.get('error')}")
+        usage, wall, result = measured_run(command, output)
     storage = result["tiers"]["storage"]
     moved = storage["bytes_read"] + storage["bytes_written"]
     if not moved:

@@ -14,11 +14,9 @@ Last line: `peak_rss_mib X turns Y`. Goal: RSS <= 1024 MiB.
 
 import argparse
 import os
-import subprocess
 import sys
-import time
 
-from _common import MIB, die, engine_command, engine_env, load_json, work_directory
+from _common import MIB, add_engine_arguments, die, engine_command, measured_run, work_directory
 
 ALL_CONVERSATIONS = "100000000"  # --max-conversations at its maximum: every entry of the file
 GOAL_MIB = 1024
@@ -42,14 +40,7 @@ def parse_args(argv=None):
     parser.add_argument("--dir", help="work directory for the cache and the trace (default: a temp dir under /var/tmp)")
     parser.add_argument("--duration", type=float, default=600.0, help="engine window, seconds (an upper bound)")
     parser.add_argument("--num-users", type=int, default=16, help="engine --num-users (the replay's workers)")
-    parser.add_argument(
-        "--engine-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="extra argument for `kvcache run` (repeat it; e.g. --engine-arg=--multi-turn-reads --engine-arg=all)",
-    )
-    parser.add_argument("--python", default=sys.executable, help="Python that runs the engine")
+    add_engine_arguments(parser, "--engine-arg=--multi-turn-reads --engine-arg=all")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.num_users < 1:
         parser.error("--duration and --num-users must be positive")
@@ -81,17 +72,7 @@ def main(argv=None) -> int:
             ],
             args.python,
         )  # fmt: skip
-        print("running:", " ".join(command), flush=True)
-        started = time.perf_counter()
-        child = subprocess.Popen(command, env=engine_env(), stdout=subprocess.DEVNULL)
-        _pid, status, usage = os.wait4(child.pid, 0)  # this child's own rusage (ru_maxrss in KiB)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - started
-        if child.returncode != 0 or not os.path.exists(output):
-            die(f"engine run failed (exit {child.returncode})")
-        result = load_json(output)
-    if result["status"] != "ok":
-        die(f"engine run failed: {result.get('error')}")
+        usage, wall, result = measured_run(command, output)
     report = result["modes"]["sharegpt"]["total"]
     if report["completed_cycles"] < 2:
         die(f"{report['completed_cycles']} of the 2 passes were made within --duration {args.duration:g}: give more")
