@@ -84,7 +84,9 @@ def validate_host(config, rank: int, ranks_on_host: int) -> str:
         check_output_path(config.output)
     available = available_memory_bytes()
     buffers = config.io_depth * config.io_chunk_mib * MIB
-    needed = (config.cpu_mem_gb * GIB + buffers) * ranks_on_host
+    # An I/O-trace run accounts the CPU tier's entries without holding their bytes.
+    cpu_tier = 0 if config.io_trace_log is not None else config.cpu_mem_gb * GIB
+    needed = (cpu_tier + buffers) * ranks_on_host
     if available is not None and needed > available:
         raise UsageError(
             "--cpu-mem-gb/--io-depth/--io-chunk-mib",
@@ -357,7 +359,7 @@ class RankLifecycle:
             "window": _rank_window(run, sync),
             "metrics": (run.metrics if run else Metrics()).export(),
             "timeseries": run.timeseries if run else [],
-            "io_engine": self.io_engine,
+            "io_engine": "none" if self.trace is not None else self.io_engine,  # a trace run does no I/O
             "tiers": {t.name: t.describe() for t in run.tiers} if run else {},
             "warnings": self.warnings,
             "reports": run.reports if run else {},

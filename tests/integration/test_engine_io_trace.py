@@ -77,6 +77,8 @@ def test_trace_rows_add_up_to_what_a_normal_run_moves(tmp_path):
     assert report["write_bytes"] == sum(v for (t, op), v in sums.items() if op == "Write")
     assert any(w.startswith("--io-trace-log: no storage I/O was done") for w in logged["warnings"])
     assert logged["tiers"]["storage"]["io_engine"] == "none"
+    assert logged["environment"]["io_engine"] == "none"  # what did the I/O: nothing
+    assert moved["environment"]["io_engine"] in ("direct", "buffered")
 
     job = tmp_path / "job.fio"
     made = kvcache("trace", "fio", trace, "--output", job)
@@ -159,3 +161,15 @@ def test_one_trace_per_rank_under_mpi(tmp_path):
         assert len(trace_rows(report["path"])) == report["rows"] > 0
     assert result["modes"]["io_trace"]["total"]["rows"] == sum(r["rows"] for r in reports)
     assert leftovers(cache) == []
+
+
+def test_a_trace_run_holds_no_cpu_tier_bytes_so_the_host_memory_check_leaves_it_out(tmp_path):
+    """A CPU tier far beyond this host's memory: refused for a real run (its bytes are real), fine for a trace
+    run, which only accounts its entries."""
+    huge = ["--model", "tiny-1b", "--num-users", "1", "--max-requests", "2", "--gpu-mem-gb", "0", "--quiet",
+            "--cpu-mem-gb", "100000", "--cache-dir", tmp_path]  # fmt: skip
+    real = kvcache("run", *huge)
+    assert real.returncode == 2 and "--cpu-mem-gb" in real.stderr and "available memory" in real.stderr
+    traced = kvcache("run", *huge, "--io-trace-log", tmp_path / "t.csv", "--output", tmp_path / "R.json")
+    assert traced.returncode == 0, traced.stderr
+    assert load(tmp_path / "R.json")["tiers"]["cpu"]["capacity_bytes_per_rank"] == 100000 << 30
