@@ -623,7 +623,10 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         dest="config",
         default=None,
         metavar="FILE.yaml",
-        help="YAML file setting any of these options (underscores or dashes) and a `models:` mapping",
+        help=(
+            "YAML file setting any of these options (underscores or dashes) and a `models:` mapping, "
+            "or kv-cache.py's config.yaml as it is"
+        ),
     )
 
 
