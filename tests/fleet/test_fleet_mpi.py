@@ -82,8 +82,11 @@ def test_six_ranks_on_three_hosts(fleet, tmp_path):
 
 
 def test_each_host_writes_to_its_own_private_directory(fleet, tmp_path):
+    # Every request begins with a small shared prompt, which each rank's first request writes at once: a
+    # rank keeps an entry even when the throttled storage has not finished any of its large contexts.
+    small_prompts = ["--prefix-hit-probability", "1", "--system-prompt-tokens", "64"]
     done = subprocess.run(
-        fleet_mpirun(fleet, 2, "--duration", "2", "--keep-cache"),
+        fleet_mpirun(fleet, 2, "--duration", "2", "--keep-cache", *small_prompts),
         capture_output=True,
         text=True,
         timeout=240,
