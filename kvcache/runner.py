@@ -17,6 +17,7 @@ import time
 from typing import Dict, List, Optional
 
 from kvcache import precondition, replay
+from kvcache.datasize import rag_chunk_tokens
 from kvcache.metrics import TIERS, Metrics
 from kvcache.models import Model
 from kvcache.progress import Progress
@@ -141,16 +142,16 @@ class RankRun:
         self.pool = BufferPool(config.io_depth, config.io_chunk_mib * MIB, self.seed.to_bytes(8, "little"))
         self.pattern = PatternSource(self.pool)
         mover = Mover(self.pool, self.stop)
+        self.rank_dir, self.fileio, self.storage_capacity = rank_dir, FileIO(io_engine), storage_capacity
         self.tiers = build_tiers(
-            config, self.metrics, mover, rank_dir, FileIO(io_engine), storage_capacity, gpu_backend, trace
+            config, self.metrics, mover, rank_dir, self.fileio, storage_capacity, gpu_backend, trace
         )
         self.manager = TierManager(self.tiers, self.metrics, self.stop, promote=config.promote)
-        self.rank_dir, self.fileio, self.storage_capacity = rank_dir, FileIO(io_engine), storage_capacity
         self.decode_keys: List[str] = []  # --decode-only: the entries written before the window and still held
         self.progress = progress
         self.corpus = None
         if config.enable_rag:
-            chunk = RagCorpus.chunk_tokens_for(config, model.bytes_per_token / config.tensor_parallel)
+            chunk = rag_chunk_tokens(config, model)
             self.corpus = RagCorpus(self.seed, config.rag_num_docs, rag_doc_tokens(config, model), chunk)
         self.settings = Settings.from_config(config, self.corpus)
         self.per_token_s = config.workload.seconds_per_token(config.generation_mode)
