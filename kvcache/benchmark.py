@@ -146,33 +146,48 @@ def _new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(3).hex()
 
 
-def run_benchmark(config, models, stdout=None, stderr=None) -> int:
+def plan_rank(config, models, comm, checked: Optional[Tuple[Model, str]] = None) -> Optional[RankPlan]:
+    """The checks before a run, on every rank together (creates nothing). Returns this rank's plan; when any rank
+    refuses, rank 0 raises the UsageError naming every rank's problem and the others return None (exit 2).
+    `checked`: what validate_run already returned for this config."""
+    model, gpu_backend = checked or validate_run(config, models)
+    hosts = comm.bcast(comm.gather(comm.host))
+    ranks_on_host = hosts.count(comm.host)
+    plan = None
+    problem = None
+    try:
+        cache_dir = validate_host(config, comm.rank, ranks_on_host)
+        io_trace.check_rank(config, comm.rank, comm.size)
+        plan = RankPlan(
+            model=model,
+            gpu_backend=gpu_backend,
+            cache_dir=cache_dir,
+            storage_capacity=storage_capacity(config, model, cache_dir, ranks_on_host),
+            first_rank_on_host=hosts.index(comm.host) == comm.rank,
+        )
+    except UsageError as exc:
+        problem = str(exc) if comm.size == 1 else f"rank {comm.rank} on {comm.host}: {exc}"
+    # Every rank learns every rank's verdict, so all exit 2 together and nothing is created.
+    problems = comm.bcast([p for p in (comm.gather(problem) or []) if p])
+    if problems:
+        if comm.rank == 0:
+            raise UsageError(None, "; ".join(problems))
+        return None
+    return plan
+
+
+def run_benchmark(config, models, stdout=None, stderr=None, comm=None) -> int:
+    """One run on every rank. `comm`: a communicator the caller opened and keeps for later runs (the trials of
+    an MLPerf run); None opens one for this run."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    model, gpu_backend = validate_run(config, models)
-    comm = open_comm(config.mpi)
+    checked = None
+    if comm is None:
+        checked = validate_run(config, models)  # the option checks, before MPI is even initialized
+        comm = open_comm(config.mpi)
     try:
-        hosts = comm.bcast(comm.gather(comm.host))
-        ranks_on_host = hosts.count(comm.host)
-        plan = None
-        problem = None
-        try:
-            cache_dir = validate_host(config, comm.rank, ranks_on_host)
-            io_trace.check_rank(config, comm.rank, comm.size)
-            plan = RankPlan(
-                model=model,
-                gpu_backend=gpu_backend,
-                cache_dir=cache_dir,
-                storage_capacity=storage_capacity(config, model, cache_dir, ranks_on_host),
-                first_rank_on_host=hosts.index(comm.host) == comm.rank,
-            )
-        except UsageError as exc:
-            problem = str(exc) if comm.size == 1 else f"rank {comm.rank} on {comm.host}: {exc}"
-        # Every rank learns every rank's verdict, so all exit 2 together and nothing is created.
-        problems = comm.bcast([p for p in (comm.gather(problem) or []) if p])
-        if problems:
-            if comm.rank == 0:
-                raise UsageError(None, "; ".join(problems))
+        plan = plan_rank(config, models, comm, checked)
+        if plan is None:
             return 2
         return RankLifecycle(config, plan, comm, stdout, stderr).run()
     except UsageError:

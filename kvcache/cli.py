@@ -1,4 +1,4 @@
-"""Command line: `kvcache run | datasize | report | describe | clean | trace` (also `python -m kvcache ...`).
+"""Command line: `kvcache run | datasize | report | describe | clean | trace | mlperf` (also `python -m kvcache`).
 
 Exit codes: 0 ok, 2 bad input (the message names the option), 1 the run failed.
 """
@@ -11,10 +11,21 @@ from typing import List, Optional
 
 from kvcache import __version__
 from kvcache.errors import UsageError, clip
-from kvcache.options import CLEAN, COMMANDS, DATASIZE, DESCRIBE, REPORT, RUN, TRACE, add_arguments
+from kvcache.options import (
+    CLEAN,
+    COMMANDS,
+    DATASIZE,
+    DESCRIBE,
+    MLPERF_CHECK,
+    MLPERF_RUN,
+    REPORT,
+    RUN,
+    TRACE,
+    add_arguments,
+)
 from kvcache.reference_flags import epilog as not_yet_epilog
 from kvcache.reference_flags import refuse_not_yet
-from kvcache.run_config import resolve
+from kvcache.run_config import resolve, resolve_given
 
 EPILOG = "Every option can also be set in --config FILE.yaml; flags typed on the command line win."
 ARGPARSE_MESSAGE_CHARS = 200  # argparse quotes unrecognized arguments in full
@@ -61,6 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
     # Choices checked by trace_fio (one list, and no numpy import for the other commands' parsing).
     fio.add_argument("--tier", help="the rows replayed: Tier-0, Tier-1, Tier-2 or all (default: the storage's)")
     fio.add_argument("--filename", help="fio's filename=: the device or file the job runs on (default: a new file)")
+    mlperf = sub.add_parser("mlperf", help="the MLPerf Storage submission path: `mlperf run`, `mlperf check DIR`")
+    steps = mlperf.add_subparsers(dest="step", metavar="STEP")
+    steps.required = True
+    add_arguments(
+        steps.add_parser(
+            "run",
+            help=COMMANDS[MLPERF_RUN],
+            epilog=(
+                "CLOSED takes only where it runs and writes (cache dir, results dir, names, MPI, what it prints); "
+                "OPEN takes every workload option of `kvcache run` as well, and the results record each change. "
+                "A workload option left out takes the rules' value for each option (see --what-if), not the "
+                "default shown here."
+            ),
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        ),
+        MLPERF_RUN,
+    )
+    check = steps.add_parser("check", help=COMMANDS[MLPERF_CHECK])
+    check.add_argument("results", metavar="DIR", help="a results tree, or any directory in it (every run under it)")
+    check.add_argument("--json", action="store_true", help="print the verdict and its reasons as JSON")
     return parser
 
 
@@ -70,12 +101,12 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # The top level has no option that takes a value, so the first bare word is the command.
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command == RUN:
+    if command in (RUN, "mlperf"):
         # Before argparse, which would call a kv-cache.py flag we lack an unrecognized argument.
         try:
-            refuse_not_yet(argv[argv.index(RUN) + 1 :])
+            refuse_not_yet(argv[argv.index(command) + 1 :])
         except UsageError as exc:
-            stderr.write(f"kvcache {RUN}: error: {exc}\n")
+            stderr.write(f"kvcache {command}: error: {exc}\n")
             return 2
     parser = build_parser()
     # argparse itself exits 2 on unknown flags and bad choices; its messages go to the streams we were given.
@@ -95,6 +126,15 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
             from kvcache.trace_fio import run_trace_fio  # noqa: PLC0415
 
             return run_trace_fio(args.trace, args.output, args.tier, args.filename, stdout)
+        if args.command == "mlperf" and args.step == "check":
+            from kvcache.mlperf.check import run_check  # noqa: PLC0415
+
+            return run_check(args.results, args.json, stdout)
+        if args.command == "mlperf":
+            from kvcache.mlperf.driver import run_mlperf  # noqa: PLC0415 - numpy and friends only when running
+
+            config, models, given = resolve_given(MLPERF_RUN, args)
+            return run_mlperf(config, models, given, argv, stdout, stderr)
         config, models = resolve(args.command, args)
         if args.command == CLEAN:
             from kvcache.clean import run_clean  # noqa: PLC0415
@@ -108,5 +148,6 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
 
         return run_benchmark(config, models, stdout, stderr)
     except UsageError as exc:
-        stderr.write(f"kvcache {args.command}: error: {exc}\n")
+        name = f"mlperf {args.step}" if args.command == "mlperf" else args.command
+        stderr.write(f"kvcache {name}: error: {exc}\n")
         return 2

@@ -107,7 +107,8 @@ class MpiComm:
         self.comm.Abort(code)
 
     def finish(self) -> None:
-        """Complete our sends and drain messages nobody received, so MPI finalizes cleanly."""
+        """End of a run: complete our sends and drain messages nobody received, so MPI finalizes cleanly
+        (or the next run on this communicator starts with no stale failure)."""
         self.comm.Barrier()
         for request in self._pending:
             request.wait()
@@ -118,6 +119,9 @@ class MpiComm:
                 break
             self.comm.recv(source=source, tag=tag)
         self.comm.Barrier()
+        # Ready for the next run on the same communicator (an MLPerf run's next trial).
+        self._pending = []
+        self._stop_sent = False
 
 
 def open_comm(mode: str):

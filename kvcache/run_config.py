@@ -37,7 +37,10 @@ def _config_class(command: str, table: Tuple[Option, ...]) -> type:
     fields = [(o.name, o.kind if o.default is not None else Optional[o.kind]) for o in table if command in o.commands]
     fields += [(name, kind) for name, kind, _default in EXTRA_FIELDS]
     return dataclasses.make_dataclass(
-        f"{command.capitalize()}Config", fields, frozen=True, namespace={"as_dict": _as_dict}
+        "".join(word.capitalize() for word in command.split()) + "Config",
+        fields,
+        frozen=True,
+        namespace={"as_dict": _as_dict},
     )
 
 
@@ -58,6 +61,13 @@ def make_config(command: str, **values: Any):
 
 def resolve(command: str, typed: argparse.Namespace) -> Tuple[Any, Mapping]:
     """Defaults, then the config file, then typed flags. Returns (the command's config, user models mapping)."""
+    config, models, _given = resolve_given(command, typed)
+    return config, models
+
+
+def resolve_given(command: str, typed: argparse.Namespace) -> Tuple[Any, Mapping, Dict[str, Any]]:
+    """resolve(), and what was set by the config file or a typed flag (no defaults): an MLPerf run compares
+    exactly that with the rules."""
     typed_values = {k: v for k, v in vars(typed).items() if k in options.BY_NAME}
     config_path = getattr(typed, "config", None)
     if config_path == "":
@@ -69,11 +79,12 @@ def resolve(command: str, typed: argparse.Namespace) -> Tuple[Any, Mapping]:
         "workload": loaded.workload if loaded else DEFAULT_PROFILE,
         "config_warnings": loaded.warnings if loaded else (),
     }
+    given: Dict[str, Any] = {}
     for opt in options_for(command):
         if opt.name in typed_values:
-            values[opt.name] = check_value(opt, typed_values[opt.name], opt.flag)
+            values[opt.name] = given[opt.name] = check_value(opt, typed_values[opt.name], opt.flag)
         elif opt.name in config_values:
-            values[opt.name] = config_values[opt.name]
+            values[opt.name] = given[opt.name] = config_values[opt.name]
         else:
             values[opt.name] = opt.default
-    return config_class(command)(**values), (loaded.models if loaded else {})
+    return config_class(command)(**values), (loaded.models if loaded else {}), given

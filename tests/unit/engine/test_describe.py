@@ -64,13 +64,17 @@ def test_describe_fields_carry_the_values_a_consumer_checks_against():
     # the help is the text as a user reads it, not argparse's %-escaped form
     assert "80% of the free space" in by_name["storage_capacity_gb"]["help"]
     # clean's flags come from the table like the others
-    assert by_name["cache_dir"]["commands"] == ["run", "clean"] and by_name["dry_run"]["commands"] == ["clean"]
+    assert by_name["cache_dir"]["commands"] == ["run", "mlperf run", "clean"] and by_name["dry_run"]["commands"] == [
+        "clean"
+    ]
 
 
 def test_describe_names_every_command_with_its_help():
     data = describe()
     assert data["commands"] == {name: {"help": text} for name, text in COMMANDS.items()}
-    assert {"run", "datasize", "report", "describe", "clean", "trace"} == set(data["commands"])
+    assert {"run", "datasize", "report", "describe", "clean", "trace", "mlperf run", "mlperf check"} == set(
+        data["commands"]
+    )
 
 
 def test_describe_models_match_the_registry():

@@ -75,7 +75,10 @@ def test_bounds_come_from_the_engine_option_contract(description):
         ({"stats_interval": float("nan")}, "kvcache_extra_args: stats_interval: must be a finite number, got nan"),
         ({"io_dept": 4}, "kvcache_extra_args: 'io_dept': 'kvcache run' has no '--io-dept' flag; did you mean io_depth"),
         ({"num-users": 4}, "kvcache_extra_args: 'num-users': set kvcache_num_users instead"),
-        ({"json": True}, "kvcache_extra_args: 'json': 'kvcache run' has no --json flag (an option of datasize)"),
+        (
+            {"json": True},
+            "kvcache_extra_args: 'json': 'kvcache run' has no --json flag (an option of datasize, mlperf run)",
+        ),
         ({"user_loop": "sideways"}, "kvcache_extra_args: user_loop: must be one of closed, open, got 'sideways'"),
         ({"rag_top_k": 0}, "kvcache_extra_args: rag_top_k: must be >= 1, got 0"),
         ({"num_gpus": 2}, "kvcache_extra_args: 'num_gpus': set kvcache_num_gpus instead"),
