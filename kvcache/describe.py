@@ -2,12 +2,13 @@
 
 Every option of the table with its flag, type, default, bounds, unit, commands and kv-cache.py config key; the
 models with their geometry and bytes per token; what each section of kv-cache.py's config.yaml drives here;
-the result schema. Light on purpose: no numpy, nothing that probes the host.
+the MLPerf rules; the result schema. Light on purpose: no numpy, nothing that probes the host.
 """
 
 from typing import Any, Dict, List
 
 from kvcache import RESULT_SCHEMA, __version__, options, reference_config
+from kvcache.mlperf import rules
 from kvcache.models import BUILTIN_MODELS, Model
 from kvcache.options import COMMANDS, Option
 
@@ -71,6 +72,23 @@ def config_sections() -> Dict[str, Dict[str, Any]]:
     return sections
 
 
+def mlperf_rules() -> Dict[str, Any]:
+    """What `kvcache mlperf run` fixes in CLOSED: each option's parameters named by the rules (every other
+    workload parameter is the option table's default), the trials, the rest between options, and the options
+    a CLOSED run may still set."""
+    return {
+        "rules": rules.RULES,
+        "trials": rules.TRIALS,
+        "delay_s": rules.DELAY_S,
+        "options": {
+            option: {name: rules.closed_parameters(option)[name] for name in rules.fixed_names(option)}
+            for option in rules.OPTION_ORDER
+        },
+        "closed_may_set": list(rules.CLOSED_MAY_SET),
+        "workload_parameters": rules.workload_names(),
+    }
+
+
 def describe() -> Dict[str, Any]:
     entries: List[Dict[str, Any]] = [option_contract(opt) for opt in options.OPTIONS]  # the table as it is now
     return {
@@ -80,4 +98,5 @@ def describe() -> Dict[str, Any]:
         "options": entries,
         "models": [model_contract(model) for model in BUILTIN_MODELS.values()],
         "config_sections": config_sections(),
+        "mlperf": mlperf_rules(),
     }

@@ -17,13 +17,15 @@ import pytest
 
 from kvcache.cli import main
 from kvcache.config_file import MAX_CONFIG_BYTES
-from kvcache.options import DATASIZE, OPTIONS, RUN
+from kvcache.options import DATASIZE, MLPERF_RUN, OPTIONS, RUN
 
 MAX_MESSAGE_CHARS = 300
 LONG = "x" * 5000  # a value far longer than any message may quote
 HUGE_INT = "9" * 30
 FIFO, CHARDEV, DIRECTORY = "<fifo>", "<character device>", "<directory>"
 RUN_BASE = ["run", "--model", "tiny-1b", "--num-users", "1", "--duration", "1", "--quiet", "--cache-dir", "{cache}"]
+# An OPEN MLPerf run of the same small workload (its own options are checked like run's).
+MLPERF_BASE = ["mlperf", "run", "--category", "open", "--option", "1", "--results-dir", "{ws}/results"] + RUN_BASE[1:]
 BURST = ["--use-burst-trace", "--burst-trace-path"]
 
 BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
@@ -359,7 +361,30 @@ HAND_CASES = [
         ["RESULT.json", "bad.json"],
         {"good.json": result_text(), "bad.json": "{oops"},
     ),
-]
+    # kvcache mlperf run: CLOSED takes only what the rules allow; both categories need their directories
+    case("mlperf-no-category", ["mlperf", "run", "--results-dir", "{ws}/results", "--cache-dir", "{cache}"],
+         ["--category", "closed", "open"]),
+    case("mlperf-bad-category", MLPERF_BASE[:2] + ["--category", "submitted"], ["--category", "closed", "open"]),
+    case("mlperf-bad-option", MLPERF_BASE + ["--option", "4"], ["--option", "1, 2, 3, all"]),
+    case("mlperf-closed-duration",
+         ["mlperf", "run", "--category", "closed", "--option", "1", "--duration", "5", "--results-dir",
+          "{ws}/results", "--cache-dir", "{cache}"], ["--duration", "300", "--category open"]),
+    case("mlperf-closed-num-users",
+         ["mlperf", "run", "--category", "closed", "--num-users", "2", "--results-dir", "{ws}/results",
+          "--cache-dir", "{cache}"], ["--num-users", "200", "--category open"]),
+    case("mlperf-closed-trials",
+         ["mlperf", "run", "--category", "closed", "--trials", "2", "--results-dir", "{ws}/results",
+          "--cache-dir", "{cache}"], ["--trials", "3"]),
+    case("mlperf-closed-config",
+         ["mlperf", "run", "--category", "closed", "--config", "{ws}/c.yaml", "--results-dir", "{ws}/results",
+          "--cache-dir", "{cache}"], ["--config", "CLOSED"], {"c.yaml": "num_users: 3\n"}),
+    case("mlperf-no-results-dir", MLPERF_BASE[:6] + RUN_BASE[1:], ["--results-dir"]),
+    case("mlperf-bad-organization", MLPERF_BASE + ["--organization", "../escape"], ["--organization"]),
+    case("mlperf-bad-system-name", MLPERF_BASE + ["--system-name", "a b"], ["--system-name"]),
+    case("mlperf-trials-zero", MLPERF_BASE + ["--trials", "0"], ["--trials", ">= 1"]),
+    case("mlperf-check-not-a-directory", ["mlperf", "check", "{ws}/nothing-here"], ["DIR"]),
+    case("mlperf-check-no-run", ["mlperf", "check", "{ws}"], ["DIR"]),
+]  # fmt: skip
 
 
 def _bad_numbers(opt):
@@ -376,8 +401,12 @@ def _generated_cases():
     for opt in OPTIONS:
         if opt.kind not in (int, float):
             continue
-        command = RUN if RUN in opt.commands else DATASIZE
-        base = RUN_BASE if command == RUN else [DATASIZE]
+        if RUN in opt.commands:
+            base = RUN_BASE
+        elif MLPERF_RUN in opt.commands:
+            base = MLPERF_BASE
+        else:
+            base = [DATASIZE]
         for suffix, typed, in_config in _bad_numbers(opt):
             params.append(case(f"flag-{opt.name}-{suffix}", base + [opt.flag, typed], [opt.flag]))
             params.append(
