@@ -1,6 +1,7 @@
 # Copyright: storagebench developers
 # MIT License (see LICENSE at the collection root)
-"""Pure functions that build the engine's argv (`python -m kvcache run|datasize ...`) and its container wrapper.
+"""Pure functions that build the engine's argv (`python -m kvcache run|datasize|mlperf run ...`) and its container
+wrapper.
 
 The engine describes its options and models (`python -m kvcache describe`, the option contract); every
 option and value is checked against that description (option_contract.py) instead of a copy of it.
@@ -16,7 +17,9 @@ from ansible_collections.storagebench.kvcache.plugins.module_utils.option_contra
     check_value,
 )
 
-COMMANDS = ("run", "datasize")
+COMMANDS = ("run", "datasize", "mlperf run")
+# The commands that work in a cache directory: a container needs it mounted.
+CACHE_COMMANDS = ("run", "mlperf run")
 CONTAINER_ENGINES = ("docker", "podman")
 
 # The module's own options that stand for the engine option of the same name, in the order they go on the
@@ -33,8 +36,11 @@ ENGINE_OPTIONS = (
     "generation_mode",
     "performance_profile",
     "output",
+    "results_dir",
     CONFIG,
 )
+# Directory options: absolute (every rank, or rank 0 on its host, resolves them) and mounted into a container.
+_DIRECTORY_OPTIONS = ("cache_dir", "results_dir")
 _EXTRA_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -61,7 +67,7 @@ def _module_option(contract, command, name, value, config):
     entry = contract.option(name, command, name)
     value = check_value(entry, value, name)
     warning = contract.model_warning(value, name, config) if name == "model" else None
-    if name == "cache_dir" and not posixpath.isabs(value):
+    if name in _DIRECTORY_OPTIONS and not posixpath.isabs(value):
         raise OptionError(
             name, f"must be an absolute path (every rank resolves it on its own host), got {quote(value)}"
         )
@@ -86,7 +92,7 @@ def _extra_arg(contract, command, key, value):
 
 
 def build_engine_argv(python, command, options, extra_args, description):
-    """The engine's argv: [python, -m, kvcache, command, flags...].
+    """The engine's argv: [python, -m, kvcache, command, flags...] (`mlperf run` is two words).
 
     `options` maps the module's engine options (ENGINE_OPTIONS) to values; None means "not given".
     `extra_args` maps any other engine option (its name, underscores or dashes) to a value: true or false
@@ -99,7 +105,7 @@ def build_engine_argv(python, command, options, extra_args, description):
     if not python or str(python).startswith("-"):
         raise OptionError("python", f"must name the Python interpreter that has the engine, got {quote(python)}")
     contract = OptionContract(description)
-    argv = [str(python), "-m", "kvcache", command]
+    argv = [str(python), "-m", "kvcache"] + command.split()
     warnings = []
     for name in ENGINE_OPTIONS:
         value = options.get(name)
@@ -122,23 +128,33 @@ def with_env(argv, env):
     return ["env"] + ["{}={}".format(*pair) for pair in pairs] + list(argv)
 
 
-def _mount_dir(option, path, cache_dir):
-    """The directory to bind-mount so that `path` (a file option) exists inside the container, or None."""
+def _covered(directory, mounts):
+    """Whether `directory` is one of the mounted directories or inside one (a second mount would be redundant)."""
+    return any((directory + "/").startswith(mounted.rstrip("/") + "/") for _option, mounted in mounts)
+
+
+def _file_dir(option, path):
+    """The directory to bind-mount so that `path` (a file option) exists inside the container."""
     if not posixpath.isabs(path):
         raise OptionError(option, f"must be an absolute path with exec_type=container, got {quote(path)}")
-    directory = posixpath.dirname(posixpath.normpath(path))
-    if cache_dir and (directory + "/").startswith(cache_dir.rstrip("/") + "/"):
-        return None
-    return directory
+    return posixpath.dirname(posixpath.normpath(path))
 
 
 def wrap_in_container(
-    engine_argv, image, container_engine="docker", cache_dir=None, output=None, config=None, env=None, command="run"
+    engine_argv,
+    image,
+    container_engine="docker",
+    cache_dir=None,
+    output=None,
+    config=None,
+    env=None,
+    command="run",
+    results_dir=None,
 ):
     """[docker|podman, run, --rm, --network, host, -v, CACHE:CACHE, ..., IMAGE] + engine_argv.
 
-    The cache directory (and the directories of output and config) are mounted at the same path,
-    so the engine's argv is the same inside as outside.
+    The cache directory, the results directory (mlperf run's tree) and the directories of output and config
+    are mounted at the same path, so the engine's argv is the same inside as outside.
     """
     if container_engine not in CONTAINER_ENGINES:
         raise OptionError(
@@ -147,16 +163,25 @@ def wrap_in_container(
         )
     if not image or str(image).startswith("-"):
         raise OptionError("container_image", f"exec_type=container needs an image name, got {quote(image)}")
-    if command == "run" and not cache_dir:
+    if command in CACHE_COMMANDS and not cache_dir:
         raise OptionError("cache_dir", "exec_type=container needs cache_dir, the directory to mount into the container")
-    mounts = []
-    if cache_dir:
-        mounts.append(("cache_dir", posixpath.normpath(cache_dir)))
+    if command == "mlperf run" and not results_dir:
+        raise OptionError(
+            "results_dir", "exec_type=container needs results_dir, the directory of the results tree to mount"
+        )
+    wanted = []
+    for option, directory in (("cache_dir", cache_dir), ("results_dir", results_dir)):
+        if directory:
+            if not posixpath.isabs(directory):
+                raise OptionError(option, f"must be an absolute path with exec_type=container, got {quote(directory)}")
+            wanted.append((option, posixpath.normpath(directory)))
     for option, path in (("output", output), ("config", config)):
         if path:
-            directory = _mount_dir(option, path, cache_dir)
-            if directory and directory not in [mounted for _option, mounted in mounts]:
-                mounts.append((option, directory))
+            wanted.append((option, _file_dir(option, path)))
+    mounts = []
+    for option, directory in wanted:
+        if not _covered(directory, mounts):
+            mounts.append((option, directory))
     argv = [container_engine, "run", "--rm", "--network", "host"]
     for option, directory in mounts:
         if ":" in directory or "," in directory:

@@ -8,9 +8,9 @@ module: kvcache_command
 short_description: Build the kvcache engine's command line and its MPI prefix
 version_added: "0.1.0"
 description:
-  - Builds the argv that runs the storagebench kvcache engine (C(python -m kvcache run) or
-    C(python -m kvcache datasize)), locally, in a container, or under C(mpirun)/C(mpiexec) across
-    1 to 10,000 hosts with Open MPI or MPICH (Hydra).
+  - Builds the argv that runs the storagebench kvcache engine (C(python -m kvcache run),
+    C(python -m kvcache datasize) or the MLPerf Storage submission run C(python -m kvcache mlperf run)), locally,
+    in a container, or under C(mpirun)/C(mpiexec) across 1 to 10,000 hosts with Open MPI or MPICH (Hydra).
   - It never runs the benchmark. Run the returned RV(argv) with M(ansible.builtin.command) and C(argv:),
     never as a shell string.
   - The engine is asked for its option contract with C(PYTHON -m kvcache describe) (every option's flag, type,
@@ -25,9 +25,15 @@ author:
   - storagebench developers (!UNKNOWN)
 options:
   command:
-    description: The engine subcommand.
+    description:
+      - The engine subcommand.
+      - V(mlperf run) runs the MLPerf Storage KV-cache options x trials and writes the submission's results tree
+        under O(results_dir) on rank 0's host. Its own options (C(category), C(option), C(trials), C(delay),
+        C(organization), C(system_name), C(what_if), C(json)) go in O(extra_args), checked against the contract
+        like any other; in the CLOSED category the engine itself refuses a workload option (exit 2, naming it).
+      - V(mlperf run) takes no O(output) (the results tree replaces it); the contract's message says so.
     type: str
-    choices: [run, datasize]
+    choices: [run, datasize, mlperf run]
     default: run
   model:
     description:
@@ -55,7 +61,8 @@ options:
     description:
       - Directory on the storage under test (engine C(--cache-dir), C(run) only).
       - Must be absolute, since every rank resolves it on its own host.
-      - Required with O(exec_type=container) and O(command=run); it is mounted at the same path.
+      - Required with O(exec_type=container) and O(command=run) or O(command=mlperf run); it is mounted at the
+        same path.
     type: str
   generation_mode:
     description:
@@ -69,6 +76,13 @@ options:
     type: str
   output:
     description: Where rank 0 writes the result JSON (engine C(--output), C(run) only).
+    type: str
+  results_dir:
+    description:
+      - The directory of the MLPerf results tree, which rank 0 writes on its host (engine C(--results-dir),
+        C(mlperf run) only; required by the engine there).
+      - Must be absolute. With O(exec_type=container) it is required and mounted at the same path (give a directory
+        that exists, since C(podman) does not create a missing one).
     type: str
   config:
     description: A YAML file of engine options and user-defined models (engine C(--config)).
@@ -259,6 +273,34 @@ EXAMPLES = r"""
       num_gpus: 2
       tensor_parallel: 2
       enable_rag: true
+
+- name: The MLPerf Storage CLOSED option 1 across two hosts (3 trials; the rules fix the workload)
+  storagebench.kvcache.kvcache_command:
+    command: mlperf run
+    exec_type: mpi
+    hosts: [node1, node2]
+    cache_dir: /mnt/nvme/kvcache
+    results_dir: /var/tmp/mlperf-results
+    extra_args:
+      category: closed
+      option: "1"
+      organization: example-org
+      quiet: true
+
+- name: What an OPEN run of every option would run (the plan as JSON), built in check mode as well
+  storagebench.kvcache.kvcache_command:
+    command: mlperf run
+    cache_dir: /mnt/nvme/kvcache
+    results_dir: /var/tmp/mlperf-results
+    num_users: 20
+    duration: 30
+    extra_args:
+      category: open
+      option: all
+      trials: 1
+      delay: 0
+      what_if: true
+      json: true
 
 - name: The engine in a container
   storagebench.kvcache.kvcache_command:
@@ -454,6 +496,7 @@ def main():
         generation_mode=dict(type="str"),
         performance_profile=dict(type="str"),
         output=dict(type="str"),
+        results_dir=dict(type="str"),
         config=dict(type="str"),
         extra_args=dict(type="dict", default={}),
         python=dict(type="str", default=DEFAULT_PYTHON),
@@ -552,6 +595,7 @@ def build_command(module, description):
             params["container_engine"],
             cache_dir=params["cache_dir"],
             output=params["output"],
+            results_dir=params["results_dir"],
             config=params["config"],
             env=params["env"],
             command=params["command"],

@@ -5,6 +5,7 @@ import shlex
 
 import pytest
 from ansible_collections.storagebench.kvcache.plugins.module_utils.engine_command import (
+    COMMANDS,
     ENGINE_OPTIONS,
     build_engine_argv,
     with_env,
@@ -224,9 +225,9 @@ def test_every_option_of_the_contract_is_checked_as_extra_args(description):
     for entry in description["options"]:
         if entry["name"] in ENGINE_OPTIONS:
             continue
-        for command in set(entry["commands"]) & {"run", "datasize"}:
+        for command in set(entry["commands"]) & set(COMMANDS):
             argv, _warnings = build(description, command=command, extra_args={entry["name"]: _good_value(entry)})
-            assert argv[4] == entry["flag"]
+            assert argv[3 + len(command.split())] == entry["flag"]
             for value in _bad_values(entry):
                 with pytest.raises(OptionError) as err:
                     build(description, command=command, extra_args={entry["name"]: value})
@@ -293,3 +294,90 @@ def test_container_errors_name_the_option(kwargs, option):
 def test_container_datasize_needs_no_cache_dir():
     argv = wrap_in_container(["py", "-m", "kvcache", "datasize"], "kv", command="datasize")
     assert argv == ["docker", "run", "--rm", "--network", "host", "kv", "py", "-m", "kvcache", "datasize"]
+
+
+# `kvcache mlperf run` (issue 13): two words of command, its own options through extra_args, results_dir a directory.
+MLPERF = "mlperf run"
+
+
+def _engine_args(argv):
+    """What the engine's own parser makes of an argv the module built."""
+    cli = pytest.importorskip("kvcache.cli")
+    return cli.build_parser().parse_args(argv[3:])
+
+
+def test_mlperf_run_argv_is_what_the_engine_parses(description):
+    extra = {"category": "open", "option": "1", "trials": 2, "delay": 0, "organization": "org", "quiet": True}
+    argv, warnings = build(description, command=MLPERF, extra_args=extra, model="tiny-1b", num_users=2,
+                           duration=2, cache_dir="/mnt/kv", results_dir="/var/tmp/mlperf")  # fmt: skip
+    assert argv == [
+        PY, "-m", "kvcache", "mlperf", "run", "--model", "tiny-1b", "--num-users", "2", "--duration", "2.0",
+        "--cache-dir", "/mnt/kv", "--results-dir", "/var/tmp/mlperf", "--category", "open", "--option", "1",
+        "--trials", "2", "--delay", "0.0", "--organization", "org", "--quiet",
+    ]  # fmt: skip
+    assert warnings == []
+    args = _engine_args(argv)
+    assert (args.command, args.step, args.category, args.option, args.trials, args.delay) == (
+        "mlperf",
+        "run",
+        "open",
+        "1",
+        2,
+        0.0,
+    )
+    assert (args.results_dir, args.cache_dir, args.num_users) == ("/var/tmp/mlperf", "/mnt/kv", 2)
+
+
+def test_mlperf_run_refuses_output_with_the_contracts_message(description):
+    with pytest.raises(OptionError) as err:
+        build(description, command=MLPERF, output="/tmp/r.json")
+    assert err.value.option == "output"
+    assert str(err.value) == "output: 'kvcache mlperf run' has no --output flag (an option of run)"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"option": 1}, "extra_args: option: must be a string, got 1"),
+        ({"option": "4"}, "extra_args: option: must be one of 1, 2, 3, all, got '4'"),
+        ({"category": "CLOSED"}, "extra_args: category: must be one of closed, open, got 'CLOSED'"),
+        ({"trials": 0}, "extra_args: trials: must be >= 1, got 0"),
+        ({"io_trace_log": "/t.csv"}, "extra_args: 'io_trace_log': 'kvcache mlperf run' has no --io-trace-log flag"),
+        ({"results_dir": "/r"}, "extra_args: results_dir: use the module's results_dir option instead"),
+    ],
+)
+def test_mlperf_run_options_are_checked_against_the_contract(description, extra, message):
+    with pytest.raises(OptionError) as err:
+        build(description, command=MLPERF, extra_args=extra)
+    assert str(err.value).startswith(message)
+
+
+def test_results_dir_is_absolute_and_only_for_mlperf_run(description):
+    with pytest.raises(OptionError) as err:
+        build(description, command=MLPERF, results_dir="results")
+    assert str(err.value).startswith("results_dir: must be an absolute path")
+    for command in ("run", "datasize"):
+        with pytest.raises(OptionError) as err:
+            build(description, command=command, results_dir="/r")
+        assert str(err.value).startswith(f"results_dir: 'kvcache {command}' has no --results-dir flag")
+
+
+def test_container_mlperf_run_mounts_the_cache_and_the_results_tree(description):
+    engine, _warnings = build(description, command=MLPERF, cache_dir="/mnt/kv", results_dir="/srv/mlperf")
+    argv = wrap_in_container(engine, "kv", cache_dir="/mnt/kv", results_dir="/srv/mlperf/", command=MLPERF)
+    assert argv == ["docker", "run", "--rm", "--network", "host", "-v", "/mnt/kv:/mnt/kv",
+                    "-v", "/srv/mlperf:/srv/mlperf", "kv"] + engine  # fmt: skip
+    # A results tree inside the cache directory is already there.
+    argv = wrap_in_container(engine, "kv", cache_dir="/mnt/kv", results_dir="/mnt/kv/results", command=MLPERF)
+    assert argv == ["docker", "run", "--rm", "--network", "host", "-v", "/mnt/kv:/mnt/kv", "kv"] + engine
+
+
+@pytest.mark.parametrize(
+    "kwargs, option",
+    [({"cache_dir": "/c"}, "results_dir"), ({"results_dir": "/r"}, "cache_dir"),
+     ({"cache_dir": "/c", "results_dir": "r"}, "results_dir")],
+)  # fmt: skip
+def test_container_mlperf_run_needs_both_directories(kwargs, option):
+    with pytest.raises(OptionError) as err:
+        wrap_in_container(["py"], "kv", command=MLPERF, **kwargs)
+    assert err.value.option == option

@@ -419,3 +419,38 @@ def test_bad_reference_option_values_fail_before_anything_runs(commands, args, m
 def test_a_run_only_reference_option_is_refused_for_datasize(commands):
     failure = fail_module({"command": "datasize", "extra_args": {"user_loop": "open"}})
     assert failure["msg"].startswith("extra_args: 'user_loop': 'kvcache datasize' has no --user-loop flag")
+
+
+def test_mlperf_run_under_mpi_builds_the_prefix_and_the_engines_argv(commands):
+    args = {"command": "mlperf run", "exec_type": "mpi", "hosts": ["h1", "h2"], "cache_dir": "/mnt/kv",
+            "results_dir": "/var/tmp/mlperf", "extra_args": {"category": "closed", "option": "all"}}  # fmt: skip
+    for check_mode in (False, True):
+        result = run_module(args, check_mode=check_mode)
+        assert result["engine_argv"] == [DEFAULT_PY, "-m", "kvcache", "mlperf", "run", "--cache-dir", "/mnt/kv",
+                                         "--results-dir", "/var/tmp/mlperf", "--category", "closed",
+                                         "--option", "all"]  # fmt: skip
+        assert result["argv"] == result["mpi_prefix"] + result["engine_argv"]
+        assert result["num_processes"] == 2 and result["changed"] is False
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"output": "/tmp/r.json"}, "output: 'kvcache mlperf run' has no --output flag (an option of run)"),
+        ({"extra_args": {"option": 2}}, "extra_args: option: must be a string, got 2"),
+        ({"exec_type": "container", "container_image": "kv", "cache_dir": "/c"},
+         "results_dir: exec_type=container needs results_dir, the directory of the results tree to mount"),
+    ],
+)  # fmt: skip
+def test_mlperf_run_bad_input_fails_naming_the_option(commands, args, message):
+    failure = fail_module(dict(args, command="mlperf run"))
+    assert failure["msg"] == message
+    assert failure["option"] == message.split(":")[0]
+
+
+def test_mlperf_run_in_a_container_mounts_the_results_tree(commands):
+    result = run_module({"command": "mlperf run", "exec_type": "container", "container_image": "kv", "python": "py",
+                         "cache_dir": "/mnt/kv", "results_dir": "/srv/mlperf"})  # fmt: skip
+    assert result["argv"][:10] == ["docker", "run", "--rm", "--network", "host", "-v", "/mnt/kv:/mnt/kv",
+                                   "-v", "/srv/mlperf:/srv/mlperf", "kv"]  # fmt: skip
+    assert result["argv"][10:] == result["engine_argv"]
