@@ -1,0 +1,322 @@
+"""`kvcache mlperf check DIR`: the rules verdict of each run directory under DIR, with every reason.
+
+INVALID: the tree does not hold what a finished run wrote (a trial missing, interrupted or failed, a rank missing
+or failed, a file changed after the run, a rank that ran other parameters than the metadata says, a short window,
+a stale summary), or it claims CLOSED and is not. CLOSED: nothing invalid, and every option ran the rules'
+workload (read from the rank files, not only the metadata), their trial count, seeds and rests. OPEN: nothing
+invalid, category open; the reasons are every difference from CLOSED.
+"""
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+from kvcache import options
+from kvcache.errors import UsageError, shown_path
+from kvcache.mlperf import layout, rules
+from kvcache.mlperf.summary import read_json, summarize
+
+SEVERITY = (rules.CLOSED, rules.OPEN, rules.INVALID)
+# A window may end a little before the duration asked (the last poll, the stop barrier); less than this is short.
+WINDOW_SHARE = 0.99
+
+
+def _shown(name: str, value: Any) -> str:
+    """A parameter's value with its unit: `5 s`, `200 users`, `llama3.1-8b`."""
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    unit = options.BY_NAME[name].unit if name in options.BY_NAME else None
+    return f"{text} {unit}" if unit and value is not None and not isinstance(value, bool) else text
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON values: 5 and 5.0 are, True and 1 are not."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> Optional[str]:
+    """The dotted path of the first place two JSON values differ, or None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if key not in a or key not in b:
+                return f"{where}{key}"
+            found = _first_difference(a[key], b[key], f"{where}{key}.")
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for index, (x, y) in enumerate(zip(a, b)):
+            found = _first_difference(x, y, f"{where}{index}.")
+            if found:
+                return found
+        return None
+    return None if _same(a, b) else (where.rstrip(".") or "the whole file")
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _read(path: str, label: str, invalid: List[str]) -> Optional[dict]:
+    try:
+        return read_json(path)
+    except OSError:
+        invalid.append(f"{label} missing")
+    except ValueError as exc:
+        invalid.append(f"{label} unreadable: {exc}")
+    return None
+
+
+def _check_digests(directory: str, record: dict, expected: List[str], label: str, invalid: List[str]) -> None:
+    files = record.get("files")
+    if not isinstance(files, dict):
+        invalid.append(f"{label}: {layout.TRIAL_FILE} records no file digests")
+        return
+    for path in expected:
+        relative = os.path.relpath(path, directory)
+        if relative not in files and os.path.exists(path):
+            invalid.append(f"{label}: {relative} is not recorded in {layout.TRIAL_FILE}")
+    for relative, sha in sorted(files.items()):
+        path = os.path.normpath(os.path.join(directory, str(relative)))
+        if os.path.relpath(path, directory).startswith(os.pardir):
+            invalid.append(f"{label}: {layout.TRIAL_FILE} records a file outside the trial: {relative}")
+        elif not os.path.isfile(path):
+            continue  # named where its absence matters (the trial result, a rank file)
+        elif layout.digest(path) != sha:
+            invalid.append(f"{label}: {relative} changed after the run (its sha256 differs from {layout.TRIAL_FILE})")
+
+
+def _check_rank(record: dict, rank: int, where: Dict[str, Any], parameters: dict, label: str, invalid: List[str]):
+    """One rank file against its place in the tree and the metadata; returns its config (or None)."""
+    for field in ("option", "trial", "rank", "world_size"):
+        if not _same(record.get(field), where[field]):
+            invalid.append(
+                f"{label}: its {field} is {record.get(field)!r}, its place in the tree says {where[field]!r}"
+            )
+    rank_result = record.get("rank_result")
+    if not isinstance(rank_result, dict):
+        invalid.append(f"{label}: no rank_result")
+        return None
+    if rank_result.get("status") != "ok":
+        invalid.append(f"{label} failed: {rank_result.get('error') or 'status ' + str(rank_result.get('status'))}")
+    config = record.get("config")
+    if not isinstance(config, dict):
+        invalid.append(f"{label}: no config")
+        return None
+    for name in rules.workload_names():
+        if name not in config:
+            invalid.append(f"{label}: its config lacks {name}")
+        elif parameters and not _same(config[name], parameters.get(name)):
+            says = _shown(name, parameters.get(name))
+            invalid.append(f"{label}: ran {name} {_shown(name, config[name])}, the metadata says {says}")
+    seed = config.get("seed")
+    seeds = config.get("seeds_per_rank")
+    if isinstance(seed, int) and seeds != [seed + r for r in range(where["world_size"])]:
+        invalid.append(f"{label}: seeds_per_rank {seeds!r} is not seed {seed} + rank")
+    if "seed" in rank_result and isinstance(seed, int) and not _same(rank_result["seed"], seed + rank):
+        invalid.append(f"{label}: ran seed {rank_result['seed']!r}, not seed {seed} + rank {rank}")
+    timed = not config.get("max_requests") and not config.get("use_burst_trace") and config.get("dataset_path") is None
+    duration = config.get("duration")
+    seconds = (rank_result.get("window") or {}).get("seconds")
+    if timed and isinstance(duration, (int, float)):
+        if not isinstance(seconds, (int, float)) or seconds < WINDOW_SHARE * duration:
+            invalid.append(
+                f"{label}: its window is {seconds!r} s, shorter than {WINDOW_SHARE:.0%} of the {duration:g} s asked"
+            )
+    return config
+
+
+def _check_trial(run_directory: str, option: str, trial: int, metadata: dict, invalid: List[str]) -> List[dict]:
+    """Every defect of one trial into `invalid`; returns the configs its rank files ran."""
+    label = f"option {option} trial {trial}"
+    world_size = metadata["world_size"]
+    directory = layout.trial_dir(run_directory, option, trial)
+    if not os.path.isdir(directory):
+        invalid.append(f"{label}: missing (asked {metadata['trials']} trials)")
+        return []
+    record = _read(os.path.join(directory, layout.TRIAL_FILE), f"{label}: {layout.TRIAL_FILE}", invalid)
+    if record is None:
+        return []
+    if record.get("schema") != layout.TRIAL_SCHEMA:
+        invalid.append(f"{label}: {layout.TRIAL_FILE} has schema {record.get('schema')!r}, not {layout.TRIAL_SCHEMA}")
+    for field, value in (("option", option), ("trial", trial), ("world_size", world_size)):
+        if not _same(record.get(field), value):
+            invalid.append(f"{label}: {layout.TRIAL_FILE} says {field} {record.get(field)!r}, its place {value!r}")
+    if record.get("state") == layout.STARTED:
+        invalid.append(f"{label}: interrupted (state {layout.STARTED}: it started and never finished)")
+    elif record.get("state") != layout.COMPLETE:
+        invalid.append(f"{label}: state {record.get('state')!r}, not {layout.COMPLETE}")
+    elif record.get("status") != "ok":
+        failed = record.get("failed_ranks") or []
+        invalid.append(
+            f"{label}: failed (status {record.get('status')!r}, failed ranks {failed}): "
+            f"{record.get('error') or 'no error recorded'}"
+        )
+    result_path = os.path.join(directory, layout.TRIAL_RESULT_FILE)
+    rank_paths = [layout.rank_file(directory, r, os.path.basename(run_directory)) for r in range(world_size)]
+    _check_digests(directory, record, [result_path] + rank_paths, label, invalid)
+    _read(result_path, f"{label}: {layout.TRIAL_RESULT_FILE}", invalid)
+    parameters = _dict(_dict(metadata.get("parameters")).get(option))
+    configs = []
+    for rank, path in enumerate(rank_paths):
+        rank_label = f"{label} rank {rank}"
+        rank_record = _read(path, rank_label, invalid)
+        if rank_record is not None:
+            where = {"option": option, "trial": trial, "rank": rank, "world_size": world_size}
+            config = _check_rank(rank_record, rank, where, parameters, rank_label, invalid)
+            if config is not None:
+                configs.append(config)
+    return configs
+
+
+def _differences_from_closed(metadata: dict, configs: Dict[str, List[dict]]) -> List[str]:
+    """Every way the run differs from CLOSED, in a stable order: per option its parameters (as the ranks ran them),
+    then the trial count, then the rests."""
+    found = []
+    for option in metadata["options"]:
+        closed = rules.closed_parameters(option)
+        for name, value in closed.items():
+            ran = []
+            for config in configs.get(option, []):
+                if name in config and not _same(config[name], value) and config[name] not in ran:
+                    ran.append(config[name])
+            for other in ran:
+                found.append(f"option {option}: {name} {_shown(name, other)} (CLOSED: {_shown(name, value)})")
+    if metadata["trials"] != rules.TRIALS:
+        found.append(f"{metadata['trials']} trials (CLOSED: {rules.TRIALS})")
+    measured = {str(d.get("before_option")): d.get("measured_s") for d in metadata.get("delays") or []}
+    schedule = metadata.get("schedule") or []
+    first = str(schedule[0].get("option")) if schedule else metadata["options"][0]
+    for option in metadata["options"]:
+        if option == first:
+            continue
+        rest = measured.get(option)
+        if not isinstance(rest, (int, float)):
+            found.append(f"no delay measured before option {option} (CLOSED: at least {rules.DELAY_S:g} s)")
+        elif rest < rules.DELAY_S:
+            found.append(f"delay {rest:g} s before option {option} (CLOSED: at least {rules.DELAY_S:g} s)")
+    return found
+
+
+def _metadata_problems(metadata: dict) -> Tuple[List[str], List[str]]:
+    """(what makes the rest unreadable against it, the other defects of the METADATA file)."""
+    fatal, problems = [], []
+    if metadata.get("schema") != layout.METADATA_SCHEMA:
+        fatal.append(f"metadata schema {metadata.get('schema')!r}, not {layout.METADATA_SCHEMA}")
+    if metadata.get("category") not in ("closed", "open"):
+        fatal.append(f"metadata category {metadata.get('category')!r}, not closed or open")
+    world_size, trials = metadata.get("world_size"), metadata.get("trials")
+    if not isinstance(world_size, int) or isinstance(world_size, bool) or world_size < 1:
+        fatal.append(f"metadata world_size {world_size!r} is not a count of ranks")
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        fatal.append(f"metadata trials {trials!r} is not a count of trials")
+    names = metadata.get("options")
+    if not isinstance(names, list) or not names or any(o not in rules.OPTION_ORDER for o in names):
+        fatal.append(f"metadata options {names!r}: not a list of {', '.join(rules.OPTION_ORDER)}")
+    if metadata.get("state") == "running":
+        problems.append("the invocation never ended (metadata state running)")
+    elif metadata.get("state") == "failed":
+        problems.append(f"the invocation failed: {metadata.get('error') or 'no error recorded'}")
+    elif metadata.get("state") != "complete":
+        problems.append(f"metadata state {metadata.get('state')!r}, not complete")
+    for name in ("parameters", "changes"):
+        if not isinstance(metadata.get(name), dict):
+            problems.append(f"the metadata has no {name} per option")
+    return fatal, problems
+
+
+def _check_summary(run_directory: str, invalid: List[str]) -> None:
+    path = layout.summary_file(run_directory, os.path.basename(run_directory))
+    written = _read(path, "the summary file", invalid)
+    if written is None:
+        return
+    where = _first_difference(written, summarize(run_directory))
+    if where:
+        invalid.append(f"the summary file differs from the tree at {where} (tampered with, or stale)")
+
+
+def _verdict(run_directory: str) -> Tuple[Optional[dict], str, List[str]]:
+    invalid: List[str] = []
+    timestamp = os.path.basename(run_directory)
+    metadata = _read(layout.metadata_file(run_directory, timestamp), "the metadata file", invalid)
+    if metadata is None:
+        return None, rules.INVALID, invalid
+    fatal, problems = _metadata_problems(metadata)
+    if fatal:  # the trials cannot be read against it
+        return metadata, rules.INVALID, fatal + problems
+    invalid += problems
+    parameters, changes = _dict(metadata.get("parameters")), _dict(metadata.get("changes"))
+    configs: Dict[str, List[dict]] = {}
+    for option in metadata["options"]:
+        if not isinstance(parameters.get(option), dict):
+            invalid.append(f"option {option}: the metadata records no parameters")
+        elif changes.get(option) != rules.changes(option, parameters[option]):
+            invalid.append(f"option {option}: the metadata's changes are not what its parameters change")
+        elif parameters[option].get("model") != metadata.get("model"):
+            invalid.append(f"option {option}: ran {parameters[option].get('model')}, the run directory's model is "
+                           f"{metadata.get('model')}")  # fmt: skip
+        for trial in range(1, metadata["trials"] + 1):
+            configs.setdefault(option, []).extend(_check_trial(run_directory, option, trial, metadata, invalid))
+    _check_summary(run_directory, invalid)
+    differences = _differences_from_closed(metadata, configs)
+    if metadata["category"] == "closed" and differences:
+        invalid += [f"claims CLOSED and is not: {d}" for d in differences]
+    if invalid:
+        return metadata, rules.INVALID, invalid
+    if metadata["category"] == "open":
+        return metadata, rules.OPEN, differences or ["category open, though nothing differs from CLOSED"]
+    ranks = metadata["world_size"]
+    return (
+        metadata,
+        rules.CLOSED,
+        [
+            f"options {', '.join(metadata['options'])}: every workload parameter of every rank is the rules' value",
+            f"{rules.TRIALS} trials of each option, all complete, {ranks} ranks each, every file as the run wrote it",
+            f"seed {rules.COMMON['seed']} + rank on every rank; every window at least {WINDOW_SHARE:.0%} of the "
+            f"{rules.COMMON['duration']:g} s asked",
+            f"every rest between options at least {rules.DELAY_S:g} s; the summary is the tree's",
+        ],
+    )
+
+
+def check_run_dir(run_directory: str) -> Dict[str, Any]:
+    """The verdict of one run directory: {run_dir, category, model, verdict, reasons}."""
+    run_directory = os.path.normpath(run_directory)
+    metadata, verdict, reasons = _verdict(run_directory)
+    metadata = metadata or {}
+    return {
+        "run_dir": run_directory,
+        "category": metadata.get("category"),
+        "model": metadata.get("model"),
+        "verdict": verdict,
+        "reasons": reasons,
+    }
+
+
+def check_tree(path: str) -> Dict[str, Any]:
+    """Every run directory at or under `path`: {verdict: the worst of them, runs: [...]}. UsageError (exit 2) when
+    `path` is not a directory or holds no run."""
+    if not os.path.isdir(path):
+        raise UsageError("DIR", f"{shown_path(path)} is not a directory")
+    found = layout.find_run_dirs(path)
+    if not found:
+        raise UsageError(
+            "DIR", f"{shown_path(path)} holds no MLPerf run directory (one with a kv_cache_<timestamp>_metadata.json)"
+        )
+    runs = [check_run_dir(run) for run in found]
+    return {"verdict": max((r["verdict"] for r in runs), key=SEVERITY.index), "runs": runs}
+
+
+def run_check(path: str, as_json: bool, stdout) -> int:
+    """Print the verdicts (text, or the dict as JSON); 0 for CLOSED or OPEN, 1 for INVALID."""
+    report = check_tree(path)
+    if as_json:
+        stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        for run in report["runs"]:
+            stdout.write(f"{run['verdict']}: {run['run_dir']} ({run['model']}, category {run['category']})\n")
+            for reason in run["reasons"]:
+                stdout.write(f"  - {reason}\n")
+        count = len(report["runs"])
+        stdout.write(f"overall: {report['verdict']} ({count} run director{'y' if count == 1 else 'ies'})\n")
+    stdout.flush()
+    return 1 if report["verdict"] == rules.INVALID else 0
