@@ -109,7 +109,9 @@ def check_closed(given: Mapping[str, Any], config_path) -> None:
             continue
         if name in CLOSED_MAY_SET:
             continue
-        fixed = sorted({_shown(closed_parameters(o)[name]) for o in OPTION_ORDER})
+        # Each option's value in option order (one value when they agree), so the message pairs them right.
+        values = [_shown(closed_parameters(o)[name]) for o in OPTION_ORDER]
+        fixed = values[:1] if len(set(values)) == 1 else values
         raise UsageError(
             flag,
             f"CLOSED fixes it at {' / '.join(fixed)} for options {', '.join(OPTION_ORDER)} ({RULES}); a CLOSED run may "

@@ -73,7 +73,7 @@ def test_closed_refuses_a_config_file():
 def test_the_duration_message_says_what_closed_fixes():
     with pytest.raises(UsageError, match="fixes it at 300 for options 1, 2, 3"):
         rules.check_closed({"duration": 5.0}, None)
-    with pytest.raises(UsageError, match="fixes it at 100 / 200 / 70"):
+    with pytest.raises(UsageError, match="fixes it at 200 / 100 / 70 for options 1, 2, 3"):
         rules.check_closed({"num_users": 2}, None)
 
 
