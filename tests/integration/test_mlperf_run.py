@@ -1,0 +1,223 @@
+"""`kvcache mlperf run` for real on one rank: OPEN runs with short trials, CLOSED's refusals and its what-if plan."""
+
+import json
+import os
+import sys
+
+import pytest
+from engine_helpers import kvcache, leftovers
+
+from kvcache.mlperf import layout, rules
+
+SMALL = ["--category", "open", "--model", "tiny-1b", "--num-users", "2", "--gpu-mem-gb", "0", "--cpu-mem-gb", "0"]
+SMALL_OPEN = [*SMALL, "--duration", "2", "--delay", "0", "--quiet"]
+
+
+def mlperf_run(tmp_path, *args, timeout=120):
+    cache = tmp_path / "cache"
+    cache.mkdir(exist_ok=True)
+    return kvcache("mlperf", "run", "--results-dir", tmp_path / "results", "--cache-dir", cache, *args, timeout=timeout)
+
+
+def read(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def only_run_dir(tmp_path):
+    found = layout.find_run_dirs(str(tmp_path / "results"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_open_run_writes_the_layout_a_summary_of_the_rank_files_and_a_metadata_with_its_changes(tmp_path):
+    done = mlperf_run(tmp_path, *SMALL_OPEN, "--option", "1", "--trials", "2", "--organization", "acme",
+                      "--system-name", "sut-1")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run_dir = only_run_dir(tmp_path)
+    timestamp = os.path.basename(run_dir)
+    assert run_dir == layout.run_dir(str(tmp_path / "results"), "open", "acme", "sut-1", "tiny-1b", timestamp)
+    expected = {
+        os.path.relpath(p, run_dir)
+        for p in (layout.metadata_file(run_dir, timestamp), layout.summary_file(run_dir, timestamp))
+    }
+    for trial in (1, 2):
+        trial_dir = layout.trial_dir(run_dir, "1", trial)
+        for path in (layout.TRIAL_FILE, layout.TRIAL_RESULT_FILE, layout.rank_file("", 0, timestamp)):
+            expected.add(os.path.relpath(os.path.join(trial_dir, path), run_dir))
+    files = {f for f in leftovers(run_dir) if os.path.isfile(os.path.join(run_dir, f))}
+    assert files == expected
+    assert leftovers(tmp_path / "cache") == []  # every trial cleaned its cache namespace
+
+    rank_bandwidths = {"read": [], "write": []}
+    for trial in (1, 2):
+        trial_dir = layout.trial_dir(run_dir, "1", trial)
+        record = read(os.path.join(trial_dir, layout.TRIAL_FILE))
+        assert record["state"] == layout.COMPLETE and record["status"] == "ok" and record["world_size"] == 1
+        assert record["ended_unix_s"] >= record["started_unix_s"]
+        rank_path = layout.rank_file(trial_dir, 0, timestamp)
+        assert record["files"] == layout.relative_digests(
+            trial_dir, [os.path.join(trial_dir, layout.TRIAL_RESULT_FILE), rank_path]
+        )
+        rank = read(rank_path)
+        assert (rank["schema"], rank["option"], rank["trial"], rank["rank"]) == (layout.RANK_SCHEMA, "1", trial, 0)
+        result = read(os.path.join(trial_dir, layout.TRIAL_RESULT_FILE))
+        assert rank["rank_result"] == result["per_rank"][0] and rank["config"] == result["config"]
+        assert rank["config"]["duration"] == 2.0 and rank["config"]["seed"] == 42
+        for direction in rank_bandwidths:
+            rank_bandwidths[direction].append(
+                rank["rank_result"]["tiers"]["storage"][f"{direction}_bandwidth_bytes_per_s"]
+            )
+
+    summary = read(layout.summary_file(run_dir, timestamp))
+    assert summary["total_ranks"] == 1 and summary["category"] == "open"
+    figures = summary["options"]["1"]
+    assert figures["complete_trials"] == [1, 2]
+    for direction, per_trial in rank_bandwidths.items():
+        stats = figures["rules"][f"{direction}_bandwidth_bytes_per_s"]
+        assert stats["per_trial"] == pytest.approx(per_trial) and stats["mean"] == pytest.approx(sum(per_trial) / 2)
+    assert "option 1 (tiny-1b): storage read" in done.stdout
+    assert f"kvcache mlperf check {tmp_path / 'results'}" in done.stdout
+
+    meta = read(layout.metadata_file(run_dir, timestamp))
+    assert meta["state"] == "complete" and meta["error"] is None and meta["options"] == ["1"]
+    assert meta["trials"] == 2 and meta["world_size"] == 1 and meta["delays"] == []
+    changed = {c["parameter"]: (c["closed"], c["value"]) for c in meta["changes"]["1"]}
+    assert changed == {"model": ("llama3.1-8b", "tiny-1b"), "num_users": (200, 2), "duration": (300.0, 2.0)}
+    assert meta["parameters"]["1"]["num_users"] == 2 and meta["parameters"]["1"]["seed"] == 42
+    assert meta["command"][:5] == [sys.executable, "-m", "kvcache", "mlperf", "run"] and "--trials" in meta["command"]
+    assert [(s["option"], s["trial"]) for s in meta["schedule"]] == [("1", 1), ("1", 2)]
+    assert meta["versions"]["kvcache"] and meta["versions"]["python"]
+    for moment in ("start", "end"):
+        (facts,) = meta["cluster"][moment]
+        assert facts["rank"] == 0 and facts["cpus"] >= 1 and facts["memory"]["total_bytes"] > 0
+        assert facts["cache_dir"]["path"] == str(tmp_path / "cache") and facts["kernel"]
+    assert meta["cluster"]["end"][0]["time_unix_s"] > meta["cluster"]["start"][0]["time_unix_s"]
+
+    checked = kvcache("mlperf", "check", tmp_path / "results", "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    verdict = json.loads(checked.stdout)
+    text = json.dumps(verdict)
+    assert "OPEN" in text and "INVALID" not in text
+    for reason in ("num_users", "duration", "model", "trials"):
+        assert reason in text
+
+
+@pytest.mark.parametrize(
+    "args, flag, words",
+    [
+        (["--duration", "5"], "--duration", "CLOSED fixes it at 300"),
+        (["--num-users", "3"], "--num-users", "200 / 100 / 70"),
+        (["--trials", "2"], "--trials", "CLOSED runs 3"),
+        (["--delay", "1"], "--delay", "CLOSED runs 90"),
+        (["--config", "CONFIG"], "--config", "takes no config file"),
+    ],
+)
+def test_closed_refuses_what_the_rules_fix_naming_the_parameter_and_the_rule(tmp_path, args, flag, words):
+    config = tmp_path / "c.yaml"
+    config.write_text("num_users: 3\n")
+    args = [str(config) if a == "CONFIG" else a for a in args]
+    done = mlperf_run(tmp_path, "--category", "closed", "--option", "1", *args)
+    assert done.returncode == 2
+    line = done.stderr.strip()
+    assert line.count("\n") == 0 and f"error: {flag}:" in line and words in line and rules.RULES in line
+    assert not (tmp_path / "results").exists() and leftovers(tmp_path / "cache") == []
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--option", "1"], "--category: required: closed or open"),
+        (["--category", "open", "--organization", "a/b"], "--organization:"),
+        (["--category", "open", "--organization", ".."], "--organization:"),
+        (["--category", "open", "--system-name", "my box"], "--system-name:"),
+    ],
+)
+def test_bad_invocations_exit_2_creating_nothing(tmp_path, args, expected):
+    done = mlperf_run(tmp_path, *args)
+    assert done.returncode == 2
+    assert expected in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "results").exists() and leftovers(tmp_path / "cache") == []
+
+
+def test_a_results_dir_that_cannot_be_created_exits_2_before_any_trial(tmp_path):
+    (tmp_path / "file").write_text("not a directory\n")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    done = kvcache("mlperf", "run", *SMALL_OPEN, "--option", "1", "--trials", "1", "--cache-dir", cache,
+                   "--results-dir", tmp_path / "file" / "results")  # fmt: skip
+    assert done.returncode == 2
+    assert "--results-dir:" in done.stderr and "is not a directory" in done.stderr
+    assert leftovers(cache) == [] and (tmp_path / "file").read_text() == "not a directory\n"
+
+
+def test_a_host_check_of_a_later_option_refuses_the_run_before_its_first_trial(tmp_path):
+    # 4 GiB per rank holds llama3.1-8b's largest entry (options 1 and 2), not llama3.1-70b-instruct's (option 3):
+    # the run is refused before option 1 starts.
+    done = mlperf_run(tmp_path, "--category", "open", "--option", "all", "--num-users", "2", "--duration", "2",
+                      "--delay", "0", "--trials", "1", "--storage-capacity-gb", "4", "--quiet")  # fmt: skip
+    assert done.returncode == 2
+    assert "--storage-capacity-gb" in done.stderr and "llama3.1-70b-instruct" in done.stderr
+    assert not (tmp_path / "results").exists() and leftovers(tmp_path / "cache") == []
+
+
+def test_closed_what_if_prints_the_three_options_fixed_parameters_and_runs_nothing(tmp_path):
+    done = mlperf_run(tmp_path, "--category", "closed", "--option", "all", "--what-if")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for users, cpu, allocs, model in (("200", "0", "16", "llama3.1-8b"), ("100", "4", "16", "llama3.1-8b"),
+                                      ("70", "0", "4", "llama3.1-70b-instruct")):  # fmt: skip
+        assert f"{model}, {users} users per rank, GPU tier 0 GiB, CPU tier {cpu} GiB, at most {allocs} " in out
+        assert f"--num-users {users} " in out and f"--max-concurrent-allocs {allocs}" in out
+    assert out.count("300 s, generation none, seed 42") == 3
+    assert "3 trial(s) per option, 90 s rest" in out
+    assert out.count("  trial 3: ") == 3 and "largest option: " in out
+    assert not (tmp_path / "results").exists() and leftovers(tmp_path / "cache") == []
+
+    as_json = mlperf_run(tmp_path, "--category", "closed", "--option", "all", "--what-if", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    plan = json.loads(as_json.stdout)
+    assert [o["option"] for o in plan["options"]] == ["1", "2", "3"]
+    assert (plan["trials"], plan["delay_s"], plan["category"]) == (3, 90.0, "closed")
+    needed = {o["option"]: o["datasize"]["storage_bytes_needed_per_rank"] for o in plan["options"]}
+    assert plan["largest_option"] == max(needed, key=needed.get)
+    for option in plan["options"]:
+        assert option["parameters"] == dict(rules.closed_parameters(option["option"]), **_placement(option))
+        assert option["changes"] == [] and option["run_argv"][:2] == ["kvcache", "run"]
+        assert option["datasize"]["largest_entry_bytes"] > 0
+        assert len(option["trials"]) == 3 and len(option["trials"][0]["rank_files"]) == 1
+    assert not (tmp_path / "results").exists()
+
+
+def _placement(option):
+    """The plan's parameters beyond the workload: where it runs (cache dir, MPI, output settings)."""
+    return {k: v for k, v in option["parameters"].items() if k not in rules.closed_parameters(option["option"])}
+
+
+def test_open_what_if_lists_the_changes_and_the_changed_command(tmp_path):
+    done = mlperf_run(tmp_path, *SMALL_OPEN, "--option", "2", "--what-if", "--json")
+    assert done.returncode == 0, done.stderr
+    (option,) = json.loads(done.stdout)["options"]
+    assert {c["parameter"] for c in option["changes"]} == {"model", "num_users", "duration", "cpu_mem_gb"}
+    argv = option["run_argv"]
+    assert argv[argv.index("--num-users") + 1] == "2" and argv[argv.index("--cpu-mem-gb") + 1] == "0.0"
+    assert not (tmp_path / "results").exists()
+
+
+def test_open_option_all_runs_three_options_in_one_run_directory_with_the_measured_rest(tmp_path):
+    done = mlperf_run(
+        tmp_path, *SMALL, "--quiet", "--option", "all", "--trials", "1", "--delay", "1", "--duration", "1"
+    )
+    assert done.returncode == 0, done.stderr
+    run_dir = only_run_dir(tmp_path)
+    timestamp = os.path.basename(run_dir)
+    meta = read(layout.metadata_file(run_dir, timestamp))
+    assert meta["options"] == ["1", "2", "3"] and meta["state"] == "complete"
+    assert [d["before_option"] for d in meta["delays"]] == ["2", "3"]
+    assert all(d["asked_s"] == 1.0 and d["measured_s"] >= 1.0 for d in meta["delays"])
+    assert [s["option"] for s in meta["schedule"]] == ["1", "2", "3"]
+    for option in ("1", "2", "3"):
+        assert read(os.path.join(layout.trial_dir(run_dir, option, 1), layout.TRIAL_FILE))["status"] == "ok"
+    summary = read(layout.summary_file(run_dir, timestamp))
+    assert sorted(summary["options"]) == ["1", "2", "3"]
+    assert all(f["complete_trials"] == [1] for f in summary["options"].values())
