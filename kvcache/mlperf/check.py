@@ -15,10 +15,18 @@ from kvcache import options
 from kvcache.errors import UsageError, shown_path
 from kvcache.mlperf import layout, rules
 from kvcache.mlperf.summary import read_json, summarize
+from kvcache.workload import DEFAULT_PROFILE
 
 SEVERITY = (rules.CLOSED, rules.OPEN, rules.INVALID)
 # A window may end a little before the duration asked (the last poll, the stop barrier); less than this is short.
 WINDOW_SHARE = 0.99
+# The trial config's workload profile (a --config file's templates, QoS, timing): no option, but it shapes the load.
+WORKLOAD = "workload"
+
+
+def _default_profile() -> dict:
+    """kv-cache.py's own profile as a result holds it (JSON: tuples are lists)."""
+    return json.loads(json.dumps(DEFAULT_PROFILE.as_dict()))
 
 
 def _shown(name: str, value: Any) -> str:
@@ -102,9 +110,12 @@ def _check_rank(record: dict, rank: int, where: Dict[str, Any], parameters: dict
     if not isinstance(config, dict):
         invalid.append(f"{label}: no config")
         return None
-    for name in rules.workload_names():
+    for name in rules.workload_names() + [WORKLOAD]:
         if name not in config:
             invalid.append(f"{label}: its config lacks {name}")
+        elif name == WORKLOAD:
+            if parameters and config[name] != parameters.get(name):
+                invalid.append(f"{label}: ran another workload profile than the metadata says")
         elif parameters and not _same(config[name], parameters.get(name)):
             says = _shown(name, parameters.get(name))
             invalid.append(f"{label}: ran {name} {_shown(name, config[name])}, the metadata says {says}")
@@ -172,6 +183,7 @@ def _differences_from_closed(metadata: dict, configs: Dict[str, List[dict]]) -> 
     """Every way the run differs from CLOSED, in a stable order: per option its parameters (as the ranks ran them),
     then the trial count, then the rests."""
     found = []
+    default = _default_profile()
     for option in metadata["options"]:
         closed = rules.closed_parameters(option)
         for name, value in closed.items():
@@ -181,6 +193,11 @@ def _differences_from_closed(metadata: dict, configs: Dict[str, List[dict]]) -> 
                     ran.append(config[name])
             for other in ran:
                 found.append(f"option {option}: {name} {_shown(name, other)} (CLOSED: {_shown(name, value)})")
+        if any(c.get(WORKLOAD, default) != default for c in configs.get(option, [])):
+            found.append(
+                f"option {option}: a workload profile of its own (a --config file's templates, QoS or timing; "
+                "CLOSED: kv-cache.py's)"
+            )
     if metadata["trials"] != rules.TRIALS:
         found.append(f"{metadata['trials']} trials (CLOSED: {rules.TRIALS})")
     measured = {str(d.get("before_option")): d.get("measured_s") for d in metadata.get("delays") or []}
@@ -195,6 +212,13 @@ def _differences_from_closed(metadata: dict, configs: Dict[str, List[dict]]) -> 
         elif rest < rules.DELAY_S:
             found.append(f"delay {rest:g} s before option {option} (CLOSED: at least {rules.DELAY_S:g} s)")
     return found
+
+
+def _rule_changes(recorded: Any) -> Any:
+    """The recorded changes of the rules' parameters (the workload profile's is checked on the ranks' configs)."""
+    if not isinstance(recorded, list):
+        return recorded
+    return [c for c in recorded if not (isinstance(c, dict) and c.get("parameter") == WORKLOAD)]
 
 
 def _metadata_problems(metadata: dict) -> Tuple[List[str], List[str]]:
@@ -249,7 +273,7 @@ def _verdict(run_directory: str) -> Tuple[Optional[dict], str, List[str]]:
     for option in metadata["options"]:
         if not isinstance(parameters.get(option), dict):
             invalid.append(f"option {option}: the metadata records no parameters")
-        elif changes.get(option) != rules.changes(option, parameters[option]):
+        elif _rule_changes(changes.get(option)) != rules.changes(option, parameters[option]):
             invalid.append(f"option {option}: the metadata's changes are not what its parameters change")
         elif parameters[option].get("model") != metadata.get("model"):
             invalid.append(f"option {option}: ran {parameters[option].get('model')}, the run directory's model is "

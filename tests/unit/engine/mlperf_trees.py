@@ -9,6 +9,7 @@ import os
 
 from kvcache.mlperf import layout, rules
 from kvcache.mlperf.summary import summarize
+from kvcache.workload import DEFAULT_PROFILE
 
 MIB = 1 << 20
 TIMESTAMP = "20260101_120000"
@@ -89,6 +90,7 @@ def trial_result(option, trial, world_size, config, start, seconds):
 
 def trial_config(option, category, world_size, given):
     values = rules.trial_values(option, category, given, {"cache_dir": "/tmp/kvcache-cache"})
+    values["workload"] = json.loads(json.dumps(DEFAULT_PROFILE.as_dict()))
     values["seeds_per_rank"] = [values["seed"] + r for r in range(world_size)]
     return values
 

@@ -258,3 +258,27 @@ def test_through_the_cli(tmp_path):
         assert err.getvalue().startswith("kvcache mlperf check: error: DIR: ")
         assert message in err.getvalue() and err.getvalue().count("\n") == 1
         assert out.getvalue() == ""
+
+
+def _own_profile(config):
+    config["workload"]["templates"]["chatbot"]["context_tokens"] = [256, 1024]
+
+
+def test_an_open_workload_profile_is_named_and_a_rank_that_ran_another_is_invalid(tmp_path):
+    run = trees.build(tmp_path, trials=1, given=GIVEN)
+    for rank in (0, 1):
+        trees.edit_json(_rank_path(run, "1", 1, rank), lambda r: _own_profile(r["config"]))
+    trees.refresh_digests(run, "1", 1)
+
+    def metadata_too(metadata):
+        _own_profile(metadata["parameters"]["1"])
+        change = {"parameter": "workload", "closed": {}, "value": metadata["parameters"]["1"]["workload"]}
+        metadata["changes"]["1"].append(change)  # plan.py records a --config profile as a change
+
+    trees.edit_json(_metadata(run), metadata_too)
+    report = check_run_dir(run)
+    assert report["verdict"] == rules.OPEN, report["reasons"]
+    assert "option 1: a workload profile of its own" in report["reasons"][2]
+    trees.edit_json(_rank_path(run, "1", 1, 1), lambda r: r["config"].update(workload={}))
+    trees.refresh_digests(run, "1", 1)
+    _invalid(run, "option 1 trial 1 rank 1", "another workload profile")
