@@ -74,6 +74,13 @@ def _read(path: str, label: str, invalid: List[str]) -> Optional[dict]:
     return None
 
 
+def _digest(path: str) -> Optional[str]:
+    try:
+        return layout.digest(path)
+    except OSError:
+        return None  # unreadable: it differs from any recorded digest
+
+
 def _check_digests(directory: str, record: dict, expected: List[str], label: str, invalid: List[str]) -> None:
     files = record.get("files")
     if not isinstance(files, dict):
@@ -89,7 +96,7 @@ def _check_digests(directory: str, record: dict, expected: List[str], label: str
             invalid.append(f"{label}: {layout.TRIAL_FILE} records a file outside the trial: {relative}")
         elif not os.path.isfile(path):
             continue  # named where its absence matters (the trial result, a rank file)
-        elif layout.digest(path) != sha:
+        elif _digest(path) != sha:
             invalid.append(f"{label}: {relative} changed after the run (its sha256 differs from {layout.TRIAL_FILE})")
 
 
@@ -199,7 +206,8 @@ def _differences_from_closed(metadata: dict, configs: Dict[str, List[dict]]) -> 
                 "CLOSED: kv-cache.py's)"
             )
     if metadata["trials"] != rules.TRIALS:
-        found.append(f"{metadata['trials']} trials (CLOSED: {rules.TRIALS})")
+        trials = metadata["trials"]
+        found.append(f"{trials} trial{'' if trials == 1 else 's'} (CLOSED: {rules.TRIALS})")
     measured = {str(d.get("before_option")): d.get("measured_s") for d in metadata.get("delays") or []}
     schedule = metadata.get("schedule") or []
     first = str(schedule[0].get("option")) if schedule else metadata["options"][0]
@@ -253,7 +261,12 @@ def _check_summary(run_directory: str, invalid: List[str]) -> None:
     written = _read(path, "the summary file", invalid)
     if written is None:
         return
-    where = _first_difference(written, summarize(run_directory))
+    try:
+        recomputed = summarize(run_directory)
+    except (TypeError, ValueError, OSError) as exc:  # a figure that is not a number: a damaged rank file
+        invalid.append(f"the tree's figures cannot be summarized: {exc}")
+        return
+    where = _first_difference(written, recomputed)
     if where:
         invalid.append(f"the summary file differs from the tree at {where} (tampered with, or stale)")
 

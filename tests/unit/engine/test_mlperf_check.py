@@ -282,3 +282,17 @@ def test_an_open_workload_profile_is_named_and_a_rank_that_ran_another_is_invali
     trees.edit_json(_rank_path(run, "1", 1, 1), lambda r: r["config"].update(workload={}))
     trees.refresh_digests(run, "1", 1)
     _invalid(run, "option 1 trial 1 rank 1", "another workload profile")
+
+
+def test_one_trial_is_named_in_the_singular(tmp_path):
+    run = trees.build(tmp_path, trials=1, given=GIVEN)
+    assert "1 trial (CLOSED: 3)" in check_run_dir(run)["reasons"]
+
+
+def test_a_figure_that_is_not_a_number_is_invalid_not_a_crash(tmp_path):
+    run = trees.build(tmp_path, given=GIVEN)
+    trees.edit_json(_rank_path(run, "1", 1, 0), lambda r: r["rank_result"]["tiers"]["storage"].update(
+        write_bandwidth_bytes_per_s="fast"))  # fmt: skip
+    trees.refresh_digests(run, "1", 1)
+    reasons = _invalid(run, "the tree's figures cannot be summarized")
+    assert len(reasons) == 1
