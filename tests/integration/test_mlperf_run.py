@@ -96,11 +96,11 @@ def test_open_run_writes_the_layout_a_summary_of_the_rank_files_and_a_metadata_w
 
     checked = kvcache("mlperf", "check", tmp_path / "results", "--json")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    verdict = json.loads(checked.stdout)
-    text = json.dumps(verdict)
-    assert "OPEN" in text and "INVALID" not in text
-    for reason in ("num_users", "duration", "model", "trials"):
-        assert reason in text
+    report = json.loads(checked.stdout)
+    assert report["verdict"] == "OPEN"
+    (run,) = report["runs"]
+    for changed in ("option 1: num_users 2", "option 1: duration 2", "option 1: model tiny-1b", "2 trials"):
+        assert any(r.startswith(changed) for r in run["reasons"]), run["reasons"]
 
 
 @pytest.mark.parametrize(
