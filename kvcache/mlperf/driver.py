@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import replace
 from typing import Any, Dict, List, Optional
 
@@ -155,6 +156,13 @@ class Invocation:
             )
             self.error = self._options()
             self.cluster["end"] = metadata.gather_cluster(self.comm, self.config.cache_dir)
+        except Exception:
+            if self.comm.size > 1:
+                # An unexpected error on one rank would leave the others waiting in a collective forever.
+                traceback.print_exc(file=self.stderr)
+                self.stderr.flush()
+                self.comm.abort(1)
+            raise
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

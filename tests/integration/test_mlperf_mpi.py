@@ -168,3 +168,16 @@ def test_a_rank_whose_storage_vanishes_fails_the_trial_and_the_checker_names_it(
     code, verdict, reasons = checked(tmp_path)
     assert (code, verdict) == (1, "INVALID")
     assert any("option 1" in r and "trial 1" in r and "rank 1" in r for r in reasons), reasons
+
+
+def test_what_if_under_two_ranks_prints_one_plan_with_both_rank_files_and_creates_nothing(tmp_path):
+    done = subprocess.run(
+        mlperf_under_mpirun(tmp_path, 2, "--trials", "2", "--duration", "2", "--what-if", "--json"),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)  # one object: only rank 0 prints
+    assert plan["world_size"] == 2 and plan["largest_option"] == "1"
+    (option,) = plan["options"]
+    assert [len(t["rank_files"]) for t in option["trials"]] == [2, 2]
+    assert not (tmp_path / "results").exists() and os.listdir(tmp_path / "cache") == []

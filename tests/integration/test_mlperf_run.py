@@ -2,10 +2,13 @@
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
-from engine_helpers import kvcache, leftovers
+from engine_helpers import ENGINE, kvcache, leftovers
 
 from kvcache.mlperf import layout, rules
 
@@ -221,3 +224,80 @@ def test_open_option_all_runs_three_options_in_one_run_directory_with_the_measur
     summary = read(layout.summary_file(run_dir, timestamp))
     assert sorted(summary["options"]) == ["1", "2", "3"]
     assert all(f["complete_trials"] == [1] for f in summary["options"].values())
+
+
+def _wait_for(found, what, seconds=60.0):
+    for _attempt in range(int(seconds * 10)):  # bounded poll
+        value = found()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what} never happened in {seconds:g} s")
+
+
+def _trial_state(tmp_path, option):
+    found = layout.find_run_dirs(str(tmp_path / "results"))
+    path = os.path.join(layout.trial_dir(found[0], option, 1), layout.TRIAL_FILE) if found else None
+    try:
+        return read(path)["state"] if path else None
+    except (OSError, ValueError):  # not written yet
+        return None
+
+
+def _interrupted_run(tmp_path, args, ready, signum):
+    """Start a run, wait until `ready()`, send it `signum`; returns (exit code, stderr, elapsed seconds)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    argv = ENGINE + ["mlperf", "run", *args, "--results-dir", str(tmp_path / "results"), "--cache-dir", str(cache)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(ready, "the run reaching the moment to interrupt")
+        sent = time.monotonic()
+        process.send_signal(signum)
+        stderr = process.communicate(timeout=60)[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, stderr, time.monotonic() - sent
+
+
+def test_sigint_during_the_rest_stops_the_invocation_and_the_metadata_says_failed(tmp_path):
+    args = [*SMALL, "--option", "all", "--trials", "1", "--duration", "1", "--delay", "60"]
+    code, stderr, elapsed = _interrupted_run(
+        tmp_path, args, lambda: _trial_state(tmp_path, "1") == layout.COMPLETE, signal.SIGINT
+    )
+    assert code == 1, stderr
+    assert elapsed < 20, "the rest must end at once, not after its 60 s"
+    assert "rest before option 2: 60 s" in stderr  # the countdown (not --quiet)
+    run_dir = only_run_dir(tmp_path)
+    timestamp = os.path.basename(run_dir)
+    meta = read(layout.metadata_file(run_dir, timestamp))
+    assert meta["state"] == "failed" and meta["error"] == "interrupted by SIGINT during the rest before option 2"
+    assert not os.path.exists(layout.option_dir(run_dir, "2"))
+    assert read(layout.summary_file(run_dir, timestamp))["options"]["1"]["complete_trials"] == [1]
+
+
+def test_sigterm_during_a_trial_ends_it_as_failed_and_stops_the_invocation(tmp_path):
+    args = [*SMALL_OPEN, "--option", "1", "--trials", "2", "--duration", "60"]
+    code, stderr, elapsed = _interrupted_run(
+        tmp_path,
+        args,
+        lambda: _trial_state(tmp_path, "1") == layout.STARTED and _rank_writing(tmp_path),
+        signal.SIGTERM,
+    )
+    assert code == 1, stderr
+    assert elapsed < 30
+    run_dir = only_run_dir(tmp_path)
+    timestamp = os.path.basename(run_dir)
+    record = read(os.path.join(layout.trial_dir(run_dir, "1", 1), layout.TRIAL_FILE))
+    assert record["state"] == layout.COMPLETE and record["status"] == "failed" and "SIGTERM" in record["error"]
+    assert not os.path.exists(layout.trial_dir(run_dir, "1", 2))
+    meta = read(layout.metadata_file(run_dir, timestamp))
+    assert meta["state"] == "failed" and meta["error"].startswith("option 1 trial 1: ")
+    assert leftovers(tmp_path / "cache") == []
+
+
+def _rank_writing(tmp_path):
+    cache = tmp_path / "cache"
+    return any(name.endswith(".kv") for _root, _dirs, files in os.walk(cache) for name in files)
