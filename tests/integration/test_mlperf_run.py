@@ -301,3 +301,27 @@ def test_sigterm_during_a_trial_ends_it_as_failed_and_stops_the_invocation(tmp_p
 def _rank_writing(tmp_path):
     cache = tmp_path / "cache"
     return any(name.endswith(".kv") for _root, _dirs, files in os.walk(cache) for name in files)
+
+
+def test_open_config_values_and_its_workload_profile_are_changes_of_every_option(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("num_users: 3\ngeneration_timing:\n  fast: 0.5\n")
+    done = mlperf_run(tmp_path, "--category", "open", "--config", config, "--what-if", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    for option in plan["options"]:
+        changed = {c["parameter"]: c for c in option["changes"]}
+        assert sorted(changed) == ["num_users", "workload"] and changed["num_users"]["value"] == 3
+        assert changed["workload"]["value"]["generation_seconds_per_token"]["fast"] == 0.5
+        assert option["parameters"]["num_users"] == 3
+
+
+def test_json_prints_one_object_naming_the_run_directory_and_its_summary(tmp_path):
+    done = mlperf_run(tmp_path, *SMALL_OPEN, "--option", "1", "--trials", "1", "--duration", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)  # the trials' own tables are not printed
+    assert out["state"] == "complete" and out["error"] is None
+    assert out["run_directories"] == [only_run_dir(tmp_path)]
+    (summary,) = out["summaries"]
+    assert summary["options"]["1"]["complete_trials"] == [1]
+    assert out["check"] == f"kvcache mlperf check {tmp_path / 'results'}"
