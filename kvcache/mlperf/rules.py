@@ -32,24 +32,11 @@ WORKLOADS: Dict[str, Dict[str, Any]] = {
 # The mlperf command's own options, fixed by the rules in CLOSED: a different value is refused there.
 FIXED_IN_CLOSED = {"trials": TRIALS, "delay": DELAY_S}
 
-# What a CLOSED run may set: where it runs and writes, how the ranks start, what it prints. None of them changes
-# the workload the storage sees.
-CLOSED_MAY_SET = (
-    "cache_dir",
-    "results_dir",
-    "organization",
-    "system_name",
-    "mpi",
-    "category",
-    "option",
-    "what_if",
-    "json",
-    "quiet",
-    "log_level",
-    "stats_interval",
-    "straggler_fraction",
-    "keep_cache",
-)
+# What a CLOSED run may set: where it runs and writes, and what it prints. None of them changes the workload the
+# storage sees.
+CLOSED_PLACEMENT = ("cache_dir", "results_dir", "organization", "system_name", "mpi", "keep_cache")
+CLOSED_OUTPUT = ("category", "option", "what_if", "json", "quiet", "log_level", "stats_interval", "straggler_fraction")
+CLOSED_MAY_SET = CLOSED_PLACEMENT + CLOSED_OUTPUT
 
 
 def selected(option: str) -> Tuple[str, ...]:
@@ -59,11 +46,7 @@ def selected(option: str) -> Tuple[str, ...]:
 
 def workload_names() -> List[str]:
     """The parameters of a trial that shape the load: every option a trial takes that CLOSED may not set."""
-    return [
-        o.name
-        for o in options.options_for(MLPERF_RUN)
-        if RUN in o.commands and o.name not in CLOSED_MAY_SET
-    ]
+    return [o.name for o in options.options_for(MLPERF_RUN) if RUN in o.commands and o.name not in CLOSED_MAY_SET]
 
 
 def closed_parameters(option: str) -> Dict[str, Any]:
@@ -90,7 +73,7 @@ def _shown(value: Any) -> str:
 
 def check_closed(given: Mapping[str, Any], config_path) -> None:
     """Refuse (exit 2) what a CLOSED run may not set: `given` maps each option typed or set in --config to its value."""
-    allowed = ", ".join(options.BY_NAME[n].flag for n in CLOSED_MAY_SET if n not in ("category", "json", "what_if"))
+    allowed = ", ".join(options.BY_NAME[name].flag for name in CLOSED_PLACEMENT) + " and what it prints"
     if config_path:
         raise UsageError(
             "--config",
@@ -114,8 +97,8 @@ def check_closed(given: Mapping[str, Any], config_path) -> None:
         fixed = values[:1] if len(set(values)) == 1 else values
         raise UsageError(
             flag,
-            f"CLOSED fixes it at {' / '.join(fixed)} for options {', '.join(OPTION_ORDER)} ({RULES}); a CLOSED run may "
-            f"set only {allowed}: use --category open to change it",
+            f"the MLPerf rules fix it at {' / '.join(fixed)} for options {', '.join(OPTION_ORDER)} in CLOSED; "
+            f"use --category open to change it (CLOSED takes only {allowed})",
         )
 
 

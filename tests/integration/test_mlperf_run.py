@@ -109,7 +109,7 @@ def test_open_run_writes_the_layout_a_summary_of_the_rank_files_and_a_metadata_w
 @pytest.mark.parametrize(
     "args, flag, words",
     [
-        (["--duration", "5"], "--duration", "CLOSED fixes it at 300"),
+        (["--duration", "5"], "--duration", "the MLPerf rules fix it at 300"),
         (["--num-users", "3"], "--num-users", "200 / 100 / 70"),
         (["--trials", "2"], "--trials", "CLOSED runs 3"),
         (["--delay", "1"], "--delay", "CLOSED runs 90"),

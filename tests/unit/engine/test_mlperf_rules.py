@@ -56,7 +56,7 @@ def test_closed_refuses_every_workload_parameter_naming_it_and_the_way_out(name)
         rules.check_closed({"cache_dir": CACHE, name: options.BY_NAME[name].default}, None)
     message = str(caught.value)
     assert message.startswith(options.BY_NAME[name].flag + ":") and "--category open" in message
-    assert rules.RULES in message
+    assert "the MLPerf rules fix it at" in message
 
 
 @pytest.mark.parametrize(("name", "value", "fixed"), [("trials", 2, "3"), ("delay", 0.0, "90")])
@@ -71,9 +71,9 @@ def test_closed_refuses_a_config_file():
 
 
 def test_the_duration_message_says_what_closed_fixes():
-    with pytest.raises(UsageError, match="fixes it at 300 for options 1, 2, 3"):
+    with pytest.raises(UsageError, match="fix it at 300 for options 1, 2, 3 in CLOSED"):
         rules.check_closed({"duration": 5.0}, None)
-    with pytest.raises(UsageError, match="fixes it at 200 / 100 / 70 for options 1, 2, 3"):
+    with pytest.raises(UsageError, match="fix it at 200 / 100 / 70 for options 1, 2, 3"):
         rules.check_closed({"num_users": 2}, None)
 
 
