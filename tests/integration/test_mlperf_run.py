@@ -110,7 +110,7 @@ def test_open_run_writes_the_layout_a_summary_of_the_rank_files_and_a_metadata_w
     "args, flag, words",
     [
         (["--duration", "5"], "--duration", "the MLPerf rules fix it at 300"),
-        (["--num-users", "3"], "--num-users", "200 / 100 / 70"),
+        (["--num-users", "3"], "--num-users", "fix it at 200 / 100 / 70 for options 1, 2, 3"),
         (["--trials", "2"], "--trials", "CLOSED runs 3"),
         (["--delay", "1"], "--delay", "CLOSED runs 90"),
         (["--config", "CONFIG"], "--config", "takes no config file"),
@@ -123,7 +123,7 @@ def test_closed_refuses_what_the_rules_fix_naming_the_parameter_and_the_rule(tmp
     done = mlperf_run(tmp_path, "--category", "closed", "--option", "1", *args)
     assert done.returncode == 2
     line = done.stderr.strip()
-    assert line.count("\n") == 0 and f"error: {flag}:" in line and words in line and rules.RULES in line
+    assert line.count("\n") == 0 and f"error: {flag}:" in line and words in line and "MLPerf" in line
     assert not (tmp_path / "results").exists() and leftovers(tmp_path / "cache") == []
 
 
