@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import traceback
@@ -25,6 +26,7 @@ from typing import Any, Dict, List, Optional
 
 from kvcache.benchmark import plan_rank, run_benchmark
 from kvcache.errors import UsageError, shown_path
+from kvcache.headline import headline
 from kvcache.host_probe import nearest_existing
 from kvcache.mlperf import layout, metadata, summary
 from kvcache.mlperf.plan import OptionPlan, groups, option_plans, print_plan, what_if
@@ -246,10 +248,10 @@ class Invocation:
             f"{c.num_users} users per rank x {self.comm.size} rank(s)"
         )
         trial_config = replace(c, output=result_path)
-        # Trial summaries would break --json's one object; people see them otherwise.
-        trial_out = io.StringIO() if self.config.json else self.stdout
+        # A trial's own summary table stays in its result (`kvcache report` prints it): stdout gets its headline
+        # (below), and with --json nothing but the one object.
         try:
-            code = run_benchmark(trial_config, self.models, trial_out, self.stderr, comm=self.comm)
+            code = run_benchmark(trial_config, self.models, io.StringIO(), self.stderr, comm=self.comm)
             refused = None
         except UsageError as exc:  # rank 0's account of a check that failed on some rank at the trial's start
             code, refused = 2, str(exc)
@@ -289,6 +291,10 @@ class Invocation:
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     write_json_atomically(path, self._rank_doc(entry, result, rank_result))
                     written.append(path)
+                if not self.config.json:
+                    self.stdout.write(f"option {entry['option']} trial {entry['trial']}/{self.config.trials}:\n")
+                    self.stdout.write(textwrap.indent(headline(result), "  ") + "\n")
+                    self.stdout.flush()
                 failed_ranks = list(result.get("failed_ranks") or [])
                 if result["status"] == "ok" and code == 0:
                     status = "ok"

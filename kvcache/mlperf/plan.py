@@ -178,8 +178,8 @@ def format_plan(plan: Dict[str, Any]) -> str:
     ]
     for option in plan["options"]:
         lines.append(option["rule"])
-        lines.append("  parameters:")
-        lines += [f"    {name}: {value}" for name, value in option["parameters"].items()]
+        # The command names every parameter the rules fix and every one that differs from the table's default.
+        lines.append("  every other workload parameter at its default (--json lists them all)")
         if plan["category"] == "open":
             changed = ", ".join(f"{c['parameter']} {c['closed']} -> {c['value']}" for c in option["changes"])
             lines.append(f"  changes from CLOSED: {changed or 'none'}")

@@ -80,6 +80,9 @@ def test_open_run_writes_the_layout_a_summary_of_the_rank_files_and_a_metadata_w
         stats = figures["rules"][f"{direction}_bandwidth_bytes_per_s"]
         assert stats["per_trial"] == pytest.approx(per_trial) and stats["mean"] == pytest.approx(sum(per_trial) / 2)
     assert "option 1 (tiny-1b): storage read" in done.stdout
+    # Each trial's headline, not its whole table (the trial's result keeps that: `kvcache report`).
+    assert "option 1 trial 2/2:\n  storagebench.kvcache  status: OK" in done.stdout
+    assert "latency ms" not in done.stdout
     assert f"kvcache mlperf check {tmp_path / 'results'}" in done.stdout
 
     meta = read(layout.metadata_file(run_dir, timestamp))
