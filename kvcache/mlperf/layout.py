@@ -79,6 +79,11 @@ def trial_dir(run_directory: str, option: str, trial: int) -> str:
     return os.path.join(option_dir(run_directory, option), f"trial_{trial}")
 
 
+def trial_result_file(trial_directory: str) -> str:
+    """The trial's `kvcache run` result (its --output)."""
+    return os.path.join(trial_directory, TRIAL_RESULT_FILE)
+
+
 def rank_file(trial_directory: str, rank: int, timestamp: str) -> str:
     return os.path.join(trial_directory, f"rank_{rank}", f"kvcache_results_{timestamp}.json")
 
