@@ -101,12 +101,15 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # The top level has no option that takes a value, so the first bare word is the command.
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command in (RUN, "mlperf"):
+    rest = argv[argv.index(command) + 1 :] if command else []
+    # The commands that take kv-cache.py's flags; `mlperf run`'s step comes right after `mlperf`.
+    taking = RUN if command == RUN else MLPERF_RUN if command == "mlperf" and rest[:1] == ["run"] else None
+    if taking:
         # Before argparse, which would call a kv-cache.py flag we lack an unrecognized argument.
         try:
-            refuse_not_yet(argv[argv.index(command) + 1 :])
+            refuse_not_yet(rest if taking == RUN else rest[1:])
         except UsageError as exc:
-            stderr.write(f"kvcache {command}: error: {exc}\n")
+            stderr.write(f"kvcache {taking}: error: {exc}\n")
             return 2
     parser = build_parser()
     # argparse itself exits 2 on unknown flags and bad choices; its messages go to the streams we were given.

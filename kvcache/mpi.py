@@ -66,6 +66,9 @@ class MpiComm:
         self.library = mpi_module.Get_library_version().replace("\x00", "").strip().splitlines()[0]
         self._pending = []
         self._stop_sent = False
+        self._failures_sent = 0  # this rank's TAG_FAILED messages in this run
+        self._received = [0] * self.size  # rank 0: TAG_FAILED messages received from each rank
+        self._stop_received = False
 
     def barrier(self) -> None:
         self.comm.Barrier()
@@ -82,6 +85,7 @@ class MpiComm:
             self._broadcast_stop((0, message))
         else:
             self._pending.append(self.comm.isend((self.rank, message), dest=0, tag=TAG_FAILED))
+            self._failures_sent += 1
 
     def _broadcast_stop(self, failure) -> None:
         if self._stop_sent:
@@ -93,12 +97,16 @@ class MpiComm:
     def poll_failure(self) -> Optional[Tuple[int, str]]:
         """(rank, error) of a failed rank, or None. Rank 0 relays the first failure to everyone."""
         if self.rank == 0:
-            if self.comm.iprobe(source=self.MPI.ANY_SOURCE, tag=TAG_FAILED):
-                failure = self.comm.recv(source=self.MPI.ANY_SOURCE, tag=TAG_FAILED)
+            status = self.MPI.Status()
+            if self.comm.iprobe(source=self.MPI.ANY_SOURCE, tag=TAG_FAILED, status=status):
+                source = status.Get_source()
+                failure = self.comm.recv(source=source, tag=TAG_FAILED)
+                self._received[source] += 1
                 self._broadcast_stop(failure)
                 return failure
             return None
-        if self.comm.iprobe(source=0, tag=TAG_STOP):
+        if not self._stop_received and self.comm.iprobe(source=0, tag=TAG_STOP):
+            self._stop_received = True  # rank 0 sends at most one per run
             return self.comm.recv(source=0, tag=TAG_STOP)
         return None
 
@@ -107,21 +115,28 @@ class MpiComm:
         self.comm.Abort(code)
 
     def finish(self) -> None:
-        """End of a run: complete our sends and drain messages nobody received, so MPI finalizes cleanly
-        (or the next run on this communicator starts with no stale failure)."""
-        self.comm.Barrier()
+        """End of a run: receive every failure and stop message still in flight, complete our sends, so MPI
+        finalizes cleanly and the next run on this communicator (an MLPerf run's next trial) starts with none.
+
+        Counted, not probed: a message still on its way when a probe looks would be missed and would stop the
+        next run. Rank 0 learns how many failures each rank sent and every rank whether a stop was sent; then each
+        receives exactly what it has not received yet (blocking, bounded: those messages were all sent)."""
+        sent = self.comm.gather(self._failures_sent, root=0)
+        stop_sent = self.comm.bcast(self._stop_sent if self.rank == 0 else None, root=0)
+        if self.rank == 0:
+            for source in range(1, self.size):
+                for _message in range(sent[source] - self._received[source]):
+                    self.comm.recv(source=source, tag=TAG_FAILED)
+        elif stop_sent and not self._stop_received:
+            self.comm.recv(source=0, tag=TAG_STOP)
         for request in self._pending:
             request.wait()
-        tag = TAG_FAILED if self.rank == 0 else TAG_STOP
-        source = self.MPI.ANY_SOURCE if self.rank == 0 else 0
-        for _attempt in range(self.size):  # bounded: at most one message per rank is ever sent on each tag
-            if not self.comm.iprobe(source=source, tag=tag):
-                break
-            self.comm.recv(source=source, tag=tag)
         self.comm.Barrier()
-        # Ready for the next run on the same communicator (an MLPerf run's next trial).
         self._pending = []
         self._stop_sent = False
+        self._failures_sent = 0
+        self._received = [0] * self.size
+        self._stop_received = False
 
 
 def open_comm(mode: str):

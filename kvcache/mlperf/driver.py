@@ -8,12 +8,14 @@ checks (exit 2, nothing created) -> [--what-if: the plan, exit 0] -> timestamp, 
 A failed trial stops the invocation (exit 1); so does SIGINT/SIGTERM, which ends a trial as interrupted (the run
 machinery's handlers) or ends the rest. Every decision that changes what the ranks do next is taken on rank 0
 and broadcast, so no rank is left waiting in a collective the others skipped.
-With --json, stdout is one JSON object: {state, error, run_directories, summaries, check}.
+With --json, stdout is one JSON object: {state, error, run_directories, summaries, check} (check: the checker's
+command line for the results tree, shell-quoted; null when no run directory was made).
 """
 
 import io
 import json
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -43,11 +45,23 @@ def run_mlperf(config, models, given, argv, stdout, stderr) -> int:
     plans = option_plans(config, models, given)  # the same answer on every rank: before MPI does anything
     comm = open_comm(config.mpi)
     if config.what_if:
+        system_name = config.system_name or comm.host
+        problem = comm.bcast(_system_name_problem(system_name) if comm.rank == 0 else None)
+        if problem:  # the same refusal as the run's: the plan must not show a path the run would refuse
+            if comm.rank == 0:
+                raise UsageError(None, problem)
+            return 2
         if comm.rank == 0:
-            plan = what_if(config, plans, models, comm.size, config.system_name or comm.host)
-            print_plan(plan, config.json, stdout)
+            print_plan(what_if(config, plans, models, comm.size, system_name), config.json, stdout)
         return 0
     return Invocation(config, models, plans, comm, argv, stdout, stderr).run()
+
+
+def _system_name_problem(system_name: str) -> Optional[str]:
+    """Why rank 0's system name cannot be a directory of the results tree (None: it can)."""
+    if layout.NAME_RE.match(system_name):
+        return None
+    return f"--system-name: rank 0's host name {system_name!r} cannot be a directory name: give one"
 
 
 def _results_dir_problem(results_dir: str) -> Optional[str]:
@@ -111,8 +125,7 @@ class Invocation:
         problem = None
         if self.rank0:
             self.system_name = self.config.system_name or self.comm.host
-            if not layout.NAME_RE.match(self.system_name):
-                problem = f"--system-name: rank 0's host name {self.system_name!r} cannot be a directory name: give one"
+            problem = _system_name_problem(self.system_name)
             problem = problem or _results_dir_problem(self.config.results_dir) or self._choose_timestamp()
         problem = self._agree(problem)
         if problem:
@@ -146,7 +159,14 @@ class Invocation:
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self) -> int:
-        if not self.preflight():
+        try:
+            ready = self.preflight()
+        except UsageError:
+            raise  # every rank took part in the check: the others return 2 together
+        except Exception:
+            self._abort_the_others()
+            raise
+        if not ready:
             return 2
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -159,20 +179,27 @@ class Invocation:
             self.error = self._options()
             self.cluster["end"] = metadata.gather_cluster(self.comm, self.config.cache_dir)
         except Exception:
-            if self.comm.size > 1:
-                # An unexpected error on one rank would leave the others waiting in a collective forever.
-                traceback.print_exc(file=self.stderr)
-                self.stderr.flush()
-                self.comm.abort(1)
+            self._abort_the_others()
             raise
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         return self._finish() if self.rank0 else (1 if self.error else 0)
 
+    def _abort_the_others(self) -> None:
+        """An unexpected error on one rank would leave the others waiting in a collective forever: end the job."""
+        if self.comm.size > 1:
+            traceback.print_exc(file=self.stderr)
+            self.stderr.flush()
+            self.comm.abort(1)
+
     def _on_signal(self, signum, _frame) -> None:
         self.signalled = signal.Signals(signum).name
         self.signal_seen.set()
+
+    def _interrupted(self) -> Optional[str]:
+        """ "interrupted by SIG..." when a signal reached any rank, known to every rank (collective)."""
+        return self._first(f"interrupted by {self.signalled}" if self.signalled else None)
 
     def _options(self) -> Optional[str]:
         """Every option's trials; the error that stopped them (the same on every rank), or None."""
@@ -183,10 +210,11 @@ class Invocation:
                 if stopped:
                     return stopped
             for trial in range(1, self.config.trials + 1):
-                stopped = self._first(f"interrupted by {self.signalled}" if self.signalled else None)
+                stopped = self._interrupted()
                 if stopped:
                     return stopped
-                error = self._trial(plan, trial, previous_end if trial == 1 and index else None)
+                last = index == len(self.plans) - 1 and trial == self.config.trials
+                error = self._trial(plan, trial, previous_end if trial == 1 and index else None, last)
                 previous_end = self.schedule[-1]["ended_unix_s"] if self.rank0 and self.schedule else None
                 if error:
                     return f"option {plan.option} trial {trial}: {error}"
@@ -221,11 +249,12 @@ class Invocation:
         self.comm.finish()  # drain the stop messages, so the next trial starts with none
         return stopped
 
-    def _trial(self, plan: OptionPlan, trial: int, previous_end: Optional[float]) -> Optional[str]:
-        """One trial on every rank. Returns its error (the same on every rank), or None."""
+    def _trial(self, plan: OptionPlan, trial: int, previous_end: Optional[float], last: bool) -> Optional[str]:
+        """One trial on every rank (`last`: the invocation's last). Returns its error (the same on every rank), or
+        None."""
         model_dir = self._run_dir(plan.model)
         trial_directory = layout.trial_dir(model_dir, plan.option, trial)
-        result_path = os.path.join(trial_directory, layout.TRIAL_RESULT_FILE)
+        result_path = layout.trial_result_file(trial_directory)
         entry = {"option": plan.option, "trial": trial, "started_unix_s": time.time(), "ended_unix_s": None}
         problem = None
         if self.rank0:
@@ -247,14 +276,20 @@ class Invocation:
             f"option {plan.option} trial {trial}/{self.config.trials}: {c.duration:g} s, {c.model}, "
             f"{c.num_users} users per rank x {self.comm.size} rank(s)"
         )
-        trial_config = replace(c, output=result_path)
-        # A trial's own summary table stays in its result (`kvcache report` prints it): stdout gets its headline
-        # (below), and with --json nothing but the one object.
-        try:
-            code = run_benchmark(trial_config, self.models, io.StringIO(), self.stderr, comm=self.comm)
-            refused = None
-        except UsageError as exc:  # rank 0's account of a check that failed on some rank at the trial's start
-            code, refused = 2, str(exc)
+        # --keep-cache keeps only the last trial's cache: a kept one would be another run sharing the storage with
+        # the next trial (and shrink its automatic storage capacity).
+        trial_config = replace(c, output=result_path, keep_cache=c.keep_cache and last)
+        # A signal since the trial-start check reached only our handlers, not the run's yet: it would be missed
+        # for the trial's whole duration.
+        refused = self._interrupted()
+        code = 1
+        if refused is None:
+            # A trial's own summary table stays in its result (`kvcache report` prints it): stdout gets its
+            # headline (below), and with --json nothing but the one object.
+            try:
+                code = run_benchmark(trial_config, self.models, io.StringIO(), self.stderr, comm=self.comm)
+            except UsageError as exc:  # rank 0's account of a check that failed on some rank at the trial's start
+                code, refused = 2, str(exc)
         if self.rank0:
             problem = self._end_trial(trial_directory, result_path, entry, code, refused)
             self._say(f"option {plan.option} trial {trial}/{self.config.trials}: {problem or 'ok'}")
@@ -384,7 +419,8 @@ class Invocation:
         except (OSError, ValueError) as exc:
             error = error or f"cannot write the run's metadata or summary: {exc}"
             self.stderr.write(f"kvcache: {error}\n")
-        check = f"kvcache mlperf check {self.config.results_dir}"
+        # A hint, not a verdict: only the checker gives that.
+        check = f"kvcache mlperf check {shlex.quote(self.config.results_dir)}" if self.created else None
         if self.config.json:
             state = "failed" if error else "complete"
             out = {
@@ -399,8 +435,8 @@ class Invocation:
             for document in summaries:
                 for line in summary.headline_lines(document):
                     self.stdout.write(line + "\n")
-            where = ", ".join(self.created) or "none"
-            self.stdout.write(f"run directories: {where}; verdict: {check}\n")
+            if check:
+                self.stdout.write(f"for the rules verdict run: {check}\n")
         self.stdout.flush()
         if error:
             self.stderr.write(f"kvcache: mlperf run failed: {error}\n")
