@@ -106,10 +106,14 @@ def datasize_of(plan: OptionPlan, models) -> Dict[str, Any]:
     """`kvcache datasize` of one rank for the option's parameters."""
     values = {k: v for k, v in plan.values.items() if DATASIZE in options.BY_NAME[k].commands}
     report = datasize.compute(make_config(DATASIZE, **values, workload=plan.config.workload), models)
-    keys = ("model", "storage_bytes_needed_per_rank", "largest_entry_bytes", "working_set_bytes_per_rank")
-    figures = {key: report[key] for key in keys}
-    figures["host_memory_bytes_needed_per_rank"] = report["host_memory_bytes_needed_per_rank"]
-    return figures
+    keys = (
+        "model",
+        "storage_bytes_needed_per_rank",
+        "largest_entry_bytes",
+        "working_set_bytes_per_rank",
+        "host_memory_bytes_needed_per_rank",
+    )
+    return {key: report[key] for key in keys}
 
 
 def run_argv(plan: OptionPlan) -> List[str]:
@@ -131,7 +135,7 @@ def what_if(config, plans: List[OptionPlan], models, world_size: int, system_nam
                 {
                     "trial": trial,
                     "directory": trial_directory,
-                    "result": f"{trial_directory}/{layout.TRIAL_RESULT_FILE}",
+                    "result": layout.trial_result_file(trial_directory),
                     "rank_files": [
                         layout.rank_file(trial_directory, rank, TIMESTAMP_PLACEHOLDER) for rank in range(world_size)
                     ],
