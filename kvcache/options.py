@@ -8,6 +8,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 from kvcache import value_rules
 from kvcache.config_file import read_config_file
 from kvcache.errors import SHOWN_CHARS, UsageError, clip, shown, shown_path
+from kvcache.mlperf import workloads as mlperf_workloads
 from kvcache.workload import DEFAULT_PROFILE, WorkloadProfile
 
 RUN = "run"
@@ -568,16 +569,15 @@ OPTIONS: Tuple[Option, ...] = (
         "option",
         str,
         "all",
-        "the rules' workload: 1 (llama3.1-8b, 200 users, no CPU tier), 2 (llama3.1-8b, 100 users, 4 GiB CPU tier), "
-        "3 (llama3.1-70b-instruct, 70 users), or all of them in that order",
+        mlperf_workloads.option_help(),
         commands=(MLPERF_RUN,),
-        choices=("1", "2", "3", "all"),
+        choices=(*mlperf_workloads.OPTION_ORDER, "all"),
     ),
     Option(
         "trials",
         int,
-        3,
-        "synchronized runs of each option (CLOSED: 3)",
+        mlperf_workloads.TRIALS,
+        f"synchronized runs of each option (CLOSED: {mlperf_workloads.TRIALS})",
         commands=(MLPERF_RUN,),
         minimum=1,
         maximum=100,
@@ -586,8 +586,9 @@ OPTIONS: Tuple[Option, ...] = (
     Option(
         "delay",
         float,
-        90.0,
-        "seconds of rest before each option after the first (CLOSED: 90), so that one option's writes settle",
+        mlperf_workloads.DELAY_S,
+        f"seconds of rest before each option after the first (CLOSED: {mlperf_workloads.DELAY_S:g}), so that one "
+        "option's writes settle",
         commands=(MLPERF_RUN,),
         minimum=0,
         maximum=24 * 3600,

@@ -75,7 +75,7 @@ def option_plans(config, models, given: Mapping[str, Any]) -> List[OptionPlan]:
     """Every selected option's trial config, checked (UsageError, exit 2, before anything is created)."""
     check_invocation(config)
     if config.category == "closed":
-        rules.check_closed(given, config.config)
+        rules.check_closed(given, config.config, rules.selected(config.option))
     plans = []
     for option in rules.selected(config.option):
         values = rules.trial_values(option, config.category, given, placement(config))

@@ -1,42 +1,38 @@
-"""The MLPerf Storage KV-cache rules as data: the three CLOSED workloads, trials, seed, the delay between options,
-and which parameters a CLOSED run may set. Everything that runs, summarizes or checks a submission reads them here.
-
-Figures from the MLPerf Storage KV-cache rules and `mlpstorage`'s options (see the README's MLPerf section).
+"""The MLPerf Storage KV-cache rules: the three CLOSED workloads (their figures in workloads.py), which parameters a
+CLOSED run may set, what OPEN changes. Everything that runs, summarizes or checks a submission reads them here.
 """
 
 from typing import Any, Dict, Iterable, List, Mapping, Tuple
 
 from kvcache import options
 from kvcache.errors import UsageError
+from kvcache.mlperf.workloads import COMMON, DELAY_S, OPTION_ORDER, TRIALS, WORKLOADS
 from kvcache.options import MLPERF_RUN, RUN
 
 RULES = "MLPerf Storage KV-cache rules"
 CLOSED, OPEN, INVALID = "CLOSED", "OPEN", "INVALID"
-TRIALS = 3
-DELAY_S = 90.0  # rest before each option after the first
-OPTION_ORDER = ("1", "2", "3")
 
-# What every CLOSED option runs (the rules' values, and kv-cache.py's own users: the open loop the rules measured).
-COMMON: Dict[str, Any] = {
-    "duration": 300.0,
-    "gpu_mem_gb": 0.0,
-    "generation_mode": "none",
-    "seed": 42,
-    "user_loop": "open",
-}
-WORKLOADS: Dict[str, Dict[str, Any]] = {
-    "1": {"model": "llama3.1-8b", "num_users": 200, "cpu_mem_gb": 0.0, "max_concurrent_allocs": 16},
-    "2": {"model": "llama3.1-8b", "num_users": 100, "cpu_mem_gb": 4.0, "max_concurrent_allocs": 16},
-    "3": {"model": "llama3.1-70b-instruct", "num_users": 70, "cpu_mem_gb": 0.0, "max_concurrent_allocs": 4},
-}
 # The mlperf command's own options, fixed by the rules in CLOSED: a different value is refused there.
 FIXED_IN_CLOSED = {"trials": TRIALS, "delay": DELAY_S}
 
 # What a CLOSED run may set: where it runs and writes, and what it prints. None of them changes the workload the
 # storage sees.
-CLOSED_PLACEMENT = ("cache_dir", "results_dir", "organization", "system_name", "mpi", "keep_cache")
-CLOSED_OUTPUT = ("category", "option", "what_if", "json", "quiet", "log_level", "stats_interval", "straggler_fraction")
-CLOSED_MAY_SET = CLOSED_PLACEMENT + CLOSED_OUTPUT
+CLOSED_MAY_SET = (
+    "cache_dir",
+    "results_dir",
+    "organization",
+    "system_name",
+    "mpi",
+    "keep_cache",
+    "category",
+    "option",
+    "what_if",
+    "json",
+    "quiet",
+    "log_level",
+    "stats_interval",
+    "straggler_fraction",
+)
 
 
 def selected(option: str) -> Tuple[str, ...]:
@@ -67,13 +63,17 @@ def describe_option(option: str) -> str:
     )
 
 
-def _shown(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+def shown_value(name: str, value: Any) -> str:
+    """A parameter's value with its unit, as messages and reasons show it: `300 s`, `200 users`, `llama3.1-8b`."""
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    unit = options.BY_NAME[name].unit if name in options.BY_NAME else None
+    return f"{text} {unit}" if unit and value is not None and not isinstance(value, bool) else text
 
 
-def check_closed(given: Mapping[str, Any], config_path) -> None:
-    """Refuse (exit 2) what a CLOSED run may not set: `given` maps each option typed or set in --config to its value."""
-    allowed = ", ".join(options.BY_NAME[name].flag for name in CLOSED_PLACEMENT) + " and what it prints"
+def check_closed(given: Mapping[str, Any], config_path, chosen: Iterable[str] = OPTION_ORDER) -> None:
+    """Refuse (exit 2) what a CLOSED run of the `chosen` options may not set: `given` maps each option typed or set
+    in --config to its value. A workload parameter given at the value CLOSED runs anyway is accepted."""
+    chosen = tuple(chosen)
     if config_path:
         raise UsageError(
             "--config",
@@ -86,20 +86,22 @@ def check_closed(given: Mapping[str, Any], config_path) -> None:
             if value != FIXED_IN_CLOSED[name]:
                 raise UsageError(
                     flag,
-                    f"CLOSED runs {_shown(FIXED_IN_CLOSED[name])} ({RULES}), got {_shown(value)}; "
-                    "use --category open to change it",
+                    f"CLOSED runs {shown_value(name, FIXED_IN_CLOSED[name])} ({RULES}), got "
+                    f"{shown_value(name, value)}; use --category open to change it",
                 )
             continue
-        if name in CLOSED_MAY_SET:
+        closed = [closed_parameters(o)[name] for o in chosen] if name not in CLOSED_MAY_SET else []
+        if all(value == c for c in closed):
             continue
         # Each option's value in option order (one value when they agree), so the message pairs them right.
-        values = [_shown(closed_parameters(o)[name]) for o in OPTION_ORDER]
-        fixed = values[:1] if len(set(values)) == 1 else values
-        raise UsageError(
-            flag,
-            f"the MLPerf rules fix it at {' / '.join(fixed)} for options {', '.join(OPTION_ORDER)} in CLOSED; "
-            f"use --category open to change it (CLOSED takes only {allowed})",
-        )
+        values = [shown_value(name, c) for c in closed]
+        fixed = " / ".join(values[:1] if len(set(values)) == 1 else values)
+        which = f"option{'s' if len(chosen) > 1 else ''} {', '.join(chosen)}"
+        if any(name in fixed_names(o) for o in chosen):
+            says = f"the MLPerf rules fix it at {fixed} for {which} in CLOSED"
+        else:
+            says = f"CLOSED runs it at its default, {fixed}, for {which}"
+        raise UsageError(flag, f"{says}, got {shown_value(name, value)}; use --category open to change it")
 
 
 def changes(option: str, values: Mapping[str, Any]) -> List[Dict[str, Any]]:

@@ -50,16 +50,36 @@ def test_closed_accepts_what_the_rules_allow_and_the_fixed_values_themselves():
     )
 
 
+def _other_value(name):
+    """A value of the parameter that no CLOSED option runs."""
+    opt, closed = options.BY_NAME[name], {rules.closed_parameters(o)[name] for o in rules.OPTION_ORDER}
+    if opt.kind is bool:
+        return not closed.pop()
+    if opt.choices:
+        return next(c for c in opt.choices if c not in closed)
+    if opt.kind is str:
+        return "something-else"
+    return opt.kind(max(v or 0 for v in closed) + 1)
+
+
 @pytest.mark.parametrize("name", rules.workload_names())
 def test_closed_refuses_every_workload_parameter_naming_it_and_the_way_out(name):
     with pytest.raises(UsageError) as caught:
-        rules.check_closed({"cache_dir": CACHE, name: options.BY_NAME[name].default}, None)
+        rules.check_closed({"cache_dir": CACHE, name: _other_value(name)}, None)
     message = str(caught.value)
-    assert message.startswith(options.BY_NAME[name].flag + ":") and "--category open" in message
-    assert "the MLPerf rules fix it at" in message
+    assert message.startswith(options.BY_NAME[name].flag + ":") and message.endswith("use --category open to change it")
+    named = any(name in rules.fixed_names(o) for o in rules.OPTION_ORDER)
+    assert ("the MLPerf rules fix it at" if named else "CLOSED runs it at its default") in message
 
 
-@pytest.mark.parametrize(("name", "value", "fixed"), [("trials", 2, "3"), ("delay", 0.0, "90")])
+@pytest.mark.parametrize("option", rules.OPTION_ORDER)
+def test_closed_accepts_a_workload_parameter_given_at_the_value_it_runs_anyway(option):
+    rules.check_closed(rules.closed_parameters(option), None, (option,))
+    with pytest.raises(UsageError, match="^--num-users: the MLPerf rules fix it at 200 users for option 1 in CLOSED"):
+        rules.check_closed({"num_users": rules.WORKLOADS["3"]["num_users"]}, None, ("1",))
+
+
+@pytest.mark.parametrize(("name", "value", "fixed"), [("trials", 2, "3 trials"), ("delay", 0.0, "90 s")])
 def test_closed_refuses_other_trials_or_delays(name, value, fixed):
     with pytest.raises(UsageError, match=rf"^--{name}: CLOSED runs {fixed} "):
         rules.check_closed({name: value}, None)
@@ -71,9 +91,9 @@ def test_closed_refuses_a_config_file():
 
 
 def test_the_duration_message_says_what_closed_fixes():
-    with pytest.raises(UsageError, match="fix it at 300 for options 1, 2, 3 in CLOSED"):
+    with pytest.raises(UsageError, match="fix it at 300 s for options 1, 2, 3 in CLOSED, got 5 s"):
         rules.check_closed({"duration": 5.0}, None)
-    with pytest.raises(UsageError, match="fix it at 200 / 100 / 70 for options 1, 2, 3"):
+    with pytest.raises(UsageError, match="fix it at 200 users / 100 users / 70 users for options 1, 2, 3"):
         rules.check_closed({"num_users": 2}, None)
 
 
@@ -116,3 +136,10 @@ def test_describe_exports_the_rules():
     assert exported["options"]["2"]["cpu_mem_gb"] == 4.0 and exported["options"]["3"]["num_users"] == 70
     assert exported["workload_parameters"] == rules.workload_names()
     assert exported["closed_may_set"] == list(rules.CLOSED_MAY_SET)
+
+
+def test_the_option_table_takes_the_rules_figures():
+    assert options.BY_NAME["trials"].default == rules.TRIALS and options.BY_NAME["delay"].default == rules.DELAY_S
+    assert options.BY_NAME["option"].choices == (*rules.OPTION_ORDER, "all")
+    for option, workload in rules.WORKLOADS.items():
+        assert f"{option} ({workload['model']}, {workload['num_users']} users" in options.BY_NAME["option"].help
