@@ -31,6 +31,9 @@ OWNER_SCHEMA = "storagebench.kvcache/run-owner/v1"
 MAX_RUN_SECONDS = BY_NAME["duration"].maximum + 24 * 3600
 # A run directory holding no rank yet is being set up, unless it has been so for longer than this.
 STARTUP_GRACE_S = 60.0
+# Every warning about another run that may have used the storage at the same time holds this phrase: the MLPerf
+# checker finds such trials by it.
+SHARED_STORAGE = "shared the storage with it"
 # The directories themselves are refused; below the subtrees nothing is ever a storage under test.
 FORBIDDEN = (
     "/",
@@ -338,18 +341,18 @@ def other_run_warnings(cache_dir: str, runs: List[OtherRun]) -> List[str]:
         if run.state == LIVE:
             lines.append(
                 f"another run was working in {cache_dir} at the same time ({run.name}: {run.owners_text()}): "
-                "this run shared the storage with it, so its numbers are not the storage's alone"
+                f"this run {SHARED_STORAGE}, so its numbers are not the storage's alone"
             )
         elif run.state == UNCHECKED:
             lines.append(
                 f"{cache_dir} holds {run.name} ({run.owners_text()}): {run.why}; if it was running, "
-                "this run shared the storage with it"
+                f"this run {SHARED_STORAGE}"
             )
     unknown = [run.name for run in runs if run.state == UNKNOWN]
     if unknown:
         lines.append(
             f"{cache_dir} holds {_names(unknown)} with no owner record (an older engine version, or a run "
-            "starting): cannot tell whether it runs; if it does, this run shared the storage with it"
+            f"starting): cannot tell whether it runs; if it does, this run {SHARED_STORAGE}"
         )
     stale = [run.name for run in runs if run.state == STALE]
     if stale:

@@ -90,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         MLPERF_RUN,
     )
     check = steps.add_parser("check", help=COMMANDS[MLPERF_CHECK])
-    check.add_argument("results", metavar="DIR", help="a results tree, or any directory in it (every run under it)")
+    check.add_argument(
+        "results", metavar="DIR", help="a results tree or any directory in it: every run under it, or the one it is in"
+    )
     check.add_argument("--json", action="store_true", help="print the verdict and its reasons as JSON")
     return parser
 

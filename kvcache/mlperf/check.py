@@ -12,9 +12,10 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from kvcache import options
+from kvcache.cachedir import SHARED_STORAGE
 from kvcache.errors import UsageError, shown_path
 from kvcache.mlperf import layout, rules
-from kvcache.mlperf.summary import read_json, summarize
+from kvcache.mlperf.summary import as_dict, as_list, read_json, summarize
 from kvcache.workload import DEFAULT_PROFILE
 
 SEVERITY = (rules.CLOSED, rules.OPEN, rules.INVALID)
@@ -58,10 +59,6 @@ def _first_difference(a: Any, b: Any, where: str = "") -> Optional[str]:
                 return found
         return None
     return None if _same(a, b) else (where.rstrip(".") or "the whole file")
-
-
-def _dict(value: Any) -> dict:
-    return value if isinstance(value, dict) else {}
 
 
 def _read(path: str, label: str, invalid: List[str]) -> Optional[dict]:
@@ -113,6 +110,10 @@ def _check_rank(record: dict, rank: int, where: Dict[str, Any], parameters: dict
         return None
     if rank_result.get("status") != "ok":
         invalid.append(f"{label} failed: {rank_result.get('error') or 'status ' + str(rank_result.get('status'))}")
+    if not isinstance(as_dict(rank_result.get("tiers")).get("storage"), dict):
+        invalid.append(f"{label}: no storage tier figures")
+    if not isinstance(rank_result.get("reference_metrics"), dict):
+        invalid.append(f"{label}: no reference_metrics (kv-cache.py's figures)")
     config = record.get("config")
     if not isinstance(config, dict):
         invalid.append(f"{label}: no config")
@@ -134,7 +135,7 @@ def _check_rank(record: dict, rank: int, where: Dict[str, Any], parameters: dict
         invalid.append(f"{label}: ran seed {rank_result['seed']!r}, not seed {seed} + rank {rank}")
     timed = not config.get("max_requests") and not config.get("use_burst_trace") and config.get("dataset_path") is None
     duration = config.get("duration")
-    seconds = (rank_result.get("window") or {}).get("seconds")
+    seconds = as_dict(rank_result.get("window")).get("seconds")
     if timed and isinstance(duration, (int, float)):
         if not isinstance(seconds, (int, float)) or seconds < WINDOW_SHARE * duration:
             invalid.append(
@@ -143,8 +144,34 @@ def _check_rank(record: dict, rank: int, where: Dict[str, Any], parameters: dict
     return config
 
 
-def _check_trial(run_directory: str, option: str, trial: int, metadata: dict, invalid: List[str]) -> List[dict]:
-    """Every defect of one trial into `invalid`; returns the configs its rank files ran."""
+def _check_trial_result(result: dict, option: str, label: str, invalid: List[str], notes: List[str]) -> None:
+    """What the trial's `kvcache run` result alone tells: another run on the storage (INVALID), and the I/O engine
+    in effect, which is not the config's when the cache dir refused O_DIRECT (a difference from CLOSED)."""
+    if not isinstance(result.get("warnings"), list):
+        invalid.append(f"{label}: its {layout.TRIAL_RESULT_FILE} holds no list of warnings")
+    if not isinstance(as_dict(result.get("tiers")).get("storage"), dict):
+        invalid.append(f"{label}: its {layout.TRIAL_RESULT_FILE} holds no storage tier figures")
+    shared = [w for w in as_list(result.get("warnings")) if isinstance(w, str) and SHARED_STORAGE in w]
+    if shared:
+        invalid.append(f"{label}: another run shared the storage: {shared[0]}")
+    environment = as_dict(result.get("environment"))
+    engine, requested = environment.get("io_engine"), environment.get("io_engine_requested")
+    closed = rules.closed_parameters(option)["io_engine"]
+    if not isinstance(engine, str) or not isinstance(requested, str):
+        invalid.append(f"{label}: its {layout.TRIAL_RESULT_FILE} does not say which I/O engine ran")
+    elif engine == requested:
+        return  # an OPEN run that asked for another engine is named by its parameters
+    elif engine.startswith("mixed"):
+        notes.append(f"{label}: buffered I/O on some ranks ({engine}; a cache dir refused O_DIRECT; CLOSED: {closed})")
+    else:
+        notes.append(f"{label}: {engine} I/O (the cache dir refused O_DIRECT; CLOSED: {closed})")
+
+
+def _check_trial(
+    run_directory: str, option: str, trial: int, metadata: dict, invalid: List[str], notes: List[str]
+) -> List[dict]:
+    """Every defect of one trial into `invalid`, its differences from CLOSED that no config shows into `notes`;
+    returns the configs its rank files ran."""
     label = f"option {option} trial {trial}"
     world_size = metadata["world_size"]
     directory = layout.trial_dir(run_directory, option, trial)
@@ -164,7 +191,7 @@ def _check_trial(run_directory: str, option: str, trial: int, metadata: dict, in
     elif record.get("state") != layout.COMPLETE:
         invalid.append(f"{label}: state {record.get('state')!r}, not {layout.COMPLETE}")
     elif record.get("status") != "ok":
-        failed = record.get("failed_ranks") or []
+        failed = as_list(record.get("failed_ranks"))
         invalid.append(
             f"{label}: failed (status {record.get('status')!r}, failed ranks {failed}): "
             f"{record.get('error') or 'no error recorded'}"
@@ -172,8 +199,10 @@ def _check_trial(run_directory: str, option: str, trial: int, metadata: dict, in
     result_path = os.path.join(directory, layout.TRIAL_RESULT_FILE)
     rank_paths = [layout.rank_file(directory, r, os.path.basename(run_directory)) for r in range(world_size)]
     _check_digests(directory, record, [result_path] + rank_paths, label, invalid)
-    _read(result_path, f"{label}: {layout.TRIAL_RESULT_FILE}", invalid)
-    parameters = _dict(_dict(metadata.get("parameters")).get(option))
+    result = _read(result_path, f"{label}: {layout.TRIAL_RESULT_FILE}", invalid)
+    if result is not None:
+        _check_trial_result(result, option, label, invalid, notes)
+    parameters = as_dict(as_dict(metadata.get("parameters")).get(option))
     configs = []
     for rank, path in enumerate(rank_paths):
         rank_label = f"{label} rank {rank}"
@@ -186,9 +215,9 @@ def _check_trial(run_directory: str, option: str, trial: int, metadata: dict, in
     return configs
 
 
-def _differences_from_closed(metadata: dict, configs: Dict[str, List[dict]]) -> List[str]:
-    """Every way the run differs from CLOSED, in a stable order: per option its parameters (as the ranks ran them),
-    then the trial count, then the rests."""
+def _differences_from_closed(metadata: dict, configs: Dict[str, List[dict]], notes: Dict[str, List[str]]) -> List[str]:
+    """Every way the run differs from CLOSED, in a stable order: per option its parameters (as the ranks ran them)
+    and its trials' `notes`, then the trial count, then the rests."""
     found = []
     default = _default_profile()
     for option in metadata["options"]:
@@ -205,12 +234,13 @@ def _differences_from_closed(metadata: dict, configs: Dict[str, List[dict]]) -> 
                 f"option {option}: a workload profile of its own (a --config file's templates, QoS or timing; "
                 "CLOSED: kv-cache.py's)"
             )
+        found += notes.get(option, [])
     if metadata["trials"] != rules.TRIALS:
         trials = metadata["trials"]
         found.append(f"{trials} trial{'' if trials == 1 else 's'} (CLOSED: {rules.TRIALS})")
-    measured = {str(d.get("before_option")): d.get("measured_s") for d in metadata.get("delays") or []}
-    schedule = metadata.get("schedule") or []
-    first = str(schedule[0].get("option")) if schedule else metadata["options"][0]
+    measured = {str(d.get("before_option")): d.get("measured_s") for d in map(as_dict, as_list(metadata.get("delays")))}
+    schedule = as_list(metadata.get("schedule"))
+    first = str(as_dict(schedule[0]).get("option")) if schedule else metadata["options"][0]
     for option in metadata["options"]:
         if option == first:
             continue
@@ -253,7 +283,49 @@ def _metadata_problems(metadata: dict) -> Tuple[List[str], List[str]]:
     for name in ("parameters", "changes"):
         if not isinstance(metadata.get(name), dict):
             problems.append(f"the metadata has no {name} per option")
+    for name in ("schedule", "delays"):
+        value = metadata.get(name)
+        if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
+            problems.append(f"the metadata's {name} is not a list of objects")
     return fatal, problems
+
+
+def _options_text(names: List[str]) -> str:
+    return f"option{'' if len(names) == 1 else 's'} {', '.join(names)}"
+
+
+def _check_folders(run_directory: str, metadata: dict, invalid: List[str]) -> None:
+    """Every option_*/trial_* folder is one the metadata names: a copied trial or option, or trials hidden by
+    editing the metadata's count, are never left out of the verdict silently."""
+    names, trials = metadata["options"], metadata["trials"]
+    asked = f"{_options_text(names)}, {trials} trial{'' if trials == 1 else 's'} each"
+    options = {os.path.basename(layout.option_dir(run_directory, o)): o for o in names}
+    for entry in sorted(os.listdir(run_directory)):
+        if not entry.startswith(layout.OPTION_PREFIX):
+            continue
+        if entry not in options:
+            invalid.append(f"{entry} is not an option the metadata names ({asked})")
+            continue
+        option_directory = os.path.join(run_directory, entry)
+        if not os.path.isdir(option_directory):
+            continue  # its trials are named missing
+        expected = {os.path.basename(layout.trial_dir(run_directory, options[entry], t)) for t in range(1, trials + 1)}
+        for trial in sorted(os.listdir(option_directory)):
+            if trial.startswith(layout.TRIAL_PREFIX) and trial not in expected:
+                invalid.append(f"{entry}/{trial} is not a trial the metadata names ({asked})")
+
+
+def _check_schedule(metadata: dict, invalid: List[str]) -> None:
+    """The schedule (the whole invocation's, both models) lists exactly this directory's trials, in run order."""
+    names = metadata["options"]
+    listed = [as_dict(e) for e in as_list(metadata.get("schedule"))]
+    ran = [f"{e.get('option')}/{e.get('trial')}" for e in listed if e.get("option") in names]
+    trials = [f"{o}/{t}" for o in names for t in range(1, metadata["trials"] + 1)]
+    if ran != trials:
+        invalid.append(
+            f"the metadata's schedule lists {', '.join(ran) or 'no trial'} of this directory, "
+            f"the trials are {', '.join(trials)}"
+        )
 
 
 def _check_summary(run_directory: str, invalid: List[str]) -> None:
@@ -281,8 +353,9 @@ def _verdict(run_directory: str) -> Tuple[Optional[dict], str, List[str]]:
     if fatal:  # the trials cannot be read against it
         return metadata, rules.INVALID, fatal + problems
     invalid += problems
-    parameters, changes = _dict(metadata.get("parameters")), _dict(metadata.get("changes"))
+    parameters, changes = as_dict(metadata.get("parameters")), as_dict(metadata.get("changes"))
     configs: Dict[str, List[dict]] = {}
+    notes: Dict[str, List[str]] = {}
     for option in metadata["options"]:
         if not isinstance(parameters.get(option), dict):
             invalid.append(f"option {option}: the metadata records no parameters")
@@ -292,9 +365,13 @@ def _verdict(run_directory: str) -> Tuple[Optional[dict], str, List[str]]:
             invalid.append(f"option {option}: ran {parameters[option].get('model')}, the run directory's model is "
                            f"{metadata.get('model')}")  # fmt: skip
         for trial in range(1, metadata["trials"] + 1):
-            configs.setdefault(option, []).extend(_check_trial(run_directory, option, trial, metadata, invalid))
+            found = _check_trial(run_directory, option, trial, metadata, invalid, notes.setdefault(option, []))
+            configs.setdefault(option, []).extend(found)
+    _check_folders(run_directory, metadata, invalid)
+    if metadata.get("state") == "complete":  # an invocation that stopped early is named so, not by its schedule
+        _check_schedule(metadata, invalid)
     _check_summary(run_directory, invalid)
-    differences = _differences_from_closed(metadata, configs)
+    differences = _differences_from_closed(metadata, configs, notes)
     if metadata["category"] == "closed" and differences:
         invalid += [f"claims CLOSED and is not: {d}" for d in differences]
     if invalid:
@@ -302,12 +379,15 @@ def _verdict(run_directory: str) -> Tuple[Optional[dict], str, List[str]]:
     if metadata["category"] == "open":
         return metadata, rules.OPEN, differences or ["category open, though nothing differs from CLOSED"]
     ranks = metadata["world_size"]
+    engine = " or ".join(sorted({rules.closed_parameters(o)["io_engine"] for o in metadata["options"]}))
     return (
         metadata,
         rules.CLOSED,
         [
-            f"options {', '.join(metadata['options'])}: every workload parameter of every rank is the rules' value",
-            f"{rules.TRIALS} trials of each option, all complete, {ranks} ranks each, every file as the run wrote it",
+            f"{_options_text(metadata['options'])}: every workload parameter of every rank is the rules' value, "
+            f"and every trial ran {engine} I/O",
+            f"{rules.TRIALS} trials of each option, all complete, {ranks} rank{'' if ranks == 1 else 's'} each, "
+            "every file as the run wrote it",
             f"seed {rules.COMMON['seed']} + rank on every rank; every window at least {WINDOW_SHARE:.0%} of the "
             f"{rules.COMMON['duration']:g} s asked",
             f"every rest between options at least {rules.DELAY_S:g} s; the summary is the tree's",
@@ -318,7 +398,12 @@ def _verdict(run_directory: str) -> Tuple[Optional[dict], str, List[str]]:
 def check_run_dir(run_directory: str) -> Dict[str, Any]:
     """The verdict of one run directory: {run_dir, category, model, verdict, reasons}."""
     run_directory = os.path.normpath(run_directory)
-    metadata, verdict, reasons = _verdict(run_directory)
+    try:
+        metadata, verdict, reasons = _verdict(run_directory)
+    except OSError as exc:
+        metadata, verdict, reasons = None, rules.INVALID, [f"a file of the tree cannot be read: {exc}"]
+    except Exception as exc:  # noqa: BLE001 - a damaged tree is an INVALID verdict, never a traceback
+        metadata, verdict, reasons = None, rules.INVALID, [f"a file of the tree has the wrong shape: {exc!r}"]
     metadata = metadata or {}
     return {
         "run_dir": run_directory,

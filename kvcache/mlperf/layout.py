@@ -45,6 +45,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 BENCHMARK_DIR = "kv_cache"
 TRIAL_FILE = "trial.json"
 TRIAL_RESULT_FILE = "kvcache_result.json"
+OPTION_PREFIX, TRIAL_PREFIX = "option_", "trial_"
+# The deepest directory of a run directory (option_<O>/trial_<T>/rank_<N>) is this many levels below it.
+RUN_DIR_DEPTH = 3
 
 METADATA_SCHEMA = "kvcache-mlperf-metadata/v1"
 SUMMARY_SCHEMA = "kvcache-mlperf-summary/v1"
@@ -71,12 +74,12 @@ def summary_file(run_directory: str, timestamp: str) -> str:
 
 
 def option_dir(run_directory: str, option: str) -> str:
-    return os.path.join(run_directory, f"option_{option}")
+    return os.path.join(run_directory, f"{OPTION_PREFIX}{option}")
 
 
 def trial_dir(run_directory: str, option: str, trial: int) -> str:
     """Trials count from 1."""
-    return os.path.join(option_dir(run_directory, option), f"trial_{trial}")
+    return os.path.join(option_dir(run_directory, option), f"{TRIAL_PREFIX}{trial}")
 
 
 def trial_result_file(trial_directory: str) -> str:
@@ -88,19 +91,31 @@ def rank_file(trial_directory: str, rank: int, timestamp: str) -> str:
     return os.path.join(trial_directory, f"rank_{rank}", f"kvcache_results_{timestamp}.json")
 
 
+def is_run_dir(path: str) -> bool:
+    """A directory named by a timestamp that holds its kv_cache_<timestamp>_metadata.json."""
+    name = os.path.basename(os.path.normpath(path))
+    return bool(TIMESTAMP_RE.match(name)) and os.path.isfile(metadata_file(path, name))
+
+
 def find_run_dirs(top: str) -> List[str]:
-    """Every run directory at or under `top` (one holding a kv_cache_<ts>_metadata.json), sorted; bounded by the
-    layout's depth, and never following symlinks."""
+    """Every run directory at or under `top`, sorted; bounded by the layout's depth, and never following symlinks.
+    A `top` inside a run directory (option_1, a trial) gives the run directory it is in."""
+    top = os.path.normpath(top)  # "run/" has an empty basename
     found = []
-    top_depth = top.rstrip(os.sep).count(os.sep)
-    for root, dirs, files in os.walk(top):
+    top_depth = top.count(os.sep)
+    for root, dirs, _files in os.walk(top):
         if root.count(os.sep) - top_depth >= 12:  # deeper than any run directory under a results dir
             dirs[:] = []
-        if TIMESTAMP_RE.match(os.path.basename(root)) and any(
-            f == f"kv_cache_{os.path.basename(root)}_metadata.json" for f in files
-        ):
+        if is_run_dir(root):
             found.append(root)
             dirs[:] = []  # a run directory holds no other run
+    if not found:
+        above = os.path.abspath(top)  # a relative "." has no parent to walk up to
+        for _level in range(RUN_DIR_DEPTH):
+            above = os.path.dirname(above)
+            if is_run_dir(above):
+                found.append(above)
+                break
     return sorted(found)
 
 

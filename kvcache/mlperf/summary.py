@@ -84,6 +84,16 @@ def _mean_max(per_trial: List[Optional[float]]) -> Dict[str, Any]:
     }
 
 
+def as_dict(value: Any) -> dict:
+    """A level of a tree file read as an object: {} where the file holds something else (a damaged file is the
+    checker's to name, never a crash)."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _field(block: Any, *names: str) -> Any:
     """block[names[0]][names[1]]...; None where a level is missing (a damaged file is the checker's to name)."""
     for name in names:
@@ -109,7 +119,7 @@ def trial_state(run_directory: str, option: str, trial: int, world_size: int) ->
     if record.get("state") != layout.COMPLETE:
         return None, "interrupted: it started and never finished"
     if record.get("status") != "ok":
-        failed = record.get("failed_ranks") or []
+        failed = as_list(record.get("failed_ranks"))
         ranks = f" (ranks {', '.join(str(r) for r in failed)})" if failed else ""
         return None, f"failed{ranks}: {record.get('error') or 'no error recorded'}"
     ranks = []
@@ -142,7 +152,7 @@ def _rules_figures(complete: List[Tuple[int, dict]]) -> Dict[str, Any]:
         totals = {"read": 0.0, "write": 0.0, "tokens": 0.0}
         for rank, record in enumerate(files["ranks"]):
             rank_result = record.get("rank_result")
-            storage = _field(rank_result, "tiers", "storage") or {}
+            storage = as_dict(_field(rank_result, "tiers", "storage"))
             for direction in DIRECTIONS:
                 totals[direction] += storage.get(f"{direction}_bandwidth_bytes_per_s") or 0.0
                 latency = _field(storage, f"{direction}_latency_ms", "p95")
@@ -170,7 +180,7 @@ def _rules_figures(complete: List[Tuple[int, dict]]) -> Dict[str, Any]:
 
 def _our_figures(complete: List[Tuple[int, dict]]) -> Dict[str, Any]:
     figures: Dict[str, Any] = {"definition": OURS_DEFINITION}
-    storages = [_field(files["result"], "tiers", "storage") or {} for _, files in complete]
+    storages = [as_dict(_field(files["result"], "tiers", "storage")) for _trial, files in complete]
     for direction in DIRECTIONS:
         key = f"{direction}_bandwidth_bytes_per_s"
         figures[key] = spread([s.get(key) or 0.0 for s in storages])
@@ -190,7 +200,7 @@ def option_figures(run_directory: str, option: str, trials: int, world_size: int
             complete.append((trial, files))
     return {
         "trials": trials,
-        "complete_trials": [trial for trial, _ in complete],
+        "complete_trials": [trial for trial, _files in complete],
         "incomplete_trials": incomplete,
         "rules": _rules_figures(complete),
         "ours": _our_figures(complete),
@@ -213,7 +223,7 @@ def summarize(run_directory: str) -> Dict[str, Any]:
         "total_ranks": world_size,
         "options": {
             str(option): option_figures(run_directory, str(option), trials, world_size)
-            for option in metadata.get("options") or []
+            for option in as_list(metadata.get("options"))
         },
     }
 
@@ -240,6 +250,7 @@ def headline_lines(summary: Dict[str, Any]) -> List[str]:
     """One line per option for people, the rules' figures first, then one line per trial that did not count."""
     lines = []
     ranks = summary.get("total_ranks")
+    ranks_text = f"{ranks} rank{'' if ranks == 1 else 's'}"
     for option, figures in summary.get("options", {}).items():
         rules = figures["rules"]
         counted = len(figures["complete_trials"])
@@ -252,7 +263,7 @@ def headline_lines(summary: Dict[str, Any]) -> List[str]:
                 f"{head} storage read {_bandwidth(rules['read_bandwidth_bytes_per_s'])}, "
                 f"write {_bandwidth(rules['write_bandwidth_bytes_per_s'])}, "
                 f"{tokens['mean']:,.0f} tokens/s, device p95 read {_ms(rules['device_read_p95_ms'])} / "
-                f"write {_ms(rules['device_write_p95_ms'])}, {counted} of {figures['trials']} trials x {ranks} ranks"
+                f"write {_ms(rules['device_write_p95_ms'])}, {counted} of {figures['trials']} trials x {ranks_text}"
             )
         for missing in figures["incomplete_trials"]:
             lines.append(f"option {option} trial {missing['trial']}: not counted: {missing['reason']}")

@@ -81,6 +81,8 @@ def trial_result(option, trial, world_size, config, start, seconds):
         "error": None,
         "failed_ranks": [],
         "config": config,
+        "environment": {"io_engine_requested": config["io_engine"], "io_engine": config["io_engine"]},
+        "warnings": [],
         "ranks": world_size,
         "window": _window(start, seconds),
         "tiers": {"storage": _tier(read, write, seconds, p95 * 0.9, p95 * 1.1, 10)},

@@ -9,7 +9,8 @@ import mlperf_trees as trees
 import pytest
 
 from kvcache import cli
-from kvcache.mlperf import layout, rules
+from kvcache.cachedir import LIVE, OtherRun, other_run_warnings
+from kvcache.mlperf import check, layout, rules
 from kvcache.mlperf.check import check_run_dir, check_tree, run_check
 from kvcache.mlperf.summary import summarize
 
@@ -296,3 +297,147 @@ def test_a_figure_that_is_not_a_number_is_invalid_not_a_crash(tmp_path):
     trees.refresh_digests(run, "1", 1)
     reasons = _invalid(run, "the tree's figures cannot be summarized")
     assert len(reasons) == 1
+
+
+def _result_path(run, option, trial):
+    return os.path.join(layout.trial_dir(run, option, trial), layout.TRIAL_RESULT_FILE)
+
+
+def test_a_trial_that_shared_the_storage_is_invalid(tmp_path):
+    """A kept cache dir of the same process counts as a live run: the trial's result says so, and it is not CLOSED."""
+    run = trees.closed(tmp_path)
+    other = OtherRun(name="kvcache-run-x", path="/tmp/kvcache-cache/kvcache-run-x", state=LIVE)
+    [line] = other_run_warnings("/tmp/kvcache-cache", [other])
+    trees.edit_json(_result_path(run, "1", 2), lambda r: r["warnings"].append(line))
+    trees.refresh_digests(run, "1", 2)
+    reasons = _invalid(run, "option 1 trial 2: another run shared the storage", "kvcache-run-x")
+    assert len(reasons) == 1
+
+
+def test_a_trial_folder_the_metadata_does_not_name_is_invalid(tmp_path):
+    run = trees.build(tmp_path, trials=2, given=GIVEN)
+    shutil.copytree(layout.trial_dir(run, "1", 2), layout.trial_dir(run, "1", 3))
+    _invalid(run, "option_1/trial_3", "is not a trial the metadata names (option 1, 2 trials each)")
+    shutil.rmtree(layout.trial_dir(run, "1", 3))
+    shutil.copytree(layout.option_dir(run, "1"), layout.option_dir(run, "2"))
+    _invalid(run, "option_2", "is not an option the metadata names (option 1, 2 trials each)")
+
+
+def test_trials_hidden_by_editing_the_metadata_are_invalid(tmp_path):
+    run = trees.build(tmp_path, trials=3, given=GIVEN)
+    trees.edit_json(_metadata(run), lambda m: m.update(trials=2, schedule=m["schedule"][:2]))
+    trees.write_summary(run)
+    reasons = _invalid(run, "option_1/trial_3", "is not a trial the metadata names (option 1, 2 trials each)")
+    assert len(reasons) == 1
+
+
+def test_a_schedule_that_is_not_the_trials_is_invalid(tmp_path):
+    run = trees.build(tmp_path, options=("1", "2"), trials=2, given=GIVEN)
+    trees.edit_json(_metadata(run), lambda m: m.update(schedule=m["schedule"][:3]))
+    reasons = _invalid(run, "the metadata's schedule", "1/1, 1/2, 2/1", "the trials are 1/1, 1/2, 2/1, 2/2")
+    assert len(reasons) == 1
+
+
+def _set(path, *keys_and_value):
+    """A function that sets value[k1][k2]... = the last argument."""
+    *keys, value = keys_and_value
+
+    def change(record):
+        for key in keys[:-1]:
+            record = record[key]
+        record[keys[-1]] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "which, keys",
+    [
+        ("rank", ("rank_result", "tiers", "storage", [1, 2])),
+        ("rank", ("rank_result", "tiers", [])),
+        ("rank", ("rank_result", "window", [5.0])),
+        ("rank", ("rank_result", "reference_metrics", "x")),
+        ("rank", ("config", "seeds_per_rank", {"a": 1})),
+        ("result", ("tiers", "storage", [1])),
+        ("result", ("environment", [])),
+        ("result", ("warnings", {"a": "b"})),
+        ("metadata", ("delays", [1])),
+        ("metadata", ("delays", {"a": 1})),
+        ("metadata", ("schedule", [7, 8])),
+        ("metadata", ("schedule", "x")),
+        ("trial", ("failed_ranks", 5)),
+        ("trial", ("files", [1])),
+    ],
+)
+def test_a_file_of_the_wrong_shape_is_invalid_not_a_crash(tmp_path, which, keys):
+    run = trees.build(tmp_path, options=("1", "2"), given=GIVEN)
+    path = {"rank": _rank_path(run, "1", 1, 0), "result": _result_path(run, "1", 1), "metadata": _metadata(run),
+            "trial": _trial_json(run, "1", 1)}[which]  # fmt: skip
+    trees.edit_json(path, _set(path, *keys))
+    if which == "trial" and keys[0] == "failed_ranks":
+        trees.edit_json(path, lambda t: t.update(status="failed"))
+    if which in ("rank", "result"):  # the shape, not a digest mismatch, is what must be named
+        trees.refresh_digests(run, "1", 1)
+    trees.write_summary(run)
+    report = check_run_dir(run)
+    assert report["verdict"] == rules.INVALID, report["reasons"]
+    assert not any("wrong shape" in r for r in report["reasons"]), report["reasons"]
+
+
+def test_anything_left_is_an_invalid_verdict_not_a_traceback(tmp_path, monkeypatch):
+    run = trees.build(tmp_path, given=GIVEN)
+
+    def broken(*_args):
+        raise AttributeError("'list' object has no attribute 'get'")
+
+    monkeypatch.setattr(check, "_check_summary", broken)
+    report = check_run_dir(run)
+    assert report["verdict"] == rules.INVALID
+    assert report["reasons"] == [
+        "a file of the tree has the wrong shape: AttributeError(\"'list' object has no attribute 'get'\")"
+    ]
+
+
+def test_check_of_a_run_dir_with_a_trailing_slash_and_of_a_folder_inside_it(tmp_path):
+    run = trees.build(tmp_path, given=GIVEN)
+    for path in (run + os.sep, layout.option_dir(run, "1"), layout.trial_dir(run, "1", 1),
+                 os.path.dirname(_rank_path(run, "1", 1, 0)) + os.sep):  # fmt: skip
+        report = check_tree(path)
+        assert [r["run_dir"] for r in report["runs"]] == [run], path
+        assert report["verdict"] == rules.OPEN
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["mlperf", "check", layout.option_dir(run, "1")], stdout=out, stderr=err) == 0, err.getvalue()
+
+
+def test_buffered_io_is_not_closed(tmp_path):
+    """The cache dir refused O_DIRECT: the config says direct, the result's environment says buffered."""
+    run = trees.closed(tmp_path)
+    trees.edit_json(_result_path(run, "1", 3), lambda r: r["environment"].update(io_engine="buffered"))
+    trees.refresh_digests(run, "1", 3)
+    reasons = _invalid(run, "claims CLOSED and is not: option 1 trial 3: buffered I/O",
+                       "the cache dir refused O_DIRECT; CLOSED: direct")  # fmt: skip
+    assert len(reasons) == 1
+    open_run = trees.build(tmp_path / "open", trials=1, given=GIVEN)
+    trees.edit_json(
+        _result_path(open_run, "1", 1), lambda r: r["environment"].update(io_engine="mixed: buffered, direct")
+    )
+    trees.refresh_digests(open_run, "1", 1)
+    report = check_run_dir(open_run)
+    assert report["verdict"] == rules.OPEN
+    assert (
+        "option 1 trial 1: buffered I/O on some ranks (mixed: buffered, direct; a cache dir refused O_DIRECT; "
+        "CLOSED: direct)" in report["reasons"]
+    )
+
+
+def test_a_result_without_its_io_engine_is_invalid(tmp_path):
+    run = trees.closed(tmp_path)
+    trees.edit_json(_result_path(run, "1", 1), lambda r: r["environment"].pop("io_engine"))
+    trees.refresh_digests(run, "1", 1)
+    _invalid(run, "option 1 trial 1", "kvcache_result.json does not say which I/O engine ran")
+
+
+def test_closed_reasons_name_one_option_in_the_singular(tmp_path):
+    reasons = check_run_dir(trees.closed(tmp_path, options=("3",)))["reasons"]
+    assert reasons[0].startswith("option 3: every workload parameter"), reasons
+    assert "direct I/O" in reasons[0]

@@ -167,3 +167,21 @@ def test_unreadable_metadata_raises(tmp_path):
         handle.write("{not json")
     with pytest.raises(ValueError, match="not JSON"):
         summarize(run)
+
+
+def test_one_rank_is_named_in_the_singular(tmp_path):
+    run = trees.build(tmp_path, trials=1, world_size=1, given=GIVEN)
+    [line] = headline_lines(summarize(run))
+    assert line.endswith("1 of 1 trials x 1 rank"), line
+
+
+def test_a_level_of_the_wrong_type_counts_nothing_and_does_not_crash(tmp_path):
+    """A damaged rank or trial result is the checker's to name; summarize() must still give figures."""
+    run = trees.build(tmp_path, trials=1, given=GIVEN)
+    trees.edit_json(layout.rank_file(_trial_dir(run, "1", 1), 1, trees.TIMESTAMP),
+                    lambda r: r["rank_result"]["tiers"].update(storage=[1, 2]))  # fmt: skip
+    trees.edit_json(os.path.join(_trial_dir(run, "1", 1), layout.TRIAL_RESULT_FILE),
+                    lambda r: r["tiers"].update(storage=[1]))  # fmt: skip
+    figures = summarize(run)["options"]["1"]
+    assert figures["rules"]["read_bandwidth_bytes_per_s"]["per_trial"] == [trees.figures("1", 1, 0)["read_bw"]]
+    assert figures["ours"]["read_bandwidth_bytes_per_s"]["per_trial"] == [0.0]
