@@ -124,3 +124,38 @@ def test_bad_input_on_any_rank_makes_every_rank_exit_2_creating_nothing(tmp_path
     assert "--io-depth" in done.stderr and "rank 0" in done.stderr and "rank 1" in done.stderr
     assert not (tmp_path / "R.json").exists()
     assert leftovers(cache) == []
+
+
+# Two runs on one communicator: in run 1 rank 1 reports three failures and rank 0 relays a stop only when
+# `relay`; run 2 must find none of them. Prints what each rank still received in run 2.
+TWO_RUNS = """
+import sys, time
+from kvcache.mpi import open_comm
+
+relay = sys.argv[1] == "relay"
+comm = open_comm("on")
+if comm.rank == 1:
+    for n in range(3):
+        comm.report_failure(f"failure {n}")
+if comm.rank == 0 and relay:
+    for _tick in range(500):  # up to 5 s for the first failure to arrive
+        if comm.poll_failure() is not None:
+            break
+        time.sleep(0.01)
+comm.finish()
+comm.barrier()
+time.sleep(0.2)  # anything left behind has arrived by now
+stale = comm.poll_failure()
+comm.finish()
+print(f"rank {comm.rank} stale {stale}")
+"""
+
+
+@pytest.mark.parametrize("relay", ["relay", "no-relay"])
+def test_finish_leaves_no_failure_or_stop_message_for_the_next_run(relay):
+    done = subprocess.run(
+        mpirun_argv(2) + [sys.executable, "-c", TWO_RUNS, relay],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == ["rank 0 stale None", "rank 1 stale None"]

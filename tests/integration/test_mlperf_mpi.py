@@ -181,3 +181,30 @@ def test_what_if_under_two_ranks_prints_one_plan_with_both_rank_files_and_create
     (option,) = plan["options"]
     assert [len(t["rank_files"]) for t in option["trials"]] == [2, 2]
     assert not (tmp_path / "results").exists() and os.listdir(tmp_path / "cache") == []
+
+
+# Rank 1 fails its preflight with an unexpected error (not a refusal): the driver's plan_rank raises on rank 1 only.
+FAILING_PREFLIGHT = """
+import os, sys
+from kvcache import cli
+from kvcache.mlperf import driver
+
+def broken(*_args, **_kwargs):
+    raise OSError("disk_usage failed on rank 1")
+
+if os.environ["OMPI_COMM_WORLD_RANK"] == "1":
+    driver.plan_rank = broken
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_an_unexpected_error_in_one_ranks_preflight_ends_the_job_instead_of_hanging(tmp_path):
+    argv = mlperf_under_mpirun(tmp_path, 2, "--trials", "1", "--duration", "1")
+    at = argv.index("-m")
+    argv[at : at + 2] = ["-c", FAILING_PREFLIGHT]  # the same command line, through the script above
+    started = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False)
+    assert done.returncode != 0
+    assert time.monotonic() - started < 60, "rank 0 must not wait for rank 1 in a collective"
+    assert "OSError: disk_usage failed on rank 1" in done.stderr
+    assert not (tmp_path / "results").exists()

@@ -1,7 +1,9 @@
 """`kvcache mlperf run` for real on one rank: OPEN runs with short trials, CLOSED's refusals and its what-if plan."""
 
+import io
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -10,7 +12,8 @@ import time
 import pytest
 from engine_helpers import ENGINE, kvcache, leftovers
 
-from kvcache.mlperf import layout, rules
+from kvcache import cli
+from kvcache.mlperf import driver, layout, rules
 
 SMALL = ["--category", "open", "--model", "tiny-1b", "--num-users", "2", "--gpu-mem-gb", "0", "--cpu-mem-gb", "0"]
 SMALL_OPEN = [*SMALL, "--duration", "2", "--delay", "0", "--quiet"]
@@ -83,7 +86,8 @@ def test_open_run_writes_the_layout_a_summary_of_the_rank_files_and_a_metadata_w
     # Each trial's headline, not its whole table (the trial's result keeps that: `kvcache report`).
     assert "option 1 trial 2/2:\n  storagebench.kvcache  status: OK" in done.stdout
     assert "latency ms" not in done.stdout
-    assert f"kvcache mlperf check {tmp_path / 'results'}" in done.stdout
+    # The last line is a hint, not a verdict: the checker gives that.
+    assert done.stdout.splitlines()[-1] == f"for the rules verdict run: kvcache mlperf check {tmp_path / 'results'}"
 
     meta = read(layout.metadata_file(run_dir, timestamp))
     assert meta["state"] == "complete" and meta["error"] is None and meta["options"] == ["1"]
@@ -320,11 +324,92 @@ def test_open_config_values_and_its_workload_profile_are_changes_of_every_option
 
 
 def test_json_prints_one_object_naming_the_run_directory_and_its_summary(tmp_path):
-    done = mlperf_run(tmp_path, *SMALL_OPEN, "--option", "1", "--trials", "1", "--duration", "1", "--json")
+    results = tmp_path / "my results"
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    done = kvcache("mlperf", "run", *SMALL_OPEN, "--option", "1", "--trials", "1", "--duration", "1", "--json",
+                   "--results-dir", results, "--cache-dir", cache)  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)  # the trials' own tables are not printed
     assert out["state"] == "complete" and out["error"] is None
-    assert out["run_directories"] == [only_run_dir(tmp_path)]
+    assert out["run_directories"] == layout.find_run_dirs(str(results)) and len(out["run_directories"]) == 1
     (summary,) = out["summaries"]
     assert summary["options"]["1"]["complete_trials"] == [1]
-    assert out["check"] == f"kvcache mlperf check {tmp_path / 'results'}"
+    assert out["check"] == f"kvcache mlperf check '{results}'"  # a command line to paste: shell-quoted
+    assert shlex.split(out["check"])[-1] == str(results)
+
+
+def test_keep_cache_keeps_only_the_last_trial_whose_predecessors_did_not_share_the_storage(tmp_path):
+    done = mlperf_run(tmp_path, *SMALL_OPEN, "--option", "1", "--trials", "2", "--duration", "1", "--keep-cache")
+    assert done.returncode == 0, done.stderr
+    kept = [n for n in os.listdir(tmp_path / "cache") if n.startswith("kvcache-run-")]
+    assert len(kept) == 1, kept  # the last trial's; trial 1's was removed before trial 2 started
+    run_dir = only_run_dir(tmp_path)
+    last = read(layout.trial_result_file(layout.trial_dir(run_dir, "1", 2)))
+    assert last["status"] == "ok"
+    assert not [w for w in last["warnings"] if "another run" in w or "shared the storage" in w], last["warnings"]
+
+
+def in_process(tmp_path, monkeypatch, *args, when=None):
+    """`kvcache mlperf run` in this process; `when` names a function of the driver that sends SIGINT to this
+    process right after it ran (a signal at that exact moment). Returns (exit code, stdout, stderr, seconds)."""
+    if when is not None:
+        owner, name = when
+        original = getattr(owner, name)
+
+        def then_sigint(*a, **k):
+            value = original(*a, **k)
+            signal.raise_signal(signal.SIGINT)
+            return value
+
+        monkeypatch.setattr(owner, name, then_sigint)
+    cache = tmp_path / "cache"
+    cache.mkdir(exist_ok=True)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    argv = ["mlperf", "run", *args, "--results-dir", str(tmp_path / "results"), "--cache-dir", str(cache)]
+    started = time.monotonic()
+    code = cli.main(argv, stdout, stderr)
+    return code, stdout.getvalue(), stderr.getvalue(), time.monotonic() - started
+
+
+def test_a_signal_just_before_a_trial_runs_ends_that_trial_at_once_as_interrupted(tmp_path, monkeypatch):
+    # SIGINT after trial.json STARTED is written, before the run's own handlers are installed.
+    code, _out, err, elapsed = in_process(tmp_path, monkeypatch, *SMALL_OPEN, "--option", "1", "--trials", "1",
+                                          "--duration", "30", when=(driver.Invocation, "_start_trial"))  # fmt: skip
+    assert code == 1, err
+    assert elapsed < 15, "the trial must not run its 30 s"
+    run_dir = only_run_dir(tmp_path)
+    record = read(os.path.join(layout.trial_dir(run_dir, "1", 1), layout.TRIAL_FILE))
+    assert record["state"] == layout.COMPLETE and record["status"] == "failed"
+    assert record["error"] == "interrupted by SIGINT"
+    meta = read(layout.metadata_file(run_dir, os.path.basename(run_dir)))
+    assert meta["state"] == "failed" and meta["error"] == "option 1 trial 1: interrupted by SIGINT"
+    assert leftovers(tmp_path / "cache") == []
+
+
+def test_a_signal_before_the_first_trial_prints_no_checker_hint_for_a_tree_never_made(tmp_path, monkeypatch):
+    code, out, err, _elapsed = in_process(tmp_path, monkeypatch, *SMALL_OPEN, "--option", "1", "--trials", "1",
+                                          when=(driver.metadata, "gather_cluster"))  # fmt: skip
+    assert code == 1
+    assert "mlperf run failed: interrupted by SIGINT" in err
+    assert "mlperf check" not in out and "run directories" not in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_what_if_refuses_a_host_name_that_cannot_be_the_system_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr("kvcache.mpi.socket.gethostname", lambda: "my box")
+    code, out, err, _elapsed = in_process(tmp_path, monkeypatch, *SMALL_OPEN, "--option", "1", "--what-if")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "error: --system-name: rank 0's host name 'my box' cannot be a directory" in err
+    code, out, err, _elapsed = in_process(tmp_path, monkeypatch, *SMALL_OPEN, "--option", "1", "--what-if",
+                                          "--system-name", "sut-1")  # fmt: skip
+    assert code == 0 and "system sut-1" in out, err
+
+
+def test_kv_cache_py_flags_not_here_yet_are_refused_by_mlperf_run_only(tmp_path):
+    done = mlperf_run(tmp_path, *SMALL_OPEN, "--xlsx-output", tmp_path / "x.xlsx")
+    assert done.returncode == 2
+    assert done.stderr.startswith("kvcache mlperf run: error: --xlsx-output: ") and "not available" in done.stderr
+    checked = kvcache("mlperf", "check", tmp_path, "--xlsx-output", tmp_path / "x.xlsx")
+    assert checked.returncode == 2
+    assert "unrecognized arguments: --xlsx-output" in checked.stderr and "not available" not in checked.stderr
