@@ -117,7 +117,7 @@ def test_open_run_writes_the_layout_a_summary_of_the_rank_files_and_a_metadata_w
     "args, flag, words",
     [
         (["--duration", "5"], "--duration", "the MLPerf rules fix it at 300"),
-        (["--num-users", "3"], "--num-users", "fix it at 200 users / 100 users / 70 users for options 1, 2, 3"),
+        (["--num-users", "3"], "--num-users", "fix it at 200 users for option 1 in CLOSED, got 3 users"),
         (["--trials", "2"], "--trials", "CLOSED runs 3"),
         (["--delay", "1"], "--delay", "CLOSED runs 90"),
         (["--config", "CONFIG"], "--config", "takes no config file"),
