@@ -11,7 +11,6 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from kvcache import options
 from kvcache.cachedir import SHARED_STORAGE
 from kvcache.errors import UsageError, shown_path
 from kvcache.mlperf import layout, rules
@@ -28,13 +27,6 @@ WORKLOAD = "workload"
 def _default_profile() -> dict:
     """kv-cache.py's own profile as a result holds it (JSON: tuples are lists)."""
     return json.loads(json.dumps(DEFAULT_PROFILE.as_dict()))
-
-
-def _shown(name: str, value: Any) -> str:
-    """A parameter's value with its unit: `5 s`, `200 users`, `llama3.1-8b`."""
-    text = f"{value:g}" if isinstance(value, float) else str(value)
-    unit = options.BY_NAME[name].unit if name in options.BY_NAME else None
-    return f"{text} {unit}" if unit and value is not None and not isinstance(value, bool) else text
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -125,8 +117,8 @@ def _check_rank(record: dict, rank: int, where: Dict[str, Any], parameters: dict
             if parameters and config[name] != parameters.get(name):
                 invalid.append(f"{label}: ran another workload profile than the metadata says")
         elif parameters and not _same(config[name], parameters.get(name)):
-            says = _shown(name, parameters.get(name))
-            invalid.append(f"{label}: ran {name} {_shown(name, config[name])}, the metadata says {says}")
+            says = rules.shown_value(name, parameters.get(name))
+            invalid.append(f"{label}: ran {name} {rules.shown_value(name, config[name])}, the metadata says {says}")
     seed = config.get("seed")
     seeds = config.get("seeds_per_rank")
     if isinstance(seed, int) and seeds != [seed + r for r in range(where["world_size"])]:
@@ -228,7 +220,8 @@ def _differences_from_closed(metadata: dict, configs: Dict[str, List[dict]], not
                 if name in config and not _same(config[name], value) and config[name] not in ran:
                     ran.append(config[name])
             for other in ran:
-                found.append(f"option {option}: {name} {_shown(name, other)} (CLOSED: {_shown(name, value)})")
+                ran_text, closed_text = rules.shown_value(name, other), rules.shown_value(name, value)
+                found.append(f"option {option}: {name} {ran_text} (CLOSED: {closed_text})")
         if any(c.get(WORKLOAD, default) != default for c in configs.get(option, [])):
             found.append(
                 f"option {option}: a workload profile of its own (a --config file's templates, QoS or timing; "
