@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from kvcache.cachedir import SHARED_STORAGE
 from kvcache.errors import UsageError, shown_path
 from kvcache.mlperf import layout, rules
-from kvcache.mlperf.summary import as_dict, as_list, read_json, summarize
+from kvcache.mlperf.summary import as_dict, as_list, headline_lines, read_json, summarize
 from kvcache.workload import DEFAULT_PROFILE
 
 SEVERITY = (rules.CLOSED, rules.OPEN, rules.INVALID)
@@ -188,7 +188,7 @@ def _check_trial(
             f"{label}: failed (status {record.get('status')!r}, failed ranks {failed}): "
             f"{record.get('error') or 'no error recorded'}"
         )
-    result_path = os.path.join(directory, layout.TRIAL_RESULT_FILE)
+    result_path = layout.trial_result_file(directory)
     rank_paths = [layout.rank_file(directory, r, os.path.basename(run_directory)) for r in range(world_size)]
     _check_digests(directory, record, [result_path] + rank_paths, label, invalid)
     result = _read(result_path, f"{label}: {layout.TRIAL_RESULT_FILE}", invalid)
@@ -389,7 +389,7 @@ def _verdict(run_directory: str) -> Tuple[Optional[dict], str, List[str]]:
 
 
 def check_run_dir(run_directory: str) -> Dict[str, Any]:
-    """The verdict of one run directory: {run_dir, category, model, verdict, reasons}."""
+    """The verdict of one run directory: {run_dir, category, model, verdict, reasons, headline}."""
     run_directory = os.path.normpath(run_directory)
     try:
         metadata, verdict, reasons = _verdict(run_directory)
@@ -404,7 +404,17 @@ def check_run_dir(run_directory: str) -> Dict[str, Any]:
         "model": metadata.get("model"),
         "verdict": verdict,
         "reasons": reasons,
+        "headline": _headline(run_directory),
     }
+
+
+def _headline(run_directory: str) -> List[str]:
+    """The per-option headline of the figures recomputed from the rank files (not the summary file, which may
+    have been changed); none when the tree is too damaged to compute them."""
+    try:
+        return headline_lines(summarize(run_directory))
+    except Exception:  # noqa: BLE001 - the verdict already says why the tree is damaged
+        return []
 
 
 def check_tree(path: str) -> Dict[str, Any]:
@@ -431,6 +441,8 @@ def run_check(path: str, as_json: bool, stdout) -> int:
             stdout.write(f"{run['verdict']}: {run['run_dir']} ({run['model']}, category {run['category']})\n")
             for reason in run["reasons"]:
                 stdout.write(f"  - {reason}\n")
+            for line in run["headline"]:
+                stdout.write(f"  {line}\n")
         count = len(report["runs"])
         stdout.write(f"overall: {report['verdict']} ({count} run director{'y' if count == 1 else 'ies'})\n")
     stdout.flush()

@@ -136,7 +136,7 @@ def trial_state(run_directory: str, option: str, trial: int, world_size: int) ->
             return None, f"rank {rank} failed: {error or f'status {status}'}"
         ranks.append(rank_record)
     try:
-        result = read_json(os.path.join(directory, layout.TRIAL_RESULT_FILE))
+        result = read_json(layout.trial_result_file(directory))
     except OSError:
         return None, f"{layout.TRIAL_RESULT_FILE} missing"
     except ValueError as exc:

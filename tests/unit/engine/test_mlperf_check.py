@@ -12,7 +12,7 @@ from kvcache import cli
 from kvcache.cachedir import LIVE, OtherRun, other_run_warnings
 from kvcache.mlperf import check, layout, rules
 from kvcache.mlperf.check import check_run_dir, check_tree, run_check
-from kvcache.mlperf.summary import summarize
+from kvcache.mlperf.summary import headline_lines, summarize
 
 GIVEN = {"duration": 5.0, "num_users": 2}
 
@@ -101,6 +101,10 @@ def test_an_edited_summary_figure_is_named(tmp_path):
     trees.edit_json(path, lambda s: s["options"]["1"]["rules"]["read_bandwidth_bytes_per_s"].update(mean=1e12))
     reasons = _invalid(run, "summary file differs", "options.1.rules.read_bandwidth_bytes_per_s.mean")
     assert len(reasons) == 1
+    # The checker's headline is the one of the rank files, not of the edited summary.
+    headline = check.check_run_dir(run)["headline"]
+    assert headline == headline_lines(summarize(run)) and "931 GiB/s" not in " ".join(headline)
+    assert headline[0].startswith("option 1 (")
 
 
 def test_a_missing_summary_is_invalid(tmp_path):
