@@ -53,6 +53,21 @@ def clean_environment(home):
     }
 
 
+def run_playbook(playbook, variables, home, *extra, timeout=600):
+    """A playbook of this checkout on inventory/localhost.ini, as a new user's shell runs it (clean_environment),
+    with `variables` as one JSON -e; returns the CompletedProcess (stdout and stderr as text)."""
+    command = [playbook_binary(), "-i", "inventory/localhost.ini", f"playbooks/{playbook}", *extra]
+    return subprocess.run(
+        [*command, "-e", json.dumps(variables)],
+        cwd=ROOT,
+        env=clean_environment(home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def failed_task_messages(output):
     """The `msg` of every `fatal: [host]: FAILED! => {...}` line of ansible-playbook's default output."""
     messages = []

@@ -113,7 +113,7 @@ def test_describe_exports_the_new_option_with_its_type_and_bounds(copy, tmp_path
         "nonzero_minimum": None,
         "unit": "probes",
         "help": "a temporary option of the contract test",
-        "commands": ["run", "datasize"],
+        "commands": ["run", "datasize", "mlperf run"],
         "reference_key": None,  # no kv-cache.py config.yaml key sets it
     }
 

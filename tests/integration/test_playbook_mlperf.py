@@ -8,11 +8,10 @@ and through its refusals. Figures of the rules are read from kvcache.mlperf.rule
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
-from ansible_cli import ROOT, clean_environment, failed_task_messages, playbook_binary
+from ansible_cli import failed_task_messages, run_playbook
 
 from kvcache.mlperf import layout, rules
 
@@ -31,16 +30,7 @@ def playbook(tmp_path, variables, *extra):
         run_work_dir=str(tmp_path / "work"),
         **variables,
     )
-    command = [playbook_binary(), "-i", "inventory/localhost.ini", "playbooks/kvcache_mlperf.yml", "--skip-tags"]
-    return subprocess.run(
-        [*command, "setup", "-e", json.dumps(variables), *extra],
-        cwd=ROOT,
-        env=clean_environment(tmp_path / "home"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_playbook("kvcache_mlperf.yml", variables, tmp_path / "home", "--skip-tags", "setup", *extra, timeout=300)
 
 
 def the_run(tmp_path):

@@ -8,11 +8,10 @@ controller file is refused before the run role creates anything.
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
-from ansible_cli import ROOT, clean_environment, failed_task_messages, playbook_binary
+from ansible_cli import failed_task_messages, run_playbook
 
 pytestmark = pytest.mark.slow
 WORKLOAD = {"kvcache_model": "tiny-1b", "kvcache_num_users": 2, "kvcache_duration": 20, "kvcache_cpu_mem_gb": 0.125}
@@ -40,16 +39,7 @@ def playbook(tmp_path, variables):
         run_work_dir=str(tmp_path / "work"),
         **variables,
     )
-    command = [playbook_binary(), "-i", "inventory/localhost.ini", "playbooks/kvcache_run.yml", "--skip-tags", "setup"]
-    return subprocess.run(
-        [*command, "-e", json.dumps(variables)],
-        cwd=ROOT,
-        env=clean_environment(tmp_path / "home"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_playbook("kvcache_run.yml", variables, tmp_path / "home", "--skip-tags", "setup")
 
 
 def the_run(tmp_path):
