@@ -64,6 +64,10 @@ class MpiComm:
         self.size = self.comm.Get_size()
         self.host = socket.gethostname()
         self.library = mpi_module.Get_library_version().replace("\x00", "").strip().splitlines()[0]
+        self._start_run()
+
+    def _start_run(self) -> None:
+        """The failure channel's state of one run: nothing sent or received yet."""
         self._pending = []
         self._stop_sent = False
         self._failures_sent = 0  # this rank's TAG_FAILED messages in this run
@@ -132,11 +136,7 @@ class MpiComm:
         for request in self._pending:
             request.wait()
         self.comm.Barrier()
-        self._pending = []
-        self._stop_sent = False
-        self._failures_sent = 0
-        self._received = [0] * self.size
-        self._stop_received = False
+        self._start_run()
 
 
 def open_comm(mode: str):

@@ -321,22 +321,34 @@ def _check_schedule(metadata: dict, invalid: List[str]) -> None:
         )
 
 
-def _check_summary(run_directory: str, invalid: List[str]) -> None:
+def _recompute(run_directory: str) -> Tuple[Optional[dict], Optional[Exception]]:
+    """summarize() of the tree, once per check (the summary file is compared with it, the headline shows it), or
+    why it failed: judged where the figures are used."""
+    try:
+        return summarize(run_directory), None
+    except Exception as exc:  # noqa: BLE001 - _check_summary reports it, or lets check_run_dir name its shape
+        return None, exc
+
+
+def _check_summary(run_directory: str, recomputed: Tuple[Optional[dict], Optional[Exception]], invalid) -> None:
     path = layout.summary_file(run_directory, os.path.basename(run_directory))
     written = _read(path, "the summary file", invalid)
     if written is None:
         return
-    try:
-        recomputed = summarize(run_directory)
-    except (TypeError, ValueError, OSError) as exc:  # a figure that is not a number: a damaged rank file
-        invalid.append(f"the tree's figures cannot be summarized: {exc}")
+    figures, error = recomputed
+    if isinstance(error, (TypeError, ValueError, OSError)):  # a figure that is not a number: a damaged rank file
+        invalid.append(f"the tree's figures cannot be summarized: {error}")
         return
-    where = _first_difference(written, recomputed)
+    if error is not None:
+        raise error
+    where = _first_difference(written, figures)
     if where:
         invalid.append(f"the summary file differs from the tree at {where} (tampered with, or stale)")
 
 
-def _verdict(run_directory: str) -> Tuple[Optional[dict], str, List[str]]:
+def _verdict(
+    run_directory: str, recomputed: Tuple[Optional[dict], Optional[Exception]]
+) -> Tuple[Optional[dict], str, List[str]]:
     invalid: List[str] = []
     timestamp = os.path.basename(run_directory)
     metadata = _read(layout.metadata_file(run_directory, timestamp), "the metadata file", invalid)
@@ -363,7 +375,7 @@ def _verdict(run_directory: str) -> Tuple[Optional[dict], str, List[str]]:
     _check_folders(run_directory, metadata, invalid)
     if metadata.get("state") == "complete":  # an invocation that stopped early is named so, not by its schedule
         _check_schedule(metadata, invalid)
-    _check_summary(run_directory, invalid)
+    _check_summary(run_directory, recomputed, invalid)
     differences = _differences_from_closed(metadata, configs, notes)
     if metadata["category"] == "closed" and differences:
         invalid += [f"claims CLOSED and is not: {d}" for d in differences]
@@ -391,8 +403,9 @@ def _verdict(run_directory: str) -> Tuple[Optional[dict], str, List[str]]:
 def check_run_dir(run_directory: str) -> Dict[str, Any]:
     """The verdict of one run directory: {run_dir, category, model, verdict, reasons, headline}."""
     run_directory = os.path.normpath(run_directory)
+    recomputed = _recompute(run_directory)
     try:
-        metadata, verdict, reasons = _verdict(run_directory)
+        metadata, verdict, reasons = _verdict(run_directory, recomputed)
     except OSError as exc:
         metadata, verdict, reasons = None, rules.INVALID, [f"a file of the tree cannot be read: {exc}"]
     except Exception as exc:  # noqa: BLE001 - a damaged tree is an INVALID verdict, never a traceback
@@ -404,15 +417,15 @@ def check_run_dir(run_directory: str) -> Dict[str, Any]:
         "model": metadata.get("model"),
         "verdict": verdict,
         "reasons": reasons,
-        "headline": _headline(run_directory),
+        "headline": _headline(recomputed[0]),
     }
 
 
-def _headline(run_directory: str) -> List[str]:
+def _headline(figures: Optional[dict]) -> List[str]:
     """The per-option headline of the figures recomputed from the rank files (not the summary file, which may
     have been changed); none when the tree is too damaged to compute them."""
     try:
-        return headline_lines(summarize(run_directory))
+        return headline_lines(figures) if figures is not None else []
     except Exception:  # noqa: BLE001 - the verdict already says why the tree is damaged
         return []
 
