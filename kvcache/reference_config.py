@@ -87,17 +87,6 @@ IGNORED: Tuple[Ignored, ...] = (
         "each user has one conversation at a time, so at most --num-users are active",
     ),
     Ignored(
-        "autoscaler",
-        (
-            ("min_users", "int"),
-            ("max_users", "int"),
-            ("scale_up_factor", "float"),
-            ("scale_down_factor", "float"),
-            ("consecutive_samples_required", "int"),
-        ),
-        "autoscaling is not available in this version of kvcache",
-    ),
-    Ignored(
         "sharegpt",
         (("max_context_tokens", "int"), ("max_generation_tokens", "int"), ("chars_per_token_estimate", "int")),
         "kvcache's ShareGPT replay (--dataset-path) caps contexts and replies at kv-cache.py's fixed limits "
@@ -112,7 +101,8 @@ IGNORED: Tuple[Ignored, ...] = (
             ("queue_depth_threshold", "int"),
             ("history_window_size", "int"),
         ),
-        "autoscaling is not available in this version of kvcache",
+        "the qos autoscaler judges each step by the QoS classes' own p95 targets (qos_profiles) times "
+        "--target-saturation, and the capacity autoscaler by storage bandwidth, not by these thresholds",
     ),
     Ignored(
         "validation_limits",

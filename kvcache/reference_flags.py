@@ -10,12 +10,7 @@ from typing import Dict, Sequence
 
 from kvcache.errors import UsageError
 
-AUTOSCALING = "kv-cache.py's autoscaler (it varies the number of users to find the storage's saturation)"
-
 NOT_YET: Dict[str, str] = {
-    "--enable-autoscaling": AUTOSCALING,
-    "--autoscaler-mode": AUTOSCALING,
-    "--target-saturation": AUTOSCALING,
     "--validation-trace": "kv-cache.py's validation of hit rates against a recorded trace",
     "--enable-latency-tracing": "kv-cache.py's device latency tracing (bpftrace and a fio workload)",
     "--xlsx-output": "kv-cache.py's XLSX export of the result",
