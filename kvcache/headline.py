@@ -2,7 +2,8 @@
 the top of the summary `kvcache run` and `kvcache report` print, and the report role's headline.txt).
 
 It takes a result that result_reader checked (or that build_result just made): the fields it reads are the
-ones the result/v1 schema requires, and the dropped-entries block that older results lack.
+ones the result/v1 schema requires, the dropped-entries block that older results lack, and the autoscaling
+block that only --enable-autoscaling runs have.
 """
 
 from typing import List
@@ -16,6 +17,7 @@ def headline_figures(result: dict) -> dict:
     """The figures of the headline: None where nothing was measured (no I/O, no request, an older result)."""
     storage = result["tiers"]["storage"]
     dropped = result.get("dropped_entries") or {}
+    autoscaling = result.get("autoscaling") or {}
     return {
         "status": result["status"],
         "error": result.get("error"),
@@ -34,6 +36,9 @@ def headline_figures(result: dict) -> dict:
         "dropped_entries": dropped.get("count"),
         "dropped_share_of_writes": dropped.get("share_of_writes"),
         "sla": sla_verdict(result),
+        # The search's one-line answer (or why there is none); None when the run did not autoscale.
+        "autoscaling": autoscaling.get("summary"),
+        "autoscaling_mode": autoscaling.get("mode"),
     }
 
 
@@ -70,7 +75,7 @@ def headline_lines(figures: dict) -> List[str]:
     error = f"  ({figures['error']}; the figures below are partial)" if figures["error"] else ""
     read_gib, write_gib = figures["storage_read_bytes_per_s"] / GIB, figures["storage_write_bytes_per_s"] / GIB
     hosts = _hosts(figures["hosts"], figures["host_count"])
-    return [
+    lines = [
         f"storagebench.kvcache  status: {figures['status'].upper()}{error}",
         f"{figures['ranks']} rank(s) on {figures['host_count']} host(s) ({hosts}), "
         f"{figures['window_s']:.1f} s window, model {figures['model']}",
@@ -83,6 +88,9 @@ def headline_lines(figures: dict) -> List[str]:
         f"({_percent(figures['dropped_share_of_writes'])} of entry writes)",
         f"SLA (latency profile): {figures['sla']}",
     ]
+    if figures["autoscaling"] is not None:
+        lines.append(f"autoscaling ({figures['autoscaling_mode']}): {figures['autoscaling']}")
+    return lines
 
 
 def headline(result: dict) -> str:

@@ -71,8 +71,10 @@ class Progress:
             self.stream.flush()
             return
         p95 = point["storage_read_p95_ms"]
+        # An autoscaling run's point carries the users active now (the search changes them step by step).
+        users = f"users {point['users']:>5}  " if "users" in point else ""
         line = (
-            f"{self.label}{elapsed:6.1f}/{duration:.0f} s  requests {point['requests']:>7}  "
+            f"{self.label}{elapsed:6.1f}/{duration:.0f} s  {users}requests {point['requests']:>7}  "
             f"storage read {point['storage_read_bytes_per_s'] / GIB:6.2f} GiB/s  "
             f"write {point['storage_write_bytes_per_s'] / GIB:6.2f} GiB/s  "
             f"read p95 {'-' if p95 is None else f'{p95:.1f} ms'}"

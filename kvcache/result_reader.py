@@ -23,8 +23,9 @@ MAX_RESULT_BYTES = 256 << 20
 # Keywords that only document (the interpreter skips them); any other keyword in the schema is an error.
 ANNOTATIONS = frozenset(("$schema", "$id", "title", "description", "$comment", "$defs"))
 CHECKED = frozenset(
-    ("type", "enum", "const", "required", "properties", "additionalProperties", "items", "minimum", "$ref")
-)
+    ("type", "enum", "const", "required", "properties", "additionalProperties", "items", "prefixItems",
+     "minItems", "maxItems", "minimum", "$ref")
+)  # fmt: skip
 _TYPE_NAMES = {"object": "an object", "array": "a list", "string": "a string", "integer": "an integer",
                "number": "a number", "boolean": "true or false", "null": "null"}  # fmt: skip
 
@@ -105,9 +106,17 @@ def schema_problems(value, schema: dict, root: dict, path: str = "") -> Iterator
                 yield _join(path, key), "is not a field of this block"
             elif extra is not True:
                 yield from schema_problems(item, extra, root, _join(path, key))
-    if isinstance(value, list) and "items" in schema:
+    if isinstance(value, list):
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            yield path, f"must have at least {schema['minItems']} items, got {len(value)}"
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            yield path, f"must have at most {schema['maxItems']} items, got {len(value)}"
+        # Draft 2020-12: prefixItems check the first items by position, items the ones after them.
+        prefix = schema.get("prefixItems", [])
         for index, item in enumerate(value):
-            yield from schema_problems(item, schema["items"], root, f"{path}[{index}]")
+            sub = prefix[index] if index < len(prefix) else schema.get("items")
+            if sub is not None:
+                yield from schema_problems(item, sub, root, f"{path}[{index}]")
 
 
 def _join(path: str, key: str) -> str:

@@ -18,13 +18,68 @@ def _gib(value) -> str:
     return f"{value / GIB:.3f}"
 
 
+def _step_classes(result: dict, steps: List[dict]) -> List[str]:
+    """The QoS classes any step measured: in the workload's order, then any other by name."""
+    seen = {name for step in steps for name in step["p95_ms"]}
+    known = list((result["config"].get("workload") or {}).get("qos_classes") or {})
+    return [name for name in known if name in seen] + sorted(seen - set(known))
+
+
+def _judged(step: dict, qos: bool, classes: List[str]) -> List[str]:
+    """What a step was judged by: each class's p95 and whether it held (qos), or its bandwidth gain (capacity)."""
+    if not qos:
+        return ["-" if step["gain"] is None else f"{step['gain']:+.1%}"]
+    held = "-" if step["holds"] is None else "yes" if step["holds"] else "no"
+    return [_ms(step["p95_ms"].get(name)) for name in classes] + [held]
+
+
+def _action(step: dict) -> str:
+    return "stop" if step["action"] == "stop" else f"{step['action']} -> {step['next_users_per_rank']}"
+
+
+def autoscaling_lines(result: dict) -> List[str]:
+    """The search's answer, its condition and one row per step ([] when the run did not autoscale)."""
+    block = result.get("autoscaling")
+    if not block:
+        return []
+    steps = block["steps"]
+    qos = block["mode"] == "qos"
+    classes = _step_classes(result, steps) if qos else []
+    judged = [f"{name} p95" for name in classes] + (["holds"] if qos else ["gain"])
+    widths = [max(7, len(title)) for title in judged]
+    lines = [
+        f"autoscaling ({block['mode']}): {len(steps)} step(s) of {block['step_s']:g} s in "
+        f"{block['search_s']:.1f} s, ended: {block['ended_because']}",
+        f"answer: {block['summary']}",
+    ]
+    if block["condition"] not in block["summary"]:  # a summary without an answer may not state it
+        lines.append(f"condition: {block['condition']}")
+    lines += [
+        f"{'step':>4} {'t s':>13} {'users/rank':>10} {'users':>7} {'read GiB/s':>10} {'write GiB/s':>11} "
+        + " ".join(f"{title:>{width}}" for title, width in zip(judged, widths))
+        + "  action"
+        + ("  (p95: end-to-end ms)" if qos else ""),
+    ]
+    for step in steps:
+        lines.append(
+            f"{step['step']:>4} {step['t_start_s']:>6.1f}-{step['t_end_s']:<6.1f} {step['users_per_rank']:>10} "
+            f"{step['users_total']:>7} {_gib(step['read_bytes_per_s']):>10} {_gib(step['write_bytes_per_s']):>11} "
+            + " ".join(f"{cell:>{width}}" for cell, width in zip(_judged(step, qos, classes), widths))
+            + f"  {_action(step)}"
+        )
+    return lines
+
+
 def format_summary(result: dict) -> str:
-    """The headline, then the details: every tier, every latency, QoS, the ranks' aggregate, SLA, warnings."""
+    """The headline, then the details: every tier, every latency, QoS, the ranks' aggregate, SLA, the
+    autoscaling search (when the run had one), warnings."""
     lines: List[str] = headline_lines(headline_figures(result))
     config = result["config"]
     env = result["environment"]
+    # With autoscaling, --num-users is only where the search started.
+    start = " at the start (autoscaling, below)" if result.get("autoscaling") else ""
     lines.append(
-        f"users/rank {config.get('num_users')}  io engine {env.get('io_engine')}  gpu {env.get('gpu_backend')}"
+        f"users/rank {config.get('num_users')}{start}  io engine {env.get('io_engine')}  gpu {env.get('gpu_backend')}"
     )
     lines.append("")
     lines.append(
@@ -89,6 +144,10 @@ def format_summary(result: dict) -> str:
                 f"stragglers (storage bandwidth < {aggregate['straggler_fraction']:.0%} of the median): "
                 f"ranks {', '.join(map(str, aggregate['stragglers']))}"
             )
+    autoscaling = autoscaling_lines(result)
+    if autoscaling:
+        lines.append("")
+        lines.extend(autoscaling)
     for warning in result.get("warnings", []):
         lines.append(f"warning: {warning}")
     return "\n".join(lines)

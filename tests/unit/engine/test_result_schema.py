@@ -108,6 +108,9 @@ def test_the_reader_checks_every_keyword_the_schema_uses():
                 if key in ("properties", "$defs"):
                     for sub in value.values():
                         walk(sub)
+                elif key == "prefixItems":
+                    for sub in value:
+                        walk(sub)
                 elif key not in ("required", "enum", "const", "type"):
                     walk(value)
 
