@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from kvcache import io_trace, precondition, replay
+from kvcache import autoscaler, io_trace, precondition, replay
 from kvcache.cachedir import LIVE, UNCHECKED, RunDirectory, other_run_warnings, other_runs, validate_cache_dir
 from kvcache.datasize import AUTO_STORAGE_SHARE, check_parallelism, largest_entry_bytes
 from kvcache.environment import describe_environment, mount_info
@@ -28,7 +28,7 @@ from kvcache.mpi import open_comm
 from kvcache.output import check_output_path, write_json_atomically
 from kvcache.progress import Progress, debug_prefix, setup_line, shows
 from kvcache.result import build_result
-from kvcache.runner import RankRun, rank_seed
+from kvcache.runner import RankRun, autoscaler_search, rank_seed
 from kvcache.storage_io import direct_io_supported
 from kvcache.summary import format_summary
 from kvcache.tiers import choose_gpu_backend
@@ -55,6 +55,7 @@ def validate_run(config, models) -> Tuple[Model, str]:
     replay.check(config)
     io_trace.check(config)
     precondition.check(config)
+    autoscaler.check(config)
     if config.prefill_only and config.decode_only:
         raise UsageError(
             "--prefill-only/--decode-only",
@@ -317,15 +318,29 @@ class RankLifecycle:
         broadcast_start = self.comm.bcast(time.time())
         self.comm.barrier()
         sync = time.perf_counter()  # every rank leaves the barrier together: the window's common start
+        # The stepped window's exchanges need every rank: all learn whether any failed before it, and none
+        # enters it alone. (Without autoscaling a rank alone in its window learns it from the failure channel.)
+        failed_before = self.config.enable_autoscaling and any(self.comm.bcast(self.comm.gather(self._failed())))
         if run is not None and self.interrupted.is_set():
             if run.interrupted_by is None:
                 run.interrupt("SIGINT")
-        elif run is not None and run.failure is None and run.remote_failure is None:
+        elif run is not None and run.failure is None and run.remote_failure is None and not failed_before:
             run.measure(sync)
         if self.trace is not None and self.rank_run is not None:
             # Complete on disk before rank 0 writes the result that names it.
             self.rank_run.reports["io_trace"] = self.trace.close()
         return broadcast_start, sync
+
+    def _failed(self) -> bool:
+        """Whether this rank failed, was interrupted or learned of another rank's failure before the window."""
+        run = self.rank_run
+        return bool(
+            self.setup_error
+            or self.interrupted.is_set()
+            or run is None
+            or run.failure is not None
+            or run.remote_failure is not None
+        )
 
     def _say(self, line: str) -> None:
         """Progress of the work before the window (not with --quiet): rank 0's at INFO, every rank's at DEBUG."""
@@ -343,9 +358,13 @@ class RankLifecycle:
         status = 1
         if self.comm.rank == 0:
             remote_failure = self.rank_run.remote_failure if self.rank_run else None
+            autoscaling = self.rank_run.autoscaling_outcome if self.rank_run else None
+            if self.config.enable_autoscaling and autoscaling is None:  # no step ran: the run failed before
+                autoscaling = autoscaler_search(self.config, self.comm.size).outcome("failed")
             status = _finish_on_rank0(
-                self.config, self.plan, self.comm, payloads, broadcast_start, remote_failure, self.stdout, self.stderr
-            )
+                self.config, self.plan, self.comm, payloads, broadcast_start, remote_failure, self.stdout, self.stderr,
+                autoscaling,
+            )  # fmt: skip
         return self.comm.bcast(status)
 
     def _warn_about_runs_started_later(self) -> None:
@@ -364,7 +383,7 @@ class RankLifecycle:
         failure = (
             self.setup_error or (run.failure if run else None) or ("interrupted" if self.interrupted.is_set() else None)
         )
-        return {
+        payload = {
             "rank": comm.rank,
             "host": comm.host,
             "seed": rank_seed(self.config.seed, comm.rank),
@@ -379,6 +398,9 @@ class RankLifecycle:
             "warnings": self.warnings,
             "reports": run.reports if run else {},
         }
+        if self.config.enable_autoscaling:
+            payload["users_timeline"] = run.users_timeline if run else []
+        return payload
 
 
 def _rank_window(run: Optional[RankRun], sync: float) -> dict:
@@ -400,7 +422,9 @@ def _rank_window(run: Optional[RankRun], sync: float) -> dict:
     }
 
 
-def _finish_on_rank0(config, plan: RankPlan, comm, payloads, broadcast_start, remote_failure, stdout, stderr) -> int:
+def _finish_on_rank0(
+    config, plan: RankPlan, comm, payloads, broadcast_start, remote_failure, stdout, stderr, autoscaling=None
+) -> int:
     model = plan.model
     engines = sorted({p["io_engine"] for p in payloads})
     environment = describe_environment(plan.cache_dir)
@@ -433,7 +457,7 @@ def _finish_on_rank0(config, plan: RankPlan, comm, payloads, broadcast_start, re
             "seeds_per_rank": [p["seed"] for p in payloads],  # in rank order, as gathered
         }
     )
-    result = build_result(settings, environment, payloads, broadcast_start, remote_failure)
+    result = build_result(settings, environment, payloads, broadcast_start, remote_failure, autoscaling)
     stdout.write(format_summary(result) + "\n")
     if config.output:
         try:

@@ -108,6 +108,10 @@ class Metrics:
             self.counters.update({f"ops.{tier}.read": 0, f"ops.{tier}.write": 0})
             self.counters.update({f"entries.{tier}": 0, f"peak_entries.{tier}": 0})
         self.interval_read = new_histogram()  # storage read latency since the last time-series sample
+        # Since the last autoscaling step (step_snapshot): per QoS class end-to-end latency, bytes and requests.
+        self.step_qos_e2e: Dict[str, HdrHistogram] = {}
+        self._step_bytes = dict(self.bytes)
+        self._step_requests = 0
 
     def add_bytes(self, tier: str, op: str, nbytes: int) -> None:
         with self.lock:
@@ -165,6 +169,9 @@ class Metrics:
                 self.qos_e2e[qos] = new_histogram()
                 self.qos_within_target[qos] = 0
             self.qos_e2e[qos].record_value(max(LOWEST_US, int(e2e_s * 1e6)))
+            if qos not in self.step_qos_e2e:
+                self.step_qos_e2e[qos] = new_histogram()
+            self.step_qos_e2e[qos].record_value(max(LOWEST_US, int(e2e_s * 1e6)))
             if e2e_s * 1000.0 <= target_ms:
                 self.qos_within_target[qos] += 1
             self.counters["requests"] += 1
@@ -181,6 +188,21 @@ class Metrics:
             )
             self.interval_read.reset()
             return dict(self.bytes), self.counters["requests"], p95
+
+    def step_snapshot(self) -> dict:
+        """What happened since the previous call (an autoscaling step): bytes per tier and op, completed requests,
+        and each QoS class's end-to-end histogram (encoded; classes with no completed request absent). Starts the
+        next step."""
+        with self.lock:
+            step = {
+                "bytes": {name: count - self._step_bytes[name] for name, count in self.bytes.items()},
+                "requests": self.counters["requests"] - self._step_requests,
+                "qos_e2e": {name: encode(h) for name, h in self.step_qos_e2e.items() if h.get_total_count()},
+            }
+            self._step_bytes, self._step_requests = dict(self.bytes), self.counters["requests"]
+            for hist in self.step_qos_e2e.values():
+                hist.reset()
+            return step
 
     def export(self) -> dict:
         """Plain data for the result and for sending to rank 0 (histograms encoded)."""

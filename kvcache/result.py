@@ -115,6 +115,7 @@ def _per_rank(payload) -> dict:
         "reference_metrics": _reference_metrics(metrics["counters"]),
         "dropped_entries": _dropped_entries(metrics["counters"]),
         "histograms": {name: metrics["latency"][name] for name in RANK_HISTOGRAMS},
+        **({"users_timeline": payload["users_timeline"]} if "users_timeline" in payload else {}),
     }
 
 
@@ -281,13 +282,21 @@ def _timeseries(payloads) -> List[dict]:
             entry[field] = round(sum(s[field] for s in same), 3)
         p95s = [s["storage_read_p95_ms"] for s in same if s["storage_read_p95_ms"] is not None]
         entry["storage_read_p95_ms_max_rank"] = max(p95s) if p95s else None
+        if "users" in point:  # autoscaling: the fleet's active users
+            entry["users"] = sum(s.get("users", 0) for s in same)
         merged.append(entry)
     return merged
 
 
 def build_result(
-    config: dict, environment: dict, payloads: List[dict], broadcast_start: float, failure: Optional[tuple] = None
+    config: dict,
+    environment: dict,
+    payloads: List[dict],
+    broadcast_start: float,
+    failure: Optional[tuple] = None,
+    autoscaling: Optional[dict] = None,
 ) -> dict:
+    """The result of the run; `autoscaling`: the autoscaler's block (kvcache.autoscaler outcome()), if enabled."""
     payloads = sorted(payloads, key=lambda p: p["rank"])
     failed = [p for p in payloads if p["status"] != "ok"]
     # Offsets from the shared start barrier, not wall clocks: hosts' clocks may disagree.
@@ -381,6 +390,8 @@ def build_result(
         "modes": _modes(payloads),
         "timeseries": _timeseries(payloads),
     }
+    if autoscaling is not None:
+        result["autoscaling"] = autoscaling
     if status == "failed":
         first = failure or (failed[0]["rank"], failed[0].get("error"))
         result["error"] = f"rank {first[0]}: {first[1]}"

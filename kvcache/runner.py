@@ -14,11 +14,11 @@ import queue
 import random
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
-from kvcache import precondition, replay
+from kvcache import autoscaler, precondition, replay
 from kvcache.datasize import rag_chunk_tokens
-from kvcache.metrics import TIERS, Metrics
+from kvcache.metrics import TIERS, Metrics, decode, merge, percentile_block
 from kvcache.models import Model
 from kvcache.progress import Progress
 from kvcache.storage_io import BufferPool, FileIO, Interrupted, PatternSource
@@ -43,6 +43,42 @@ def rank_seed(seed: int, rank: int) -> int:
 def decode_entry_key(index: int) -> str:
     """--decode-only's entry `index`: turn 0 of a user's conversation, a turn no request writes."""
     return f"u{index // DECODE_ENTRIES_PER_USER}c{index % DECODE_ENTRIES_PER_USER}t0"
+
+
+def autoscaler_search(config, ranks: int):
+    """The autoscaler's search for this run (rank 0 runs it)."""
+    return autoscaler.Autoscaler.for_config(config, ranks, autoscaler.qos_targets_ms(config))
+
+
+def pool_step(index: int, users_per_rank: int, ranks: List[dict]) -> "autoscaler.StepMeasure":
+    """The fleet's step from every rank's (RankRun.step_report): bytes and requests summed, bandwidth over the
+    span from the first rank's start to the last one's end (IOR style), each class's p95 from pooled histograms,
+    and the first failed rank's failure."""
+    t_start, t_end = min(r["t_start_s"] for r in ranks), max(r["t_end_s"] for r in ranks)
+    span = max(t_end - t_start, 1e-9)
+    classes = sorted({name for r in ranks for name in r["qos_e2e"]})
+    p95 = {
+        name: percentile_block(merge(decode(r["qos_e2e"][name]) for r in ranks if name in r["qos_e2e"]))["p95"]
+        for name in classes
+    }
+    failed = first_failure(ranks)
+    return autoscaler.StepMeasure(
+        step=index,
+        t_start_s=round(t_start, 3),
+        t_end_s=round(t_end, 3),
+        users_per_rank=users_per_rank,
+        ranks=len(ranks),
+        requests=sum(r["requests"] for r in ranks),
+        read_bytes_per_s=round(sum(r["read_bytes"] for r in ranks) / span, 3),
+        write_bytes_per_s=round(sum(r["write_bytes"] for r in ranks) / span, 3),
+        p95_ms=p95,
+        failed=None if failed is None else f"rank {failed[0]}: {failed[1]}",
+    )
+
+
+def first_failure(ranks: List[dict]) -> Optional[Tuple[int, str]]:
+    """(rank, error) of the first rank whose step report carries a failure, or None."""
+    return next(((r["rank"], r["failed"]) for r in ranks if r["failed"]), None)
 
 
 def decode_rereads(generation_tokens: int, batch_size: int) -> int:
@@ -171,6 +207,17 @@ class RankRun:
         self.phase = trace.phase if trace is not None else threading.local()
         self.window_start = self.window_end = None
         self.window_offsets = (0.0, 0.0)  # seconds from the shared start barrier: comparable across hosts
+        # The user pool: users below active_users make requests, the others park (autoscaling changes the count).
+        self.autoscaling = bool(config.enable_autoscaling)
+        self.active_users = autoscaler.start_users(config) if self.autoscaling else config.num_users
+        self._users_changed = threading.Condition()
+        self._threads: List[threading.Thread] = []
+        self._user_body = None  # user id -> thread body, to start users while the window runs
+        self._worker_body = None  # the open loop's worker, to add workers as users are added
+        self._users_started = self._workers_started = 0
+        self.users_timeline: List[list] = []  # [seconds from the window start, users] at each change
+        self.search = autoscaler_search(config, comm.size) if self.autoscaling and comm.rank == 0 else None
+        self.autoscaling_outcome: Optional[dict] = None  # rank 0: the search's result block
 
     # -- workers ---------------------------------------------------------------------------
     def _admit(self) -> bool:
@@ -285,7 +332,7 @@ class RankRun:
             for request in user.requests():
                 if self.think and self.stop.wait(request.think_seconds):
                     return
-                if not self._admit():
+                if not self._active(user_id) or not self._admit():
                     return
                 arrival = time.perf_counter()
                 if slots is None:
@@ -316,18 +363,36 @@ class RankRun:
 
         return body
 
+    def _active(self, user_id: int) -> bool:
+        """Whether user `user_id` may make its next request: at once while it is active; a parked one waits
+        until it is active again. False when the window closes first."""
+        if user_id < self.active_users:
+            return True
+        with self._users_changed:
+            while user_id >= self.active_users:
+                if self.stop.is_set():
+                    return False
+                self._users_changed.wait(CONTROL_TICK_S)
+        return True
+
     def _open_loop_users(self, backlog: PriorityBacklog, arrivals_done: threading.Event):
-        """kv-cache.py's users: each asks again after its think time, whether or not its reply came."""
-        remaining = [self.config.num_users]
+        """kv-cache.py's users: each asks again after its think time, whether or not its reply came.
+        Returns the body of user `user_id`'s thread; the arrivals are done when every started user has ended."""
+        remaining = [0]
         lock = threading.Lock()
 
         def user_body(user_id):
+            with lock:
+                remaining[0] += 1  # counted before its thread starts, so the arrivals cannot seem done early
+
             def body():
                 try:
                     for request in self._user(user_id).requests():
                         if self.stop.wait(request.think_seconds if self.think else 0):
                             return
-                        if not self._admit() or not backlog.put(request, time.perf_counter(), self.stop):
+                        if not self._active(user_id) or not self._admit():
+                            return
+                        if not backlog.put(request, time.perf_counter(), self.stop):
                             return
                 finally:
                     with lock:
@@ -337,7 +402,10 @@ class RankRun:
 
             return body
 
-        return [user_body(u) for u in range(self.config.num_users)]
+        return user_body
+
+    def _open_loop_workers(self, users: int) -> int:
+        return self.config.max_concurrent_requests or min(users, MAX_OPEN_LOOP_WORKERS)
 
     def _poisson_arrivals(self):
         """(offset, request) of --request-rate: Poisson arrivals, each of a random user's next request."""
@@ -418,29 +486,52 @@ class RankRun:
             sources, after = self._timed_arrivals(backlog, arrivals_done, arrivals)
             workers = config.max_concurrent_requests or min(config.num_users, MAX_OPEN_LOOP_WORKERS)
             bodies += sources + [self._worker(backlog, arrivals_done, after)] * workers
-        elif config.request_rate > 0 or config.user_loop == "open":
+        elif config.request_rate > 0:
             backlog, arrivals_done = PriorityBacklog(), threading.Event()
-            if config.request_rate > 0:
-                sources, after = self._timed_arrivals(backlog, arrivals_done, self._poisson_arrivals())
-                workers = config.max_concurrent_requests or config.num_users
-            else:
-                sources, after = self._open_loop_users(backlog, arrivals_done), None
-                workers = config.max_concurrent_requests or min(config.num_users, MAX_OPEN_LOOP_WORKERS)
+            sources, after = self._timed_arrivals(backlog, arrivals_done, self._poisson_arrivals())
+            workers = config.max_concurrent_requests or config.num_users
             bodies += sources + [self._worker(backlog, arrivals_done, after)] * workers
+        elif config.user_loop == "open":
+            backlog, arrivals_done = PriorityBacklog(), threading.Event()
+            self._user_body = self._open_loop_users(backlog, arrivals_done)
+            self._worker_body = self._worker(backlog, arrivals_done)
+            users, workers = self.active_users, self._open_loop_workers(self.active_users)
+            self._users_started, self._workers_started = users, workers
+            bodies += [self._user_body(u) for u in range(users)] + [self._worker_body] * workers
         else:
             limit = config.max_concurrent_requests
-            slots = PriorityGate(limit) if 0 < limit < config.num_users else None
-            bodies += [self._closed_loop_user(u, slots) for u in range(config.num_users)]
-        threads = []
-        for index, body in enumerate(bodies):
-            thread = threading.Thread(target=self._guarded(body), name=f"kvcache-w{index}", daemon=True)
+            most = config.autoscaler_max_users if self.autoscaling else config.num_users  # the users that may run
+            slots = PriorityGate(limit) if 0 < limit < most else None
+            self._user_body = lambda user_id: self._closed_loop_user(user_id, slots)
+            self._users_started = self.active_users
+            bodies += [self._user_body(u) for u in range(self.active_users)]
+        self._spawn(bodies, "--num-users")
+
+    def _spawn(self, bodies, lower: str) -> None:
+        """Start a thread for each body (after those already started); a host that refuses one fails the rank."""
+        for count, body in enumerate(bodies):
+            name = f"kvcache-w{len(self._threads)}"
+            thread = threading.Thread(target=self._guarded(body), name=name, daemon=True)
             try:
                 thread.start()
             except RuntimeError as exc:  # "can't start new thread": too many users for this host's limits
-                self._fail(f"started only {index} of {len(bodies)} worker threads: {exc}; lower --num-users")
-                break
-            threads.append(thread)
-        return threads
+                self._fail(f"started only {count} of {len(bodies)} worker threads: {exc}; lower {lower}")
+                return
+            self._threads.append(thread)
+
+    def set_users(self, count: int) -> None:
+        """The autoscaler's count: users below it are active, the others park once their request in flight
+        is done. Users never started start now, and the open loop's workers grow with them (never shrink)."""
+        with self._users_changed:
+            self.active_users = count
+            self._users_changed.notify_all()
+        bodies = [self._user_body(u) for u in range(self._users_started, count)]
+        self._users_started = max(self._users_started, count)
+        if self._worker_body is not None:
+            workers = self._open_loop_workers(count)
+            bodies += [self._worker_body] * max(0, workers - self._workers_started)
+            self._workers_started = max(self._workers_started, workers)
+        self._spawn(bodies, "--autoscaler-max-users")
 
     def _ingest(self) -> None:
         """RAG ingest: every document's chunks are written, in order, as the window begins."""
@@ -522,28 +613,21 @@ class RankRun:
 
     def measure(self, sync: float) -> None:
         """Runs the window [sync, sync + duration]; `sync` is perf_counter() when this rank left the start
-        barrier, the moment every rank shares. Never raises for worker errors."""
-        duration = self.config.duration
+        barrier, the moment every rank shares. Never raises for worker errors. With autoscaling the window is
+        the autoscaler's steps (stepped_window)."""
         interval = self.config.stats_interval
         origin = sync
         self.window_start = time.time() - (time.perf_counter() - sync)
-        deadline = origin + duration
-        threads = self._start_workers()
-        last_sample_at, last_bytes, last_requests = origin, dict(self.metrics.bytes), 0
-        next_sample = origin + interval
-        while True:
-            now = time.perf_counter()
-            if now >= deadline or self.stop.is_set() or not any(t.is_alive() for t in threads):
-                break
-            failure = self.comm.poll_failure()
-            if failure is not None:
-                self.remote_failure = failure
-                break
-            if now >= next_sample:
-                last_bytes, last_requests = self._sample(now - origin, now - last_sample_at, last_bytes, last_requests)
-                last_sample_at, next_sample = now, now + interval
-            time.sleep(min(CONTROL_TICK_S, max(0.0, min(deadline, next_sample) - now)))
+        self.metrics.step_snapshot()  # the first step counts from the window start
+        self._start_workers()
+        self._last_sample = (origin, dict(self.metrics.bytes), 0)  # (when, bytes, requests) of the last sample
+        self._next_sample = origin + interval
+        if self.autoscaling:
+            self.stepped_window(origin)
+        else:
+            self._timed_window(origin)
         self.stop.set()
+        threads = self._threads
         join_deadline = time.perf_counter() + JOIN_TIMEOUT_S
         for thread in threads:
             thread.join(max(0.0, join_deadline - time.perf_counter()))
@@ -553,16 +637,102 @@ class RankRun:
         now = time.perf_counter()
         self.window_end = self.window_start + (now - origin)
         self.window_offsets = (0.0, now - origin)
-        if now - last_sample_at > interval / 2:
-            self._sample(now - origin, now - last_sample_at, last_bytes, last_requests)
+        if now - self._last_sample[0] > interval / 2:
+            self._sample(now, origin)
         if self.progress:
             self.progress.done()
         if self.failure is not None:
             self.comm.report_failure(self.failure)
 
-    def _sample(self, elapsed, span, last_bytes, last_requests):
+    def _timed_window(self, origin: float) -> None:
+        """--duration from the start, left early on a failure here or on another rank, or when no thread runs."""
+        deadline = origin + self.config.duration
+        while True:
+            now = time.perf_counter()
+            if now >= deadline or self.stop.is_set() or not any(t.is_alive() for t in self._threads):
+                return
+            failure = self.comm.poll_failure()
+            if failure is not None:
+                self.remote_failure = failure
+                return
+            self._tick(now, origin, deadline)
+
+    def stepped_window(self, origin: float) -> None:
+        """The autoscaler's window: floor(--duration / --autoscaler-step-s) steps from the shared start. At each
+        step's end every rank sends rank 0 its step (step_report), rank 0 decides from the pooled step and
+        broadcasts the Decision, and every rank applies its count: the same collectives, in the same order, on
+        every rank. A failure or a signal here does not leave the window: the step carries it to the next
+        exchange, whose Decision then stops every rank together. The window ends after a stopping Decision or
+        the last step."""
+        step_s = self.config.autoscaler_step_s
+        steps = math.floor(self.config.duration / step_s + 1e-9)  # 1e-9: 3 / 1.5 is 2 steps, whatever rounding
+        self.users_timeline.append([0.0, self.active_users])
+        step_start = 0.0
+        for index in range(steps):
+            step_end = origin + (index + 1) * step_s
+            now = time.perf_counter()
+            while now < step_end:
+                self._tick(now, origin, step_end)
+                now = time.perf_counter()
+            self._sample_if_due(now, origin)  # a sample due now belongs to this step's users, not the next's
+            decision, failure = self._exchange(self.step_report(step_start, now - origin), index)
+            step_start = now - origin
+            if failure is not None and failure[0] != self.comm.rank:
+                self.remote_failure = failure
+            if decision.stop or index == steps - 1:
+                break
+            if decision.users_per_rank != self.active_users:
+                self.set_users(decision.users_per_rank)
+                self.users_timeline.append([round(time.perf_counter() - origin, 3), decision.users_per_rank])
+        if self.search is not None:
+            self.autoscaling_outcome = self.search.outcome("window")  # a Decision that stopped keeps its reason
+
+    def step_report(self, t_start_s: float, t_end_s: float) -> dict:
+        """This rank's step for rank 0: its span, storage bytes, completed requests, per-class end-to-end
+        histograms (encoded) and its failure."""
+        step = self.metrics.step_snapshot()
+        return {
+            "rank": self.comm.rank,
+            "t_start_s": t_start_s,
+            "t_end_s": t_end_s,
+            "read_bytes": step["bytes"]["storage.read"],
+            "write_bytes": step["bytes"]["storage.write"],
+            "requests": step["requests"],
+            "qos_e2e": step["qos_e2e"],
+            "failed": self.failure,
+        }
+
+    def _exchange(self, report: dict, index: int):
+        """The step's collectives: gather the reports on rank 0, which decides; every rank gets (the Decision,
+        the first failed rank's (rank, error) or None)."""
+        reports = self.comm.gather(report)
+        answer = None
+        if self.comm.rank == 0:
+            answer = (self.search.decide(pool_step(index, self.active_users, reports)), first_failure(reports))
+        return self.comm.bcast(answer)
+
+    def _tick(self, now: float, origin: float, until: float) -> None:
+        """A time-series sample when one is due, then sleep for a control tick at most (not past `until`)."""
+        self._sample_if_due(now, origin)
+        time.sleep(min(CONTROL_TICK_S, max(0.0, min(until, self._next_sample) - now)))
+
+    def _sample_if_due(self, now: float, origin: float) -> None:
+        if now < self._next_sample:
+            return
+        self._sample(now, origin)
+        if not self.autoscaling:
+            self._next_sample = now + self.config.stats_interval
+            return
+        # Autoscaling: samples on a grid from the start, as the steps are, so that the sample due at a step's end
+        # (taken before its exchange) shows that step's users, not the next step's.
+        while self._next_sample <= now:
+            self._next_sample += self.config.stats_interval
+
+    def _sample(self, now: float, origin: float) -> None:
+        last_at, last_bytes, last_requests = self._last_sample
         totals, requests, read_p95 = self.metrics.sample()
-        span = max(span, 1e-9)
+        span = max(now - last_at, 1e-9)
+        elapsed = now - origin
         point = {
             "t_s": round(elapsed, 3),
             "requests": requests,
@@ -571,10 +741,12 @@ class RankRun:
             "storage_write_bytes_per_s": round((totals["storage.write"] - last_bytes["storage.write"]) / span),
             "storage_read_p95_ms": read_p95,
         }
+        if self.autoscaling:
+            point["users"] = self.active_users
         self.timeseries.append(point)
+        self._last_sample = (now, totals, requests)
         if self.progress:
             self.progress.update(elapsed, self.config.duration, point)
-        return totals, requests
 
     @property
     def failure(self) -> Optional[str]:
