@@ -37,11 +37,21 @@ def _run_dir_has_an_entry(cache):
 
 @pytest.fixture(scope="module")
 def real_results(tmp_path_factory):
-    """{name: result} from the engine itself: a finished run and one stopped by SIGTERM mid-run."""
+    """{name: result} from the engine itself: a finished run, one stopped by SIGTERM mid-run, and an autoscaling
+    run (its block, users timeline and time-series users)."""
     work = tmp_path_factory.mktemp("real")
     (work / "cache").mkdir()
     done = subprocess.run(
         ENGINE + RUN + ["--duration", "1", "--cache-dir", str(work / "cache"), "--output", str(work / "ok.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    scaled = ["--enable-autoscaling", "--autoscaler-step-s", "0.5", "--duration", "1.5"]
+    done = subprocess.run(
+        ENGINE + RUN + scaled + ["--cache-dir", str(work / "cache"), "--output", str(work / "auto.json")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -62,8 +72,9 @@ def real_results(tmp_path_factory):
     finally:
         if process.poll() is None:
             process.kill()
-    results = {name: json.loads((work / f"{name}.json").read_text()) for name in ("ok", "term")}
+    results = {name: json.loads((work / f"{name}.json").read_text()) for name in ("ok", "term", "auto")}
     assert results["ok"]["status"] == "ok" and results["term"]["status"] == "failed"
+    assert results["auto"]["autoscaling"]["steps"] and "autoscaling" not in results["ok"]
     return results
 
 
