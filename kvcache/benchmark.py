@@ -320,11 +320,14 @@ class RankLifecycle:
         sync = time.perf_counter()  # every rank leaves the barrier together: the window's common start
         # The stepped window's exchanges need every rank: all learn whether any failed before it, and none
         # enters it alone. (Without autoscaling a rank alone in its window learns it from the failure channel.)
-        failed_before = self.config.enable_autoscaling and any(self.comm.bcast(self.comm.gather(self._failed())))
-        if run is not None and self.interrupted.is_set():
-            if run.interrupted_by is None:
-                run.interrupt("SIGINT")
-        elif run is not None and run.failure is None and run.remote_failure is None and not failed_before:
+        if self.config.enable_autoscaling:
+            # Decided by the collective alone: a signal that comes after it is carried into the first step.
+            enter = not any(self.comm.bcast(self.comm.gather(self._failed())))
+        else:
+            enter = not self._failed()
+        if run is not None and self.interrupted.is_set() and run.interrupted_by is None:
+            run.interrupt("SIGINT")  # a signal before this rank's run existed
+        if enter:
             run.measure(sync)
         if self.trace is not None and self.rank_run is not None:
             # Complete on disk before rank 0 writes the result that names it.
