@@ -101,6 +101,17 @@ def test_tiny_targets_shrink_the_users_to_the_minimum_parked_users_stop_asking_a
     assert result["window"]["seconds"] < 5.0
 
 
+def test_closed_loop_users_beyond_max_concurrent_requests_wait_for_a_slot(tmp_path):
+    result = autoscaled(
+        tmp_path, HUGE_TARGET_MS, "--num-users", "1", "--autoscaler-max-users", "4", "--max-concurrent-requests", "2",
+        "--duration", "3",
+    )  # fmt: skip
+    steps = result["autoscaling"]["steps"]
+    assert [s["users_per_rank"] for s in steps] == [1, 2, 4]
+    one, two, four = (s["requests"] for s in steps)
+    assert two >= 1.6 * one and four <= 1.4 * two, (one, two, four)  # 2 requests at a time at most
+
+
 def test_open_loop_users_and_workers_grow(tmp_path):
     result = autoscaled(
         tmp_path, HUGE_TARGET_MS, "--user-loop", "open", "--num-users", "2", "--autoscaler-max-users", "8",
