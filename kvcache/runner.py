@@ -484,7 +484,7 @@ class RankRun:
             report = self.reports.setdefault(replay.kind(config), {})
             arrivals = replay.arrivals(config, self.comm.rank, self.comm.size, self.settings, report)
             sources, after = self._timed_arrivals(backlog, arrivals_done, arrivals)
-            workers = config.max_concurrent_requests or min(config.num_users, MAX_OPEN_LOOP_WORKERS)
+            workers = self._open_loop_workers(config.num_users)
             bodies += sources + [self._worker(backlog, arrivals_done, after)] * workers
         elif config.request_rate > 0:
             backlog, arrivals_done = PriorityBacklog(), threading.Event()
