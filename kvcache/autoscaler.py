@@ -316,7 +316,7 @@ class QosSearch(Autoscaler):
         elif ended == "nothing_holds":
             summary = (
                 f"no user count holds: even {self.hi} users/rank (fleet {self.hi * fleet}, the fewest allowed) "
-                f"missed {self.condition}"
+                f"missed; the condition: {self.condition}"
             )
         elif ended == "window":
             summary = f"not converged in {round(search_s, 1):g} s: {self._bounds()}; give a longer --duration"

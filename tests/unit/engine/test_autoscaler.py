@@ -179,7 +179,10 @@ def test_qos_nothing_holds_at_the_fewest_users():
     assert out["ended_because"] == "nothing_holds" and out["converged"] is False
     assert out["max_users"] is None and out["largest_held"] is None
     assert out["smallest_missed"] == {"per_rank": 2, "fleet": 4}
-    assert out["summary"].startswith("no user count holds: even 2 users/rank (fleet 4, the fewest allowed) missed")
+    assert out["summary"] == (
+        "no user count holds: even 2 users/rank (fleet 4, the fewest allowed) missed; "
+        f"the condition: {out['condition']}"
+    )
 
 
 def test_qos_holds_at_the_cap_is_not_converged():
