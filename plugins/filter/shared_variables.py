@@ -40,6 +40,20 @@ SHARED_SPECS = os.path.join(COLLECTION_ROOT, "roles", "kvcache", "meta", "argume
 PLAY_VARIABLES = (PREFIX + "run_id", PREFIX + "hosts")
 # Ranks per host are what `kvcache datasize --ranks` sizes: the engine's bounds for that option apply.
 PROCESSES_OPTION = "ranks"
+# Autoscaling: kvcache_autoscale, one of the engine's autoscaler modes or empty (null, false) for none, is the
+# engine's enable_autoscaling and autoscaler_mode; the kvcache_autoscale_* variables follow the rules of an engine
+# option of another name, null leaving it to the engine. kvcache_extra_args may not give what they give.
+AUTOSCALE = "autoscale"
+AUTOSCALE_MODE_OPTION = "autoscaler_mode"
+AUTOSCALE_OPTIONS = {
+    "autoscale_step_s": "autoscaler_step_s",
+    "autoscale_min_users": "autoscaler_min_users",
+    "autoscale_max_users": "autoscaler_max_users",
+}
+AUTOSCALE_GIVEN = dict(
+    {"enable_autoscaling": AUTOSCALE, AUTOSCALE_MODE_OPTION: AUTOSCALE},
+    **{option: name for name, option in AUTOSCALE_OPTIONS.items()},
+)
 # Paths on the hosts: every host resolves them on its own, so a relative one means something else on each.
 HOST_PATH_VARIABLES = ("cache_dir", "venv", "config")
 # The run id names a directory under the results dir: one path component.
@@ -116,6 +130,14 @@ def _check_host_path(variable, value):
         )
 
 
+def _check_autoscale(variable, value, engine):
+    if value is None or value is False or value == "":
+        return  # no autoscaling
+    choices = engine.by_name[AUTOSCALE_MODE_OPTION]["choices"]
+    if not isinstance(value, str) or value not in choices:
+        raise OptionError(variable, f"must be one of {', '.join(choices)} (or empty for none), got {quote(value)}")
+
+
 def _check_extra_args(value, engine, shared):
     """Keys and values checked as kvcache_command checks them for the run; a shared variable is named instead."""
     variable = PREFIX + "extra_args"
@@ -125,6 +147,8 @@ def _check_extra_args(value, engine, shared):
         name = str(key).replace("-", "_")
         if PREFIX + name in shared and name in engine.options_for(RUN):
             raise OptionError(variable, f"{quote(key)}: set {PREFIX + name} instead")
+        if name in AUTOSCALE_GIVEN:
+            raise OptionError(variable, f"{quote(key)}: set {PREFIX + AUTOSCALE_GIVEN[name]} instead")
     try:
         build_engine_argv("python", RUN, {}, value, engine.description)
     except OptionError as exc:
@@ -177,6 +201,11 @@ def variable_problems(variables):
                 _check_host_path(variable, value)
             elif name == "processes_per_host":
                 _engine_value(variable, PROCESSES_OPTION, value, engine)
+            elif name == AUTOSCALE:
+                _check_autoscale(variable, value, engine)
+            elif name in AUTOSCALE_OPTIONS:
+                if value is not None:  # null: the engine's value
+                    _engine_value(variable, AUTOSCALE_OPTIONS[name], value, engine)
             elif name in engine.by_name:
                 checked = _engine_value(variable, name, value, engine)
                 if name == "model":
