@@ -68,6 +68,25 @@ def run_playbook(playbook, variables, home, *extra, timeout=600):
     )
 
 
+def run_with_this_engine(playbook, tmp_path, variables, *extra, timeout=600):
+    """run_playbook with this checkout's engine (its venv: nothing to install, the setup tag skipped) and the
+    cache, results, work and home directories under tmp_path; `variables` are given on top."""
+    variables = {
+        "kvcache_cache_dir": str(tmp_path / "cache"),
+        "kvcache_results_dir": str(tmp_path / "results"),
+        "kvcache_venv": os.path.dirname(os.path.dirname(sys.executable)),
+        "run_work_dir": str(tmp_path / "work"),
+        **variables,
+    }
+    return run_playbook(playbook, variables, tmp_path / "home", "--skip-tags", "setup", *extra, timeout=timeout)
+
+
+def the_run(results):
+    """(directory, result) of the one run under a results directory (not the `latest` link, not `cluster`)."""
+    (run,) = [path for path in results.iterdir() if not path.is_symlink() and path.name != "cluster"]
+    return run, json.loads((run / "result.json").read_text(encoding="utf-8"))
+
+
 def failed_task_messages(output):
     """The `msg` of every `fatal: [host]: FAILED! => {...}` line of ansible-playbook's default output."""
     messages = []

@@ -7,11 +7,9 @@ engine of this checkout (the venv's interpreter, so the setup step is skipped).
 """
 
 import json
-import os
-import sys
 
 import pytest
-from ansible_cli import failed_task_messages, run_playbook
+from ansible_cli import failed_task_messages, run_with_this_engine, the_run
 
 pytestmark = pytest.mark.slow
 STEP_S = 1.0
@@ -19,20 +17,7 @@ WORKLOAD = {"kvcache_model": "tiny-1b", "kvcache_num_users": 2, "kvcache_duratio
 
 
 def playbook(tmp_path, variables, *extra):
-    variables = dict(
-        WORKLOAD,
-        kvcache_cache_dir=str(tmp_path / "cache"),
-        kvcache_results_dir=str(tmp_path / "results"),
-        kvcache_venv=os.path.dirname(os.path.dirname(sys.executable)),  # this checkout's engine: nothing to install
-        run_work_dir=str(tmp_path / "work"),
-        **variables,
-    )
-    return run_playbook("kvcache_run.yml", variables, tmp_path / "home", "--skip-tags", "setup", *extra)
-
-
-def the_run(tmp_path):
-    (run,) = [path for path in (tmp_path / "results").iterdir() if not path.is_symlink() and path.name != "cluster"]
-    return run, json.loads((run / "result.json").read_text(encoding="utf-8"))
+    return run_with_this_engine("kvcache_run.yml", tmp_path, {**WORKLOAD, **variables}, *extra)
 
 
 @pytest.mark.parametrize("mode", ["capacity", "qos"])
@@ -40,7 +25,7 @@ def test_the_run_autoscales_and_the_headline_gives_the_answer(tmp_path, mode):
     variables = {"kvcache_autoscale": mode, "kvcache_autoscale_step_s": STEP_S, "kvcache_autoscale_max_users": 8}
     proc = playbook(tmp_path, variables)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    run, result = the_run(tmp_path)
+    run, result = the_run(tmp_path / "results")
     assert result["status"] == "ok"
     block = result["autoscaling"]
     assert (block["mode"], block["step_s"], block["ranks"]) == (mode, STEP_S, 1)
@@ -56,7 +41,7 @@ def test_the_run_autoscales_and_the_headline_gives_the_answer(tmp_path, mode):
 def test_without_autoscale_the_engine_gets_no_autoscaling(tmp_path):
     proc = playbook(tmp_path, {"kvcache_autoscale_step_s": STEP_S}, "--tags", "run")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    run, result = the_run(tmp_path)
+    run, result = the_run(tmp_path / "results")
     assert "autoscaling" not in result
     command = (run / "engine.log").read_text(encoding="utf-8").splitlines()[0]
     assert " --enable-autoscaling" not in command and " --autoscaler-" not in command

@@ -8,10 +8,9 @@ and through its refusals. Figures of the rules are read from kvcache.mlperf.rule
 
 import json
 import os
-import sys
 
 import pytest
-from ansible_cli import failed_task_messages, run_playbook
+from ansible_cli import failed_task_messages, run_with_this_engine
 
 from kvcache.mlperf import layout, rules
 
@@ -22,15 +21,7 @@ WORKLOAD = {"kvcache_model": "tiny-1b", "kvcache_num_users": 2, "kvcache_duratio
 
 
 def playbook(tmp_path, variables, *extra):
-    variables = dict(
-        WORKLOAD,
-        kvcache_cache_dir=str(tmp_path / "cache"),
-        kvcache_results_dir=str(tmp_path / "results"),
-        kvcache_venv=os.path.dirname(os.path.dirname(sys.executable)),  # this checkout's engine: nothing to install
-        run_work_dir=str(tmp_path / "work"),
-        **variables,
-    )
-    return run_playbook("kvcache_mlperf.yml", variables, tmp_path / "home", "--skip-tags", "setup", *extra, timeout=300)
+    return run_with_this_engine("kvcache_mlperf.yml", tmp_path, {**WORKLOAD, **variables}, *extra, timeout=300)
 
 
 def the_run(tmp_path):

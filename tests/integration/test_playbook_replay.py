@@ -8,10 +8,9 @@ controller file is refused before the run role creates anything.
 
 import json
 import os
-import sys
 
 import pytest
-from ansible_cli import failed_task_messages, run_playbook
+from ansible_cli import failed_task_messages, run_with_this_engine, the_run
 
 pytestmark = pytest.mark.slow
 WORKLOAD = {"kvcache_model": "tiny-1b", "kvcache_num_users": 2, "kvcache_duration": 20, "kvcache_cpu_mem_gb": 0.125}
@@ -31,20 +30,7 @@ def burstgpt_csv(path):
 
 
 def playbook(tmp_path, variables):
-    variables = dict(
-        WORKLOAD,
-        kvcache_cache_dir=str(tmp_path / "cache"),
-        kvcache_results_dir=str(tmp_path / "results"),
-        kvcache_venv=os.path.dirname(os.path.dirname(sys.executable)),  # this checkout's engine: nothing to install
-        run_work_dir=str(tmp_path / "work"),
-        **variables,
-    )
-    return run_playbook("kvcache_run.yml", variables, tmp_path / "home", "--skip-tags", "setup")
-
-
-def the_run(tmp_path):
-    (run,) = [path for path in (tmp_path / "results").iterdir() if not path.is_symlink() and path.name != "cluster"]
-    return run, json.loads((run / "result.json").read_text(encoding="utf-8"))
+    return run_with_this_engine("kvcache_run.yml", tmp_path, {**WORKLOAD, **variables})
 
 
 def test_a_controller_trace_is_copied_to_the_host_and_replayed(tmp_path):
@@ -52,7 +38,7 @@ def test_a_controller_trace_is_copied_to_the_host_and_replayed(tmp_path):
     extra = {"replay_cycles": 1, "trace_speedup": SPEEDUP}
     proc = playbook(tmp_path, {"run_burst_trace_src": str(trace), "kvcache_extra_args": extra})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    run, result = the_run(tmp_path)
+    run, result = the_run(tmp_path / "results")
     assert result["status"] == "ok"
     copy = str(tmp_path / "work" / f"run-{run.name}" / "burst-trace" / trace.name)
     assert (result["config"]["use_burst_trace"], result["config"]["burst_trace_path"]) == (True, copy)
@@ -87,7 +73,7 @@ def test_two_ranks_replay_the_trace_once_and_their_io_trace_logs_come_back(tmp_p
     variables["kvcache_extra_args"] = {"replay_cycles": 1, "trace_speedup": 0}
     proc = playbook(tmp_path, variables)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    run, result = the_run(tmp_path)
+    run, result = the_run(tmp_path / "results")
     assert result["status"] == "ok" and result["ranks"] == 2
     assert result["modes"]["burst_trace"]["total"]["rows_replayed"] == ROWS  # the fleet replays the trace once
     assert result["config"]["io_trace_log"] == str(tmp_path / "work" / f"run-{run.name}" / "io-trace" / "io-trace.csv")
@@ -122,7 +108,7 @@ def test_a_controller_dataset_is_copied_to_the_host_and_replayed(tmp_path):
     variables = {"run_dataset_src": str(dataset), "kvcache_extra_args": {"replay_cycles": 1}}
     proc = playbook(tmp_path, variables)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    run, result = the_run(tmp_path)
+    run, result = the_run(tmp_path / "results")
     assert result["status"] == "ok"
     assert result["config"]["dataset_path"] == str(tmp_path / "work" / f"run-{run.name}" / "dataset" / dataset.name)
     assert result["config"]["use_burst_trace"] is False  # a dataset is not a trace

@@ -11,6 +11,7 @@ import json
 
 import jsonschema
 import pytest
+from field_paths import field_paths
 
 from kvcache import autoscaler, result_reader
 from kvcache.autoscaler import Autoscaler, StepMeasure
@@ -254,23 +255,13 @@ def test_the_reader_agrees_with_jsonschema_on_damaged_blocks():
     """Every field of the block and of the new fields, replaced by values of other types or deleted."""
     result = with_block(qos_converged())
 
-    def leaves(value, path):
-        if isinstance(value, dict):
-            for key, item in value.items():
-                yield path + (key,)
-                yield from leaves(item, path + (key,))
-        elif isinstance(value, list) and value:
-            for index, item in enumerate(value[:2]):
-                yield path + (index,)
-                yield from leaves(item, path + (index,))
-
     roots = [("autoscaling",), ("per_rank", 0, "users_timeline"), ("timeseries", 0, "users")]
     checked = 0
     for root in roots:
         target = result
         for key in root:
             target = target[key]
-        for path in [root, *leaves(target, root)]:
+        for path in [root, *field_paths(target, root, items_per_list=2)]:
             for replacement in ("abc", [1], [0.5, 2], None, -1, 2.5, True, {}):
                 damaged = copy.deepcopy(result)
                 parent = damaged

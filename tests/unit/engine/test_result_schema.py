@@ -17,6 +17,7 @@ import time
 
 import jsonschema
 import pytest
+from field_paths import field_paths
 
 from kvcache import RESULT_SCHEMA, result_reader
 from kvcache.cli import main
@@ -162,16 +163,7 @@ def test_every_field_a_real_result_has_is_described_by_the_schema(real_results):
 def damaged_copies(result):
     """(where, copy) for every field: its value replaced by a string, a list, or deleted."""
 
-    def leaves(value, path):
-        if isinstance(value, dict):
-            for key, item in value.items():
-                yield path + (key,)
-                yield from leaves(item, path + (key,))
-        elif isinstance(value, list) and value:
-            yield path + (0,)
-            yield from leaves(value[0], path + (0,))
-
-    for path in leaves(result, ()):
+    for path in field_paths(result):
         if path[0] in ("config", "environment") and len(path) > 2:
             continue  # free-form below their first level
         if path[0] == "per_rank" and len(path) > 4:
