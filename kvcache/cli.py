@@ -62,6 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="print each checked result with its headline figures as JSON",
     )
     form.add_argument("--headline", dest="form", action="store_const", const="headline", help="print only the headline")
+    report.add_argument(
+        "--csv",
+        metavar="OUT.csv",
+        help="write one row per result (the headline figures and every scalar field) to this new file",
+    )
+    report.add_argument(
+        "--xlsx",
+        metavar="OUT.xlsx",
+        help="write a workbook (sheets summary, config, per_rank, timeseries, qos) to this new file; "
+        "needs the [report] extra",
+    )
     describe = sub.add_parser(DESCRIBE, help=COMMANDS[DESCRIBE])
     describe.add_argument("--json", action="store_true", help="the same output: describe always prints JSON")
     tools = sub.add_parser(TRACE, help=COMMANDS[TRACE]).add_subparsers(dest="tool", metavar="TOOL")
@@ -126,7 +137,7 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
         if args.command == REPORT:
             from kvcache.report import run_report  # noqa: PLC0415 - keeps `describe` light
 
-            return run_report(args.results, args.form or "summary", stdout)
+            return run_report(args.results, args.form, stdout, args.csv, args.xlsx)
         if args.command == TRACE:
             from kvcache.trace_fio import run_trace_fio  # noqa: PLC0415
 
