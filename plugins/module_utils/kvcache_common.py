@@ -4,6 +4,7 @@
 messages, environment-variable names."""
 
 import re
+import shlex
 
 # Where the deps role installs the engine: the default `python` of the modules and the roles' venv/bin/python.
 DEFAULT_PYTHON = "/opt/storagebench-kvcache/venv/bin/python"
@@ -75,3 +76,18 @@ def env_pairs(env):
             value = "1" if value else "0"
         pairs.append((str(name), str(value)))
     return pairs
+
+
+def split_launcher_params(option, value):
+    """A launcher's extra flags (`mpi_params`, `slurm_params`) as an argv list: a list item by item, a string
+    split like a shell would."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(item) for item in value]
+    if isinstance(value, str):
+        try:
+            return shlex.split(value)
+        except ValueError as exc:
+            raise OptionError(option, f"cannot split {quote(value)}: {exc}") from None
+    raise OptionError(option, f"must be a list or a string, got {type(value).__name__}")

@@ -11,14 +11,18 @@ import ipaddress
 import re
 import shlex
 
-from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError, env_pairs, quote
+from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import (
+    OptionError,
+    env_pairs,
+    quote,
+    split_launcher_params,
+)
 from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_params import (
     FLAVORS,
     MAX_PROCESSES,
     MPICH,
     OPENMPI,
     read_mpi_params,
-    split_mpi_params,
 )
 
 # A hostfile replaces the host list on the command line above this many hosts ...
@@ -289,7 +293,7 @@ def build_mpi_prefix(
     if hostfile is not None and not str(hostfile).startswith("/"):
         raise OptionError("hostfile", f"must be an absolute path, got {quote(hostfile)}")
     entries, warnings = normalize_hosts(hosts)
-    user = read_mpi_params(split_mpi_params(mpi_params), flavor)
+    user = read_mpi_params(split_launcher_params("mpi_params", mpi_params), flavor)
     params, replaced = user.argv, user.replaced
     may_oversubscribe = oversubscribe or user.oversubscribe
     # A process count in mpi_params replaces the option's and is checked as the option would be.

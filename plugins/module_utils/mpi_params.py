@@ -11,7 +11,6 @@ Nothing here runs a command or touches a file.
 """
 
 import re
-import shlex
 
 from ansible_collections.storagebench.kvcache.plugins.module_utils.host_probe import MPICH, OPENMPI
 from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import (
@@ -135,20 +134,6 @@ class UserParams:
         self.ppn = None
         self.host_list = None
         self.oversubscribe = False
-
-
-def split_mpi_params(mpi_params):
-    """`mpi_params` as an argv list: a list is taken item by item, a string is split like a shell would."""
-    if mpi_params is None:
-        return []
-    if isinstance(mpi_params, (list, tuple)):
-        return [str(item) for item in mpi_params]
-    if isinstance(mpi_params, str):
-        try:
-            return shlex.split(mpi_params)
-        except ValueError as exc:
-            raise OptionError("mpi_params", f"cannot split {quote(mpi_params)}: {exc}") from None
-    raise OptionError("mpi_params", f"must be a list or a string, got {type(mpi_params).__name__}")
 
 
 def _refuse_separator(token):

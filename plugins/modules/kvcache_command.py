@@ -5,7 +5,7 @@
 DOCUMENTATION = r"""
 ---
 module: kvcache_command
-short_description: Build the kvcache engine's command line and its MPI prefix
+short_description: Build the kvcache engine's command line and its MPI or Slurm prefix
 version_added: "0.1.0"
 description:
   - Builds the argv that runs the storagebench kvcache engine (C(python -m kvcache run),
@@ -21,6 +21,9 @@ description:
   - With O(exec_type=mpi) and a non-empty O(hosts), the argv starts with an MPI prefix. Long host lists
     (more than 64 hosts, or a command line longer than 32 KiB) go to a hostfile, which the module writes
     where it runs (the launch host).
+  - With O(exec_type=slurm), the argv starts with an C(srun) prefix built from the same O(hosts),
+    O(num_processes) and O(processes_per_host), each flag one argv element (C(--nodes=3)). With O(slurm_batch=true)
+    the module also returns an sbatch script (RV(sbatch_script)) and writes it to O(sbatch_script_path) when given.
 author:
   - storagebench developers (!UNKNOWN)
 options:
@@ -112,27 +115,31 @@ options:
     description:
       - V(local) runs the engine directly; V(mpi) puts an MPI prefix in front of it when O(hosts) is not empty;
         V(container) wraps it in C(docker run) or C(podman run) (no MPI prefix).
+      - V(slurm) puts an C(srun) prefix in front of it (C(--nodes), C(--ntasks), C(--ntasks-per-node) when every
+        host has the same slots, C(--nodelist), C(--mpi), C(--cpu-bind=none), then O(slurm_partition),
+        O(slurm_account), O(slurm_time_limit) and O(slurm_params)); without O(hosts) Slurm picks the nodes.
+        O(env) then goes through C(env NAME=value) after the prefix.
     type: str
-    choices: [local, mpi, container]
+    choices: [local, mpi, container, slurm]
     default: local
   hosts:
     description:
-      - Hosts to launch on with O(exec_type=mpi), hostnames or IP addresses, each optionally followed by C(:N) slots
-        (IPv6 as C([addr]:N)).
+      - Hosts to launch on with O(exec_type=mpi) or O(exec_type=slurm) (Slurm node names, no IPv6), hostnames or
+        IP addresses, each optionally followed by C(:N) slots (IPv6 as C([addr]:N)).
       - Give C(:N) on every host or on none. Duplicates are merged.
     type: list
     elements: str
     default: []
   num_processes:
     description:
-      - Total MPI processes (ranks).
+      - Total MPI processes (ranks); with O(exec_type=slurm), the Slurm tasks (C(--ntasks)).
       - Defaults to the number of hosts, or O(processes_per_host) times it, or the sum of the C(:N) slots.
       - Bare hosts get C(num_processes // hosts) slots each, plus one for the first C(num_processes % hosts) hosts.
       - More processes than slots is an error unless O(oversubscribe=true). At most 2147483647 (an MPI rank is a C int).
     type: int
   processes_per_host:
     description:
-      - Slots on every host (bare hosts only). MPICH also gets C(-ppn).
+      - Slots on every host (bare hosts only). MPICH also gets C(-ppn); Slurm C(--ntasks-per-node).
     type: int
   mpi_bin:
     description: The launcher, C(mpirun), C(mpiexec) or a path to one.
@@ -177,6 +184,8 @@ options:
     description:
       - Absolute path of the hostfile to write where the module runs; when set, a hostfile is always used.
         Its directory must exist.
+      - With O(exec_type=slurm) it is the node-list file, one host a line (no marker line), given as
+        C(--nodelist=PATH); srun reads the value as a file because it contains a C(/).
       - When not set, a hostfile is used only for long host lists, at
         C(/var/tmp/storagebench-kvcache-hostfiles/hostfile-HASH), HASH being taken from its content
         (a directory of its own, apart from the roles' cache directory C(/var/tmp/storagebench-kvcache)).
@@ -200,6 +209,49 @@ options:
       - Open MPI gets C(--mca plm_rsh_agent) (C(plm_ssh_agent) from 5.0); MPICH gets C(-launcher ssh -launcher-exec),
         which takes a single program (use a wrapper script for options).
     type: str
+  srun_path:
+    description:
+      - The C(srun) to launch with for O(exec_type=slurm), a name looked up on C(PATH) or a path, where the module
+        runs. The default is C(srun) found on C(PATH).
+      - When it cannot be found, the module fails before anything runs.
+    type: str
+  slurm_mpi:
+    description: The Slurm PMI plugin (C(srun --mpi)); V(pmix) is the one Open MPI and mpi4py work with.
+    type: str
+    default: pmix
+  slurm_partition:
+    description: The Slurm partition (C(--partition)).
+    type: str
+  slurm_account:
+    description: The Slurm account to charge (C(--account)).
+    type: str
+  slurm_time_limit:
+    description:
+      - The time limit (C(--time)), whole minutes or a Slurm time (C(minutes:seconds), C(hours:minutes:seconds),
+        C(days-hours), C(days-hours:minutes), C(days-hours:minutes:seconds)).
+    type: raw
+  slurm_params:
+    description:
+      - Extra C(srun) arguments, as a list or as a string split like a shell would (no shell ever sees it).
+      - Every element is a flag or the value of a known flag before it (C(-p NAME), C(--gres VALUE), ...);
+        give any other flag's value as C(--flag=value). A bare word, C(--), C(:), C(--help), C(--version),
+        C(--test-only) and C(--multi-prog) are refused.
+      - They come after the generated ones. A flag the module also generates (C(--nodes)/C(-N), C(--ntasks)/C(-n),
+        C(--ntasks-per-node), C(--nodelist)/C(-w), C(--mpi), C(--cpu-bind), C(--partition)/C(-p),
+        C(--account)/C(-A), C(--time)/C(-t)) replaces the generated one; a task count must be a whole number
+        and a time a Slurm time.
+    type: raw
+  slurm_batch:
+    description:
+      - Also build an sbatch script (RV(sbatch_script)), C(#!/bin/bash), C(#SBATCH) lines for the nodes, tasks,
+        node list, partition, account and time, then the srun line. Only with O(exec_type=slurm).
+    type: bool
+    default: false
+  sbatch_script_path:
+    description:
+      - Absolute path where the module writes the sbatch script (mode 0644) with O(slurm_batch=true).
+        Its directory must exist; the module fails when the path exists already. Nothing is written in check mode.
+    type: str
   container_engine:
     description: The container runtime for O(exec_type=container).
     type: str
@@ -213,12 +265,14 @@ attributes:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
-      - The command is built in check mode too; only the hostfile is not written (C(changed) says whether it would be).
+      - The command is built in check mode too; only the hostfile and the sbatch script are not written
+        (C(changed) says whether they would be).
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
-  - The hostfile is written on the host the module runs on, which must be the host that runs the launcher.
+  - The hostfile is written on the host the module runs on, which must be the host that runs the launcher
+    (with O(slurm_batch=true), one that sees the same file as the node that runs the batch script).
   - Every host or parameter ends up as one argv element; RV(cmd) quotes each one,
     so a value with C(;), spaces or C($(...)) never reaches a shell unquoted.
   - Host names are validated and may not start with C(-).
@@ -302,6 +356,30 @@ EXAMPLES = r"""
       what_if: true
       json: true
 
+- name: Build the srun command for 3 nodes x 2 tasks in a partition, 30 minutes at most
+  storagebench.kvcache.kvcache_command:
+    exec_type: slurm
+    hosts: [node1, node2, node3]
+    processes_per_host: 2
+    slurm_partition: storage
+    slurm_time_limit: 30
+    slurm_params: [--exclusive]
+    model: llama3.1-8b
+    cache_dir: /mnt/lustre/kvcache
+  register: kvcache_srun
+
+- name: Write an sbatch script for the same run (submit it with sbatch)
+  storagebench.kvcache.kvcache_command:
+    exec_type: slurm
+    slurm_batch: true
+    sbatch_script_path: /home/bench/kvcache.sbatch
+    hosts: [node1, node2, node3]
+    processes_per_host: 2
+    slurm_account: storage-team
+    slurm_time_limit: "0-02:00:00"
+    model: llama3.1-8b
+    cache_dir: /mnt/lustre/kvcache
+
 - name: The engine in a container
   storagebench.kvcache.kvcache_command:
     exec_type: container
@@ -354,18 +432,29 @@ mpi_prefix:
   type: list
   elements: str
   sample: [mpirun, -n, "2", -host, "h1:1,h2:1", --bind-to, none, --map-by, node]
+slurm_prefix:
+  description: The srun part of RV(argv); empty unless O(exec_type=slurm).
+  returned: success
+  type: list
+  elements: str
+  sample: [srun, --nodes=2, --ntasks=4, --ntasks-per-node=2, "--nodelist=h1,h2", --mpi=pmix, --cpu-bind=none]
+sbatch_script:
+  description: The sbatch script, with the srun line as RV(cmd); null unless O(slurm_batch=true).
+  returned: success
+  type: str
+  sample: "#!/bin/bash\n#SBATCH --nodes=2\n#SBATCH --ntasks=4\nsrun --nodes=2 --ntasks=4 ...\n"
 mpi_flavor:
   description: The launcher dialect used (V(openmpi) or V(mpich)); null without an MPI prefix.
   returned: success
   type: str
   sample: openmpi
 num_processes:
-  description: The number of engine processes (ranks) the command starts; 1 without an MPI prefix.
+  description: The number of engine processes (ranks, Slurm tasks) the command starts; 1 without a prefix.
   returned: success
   type: int
   sample: 2
 slots:
-  description: Process slots per host, in launch order; empty without an MPI prefix.
+  description: Process slots per host, in launch order; empty without an MPI prefix or Slurm hosts.
   returned: success
   type: dict
   sample: {"h1": 1, "h2": 1}
@@ -379,11 +468,12 @@ hostfile:
       type: str
       sample: /var/tmp/storagebench-kvcache-hostfiles/hostfile-0f3c2a9d41b7e655
     content:
-      description: Its content, the marker line, then one host a line.
+      description: Its content, the marker line, then one host a line (with O(exec_type=slurm), only the hosts).
       type: str
       sample: "# written by storagebench.kvcache.kvcache_command\nh1 slots=1\nh2 slots=1\n"
 """
 
+import os  # noqa: E402
 import shlex  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
@@ -411,6 +501,12 @@ from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_launch im
     check_mpi_bin,
 )
 from ansible_collections.storagebench.kvcache.plugins.module_utils.option_contract import parse_describe  # noqa: E402
+from ansible_collections.storagebench.kvcache.plugins.module_utils.slurm_launch import (  # noqa: E402
+    DEFAULT_SLURM_MPI,
+    build_srun_prefix,
+    check_srun_path,
+    sbatch_script,
+)
 
 HOSTFILE_DIR = DEFAULT_HOSTFILE_DIR
 # How much of a failed command's output a message quotes.
@@ -457,6 +553,53 @@ def describe_engine(module, python):
     return None, None
 
 
+def find_srun(module, srun_path):
+    """The srun to launch with: a path that must be an executable file, or a name looked up on PATH here."""
+    name = srun_path if srun_path is not None else "srun"
+    try:
+        check_srun_path(name)
+    except OptionError as exc:
+        module.fail_json(msg=to_native(exc), option=exc.option)
+    if "/" in name:
+        found = os.path.isfile(name) and os.access(name, os.X_OK)
+        cause = f"{quote(name)} is not an executable file"
+    else:
+        found = module.get_bin_path(name) is not None
+        cause = f"{quote(name)} is not on PATH ({quote(os.environ.get('PATH', ''), 200)})"
+    if not found:
+        module.fail_json(
+            msg=f"srun_path: exec_type=slurm needs srun where the module runs, and {cause}; "
+            "install Slurm's client or set srun_path",
+            option="srun_path",
+        )
+    return name
+
+
+def write_sbatch_script(path, content, check_mode):
+    """Write the script at `path` (mode 0644), which must not exist; returns True (it changed, or would)."""
+    if not str(path).startswith("/"):
+        raise OptionError("sbatch_script_path", f"must be an absolute path, got {quote(path, 160)}")
+    directory = os.path.dirname(path) or "/"
+    if not os.path.isdir(directory):
+        raise OptionError("sbatch_script_path", f"the directory {quote(directory, 160)} does not exist")
+    if os.path.lexists(path):
+        raise OptionError("sbatch_script_path", f"{quote(path, 160)} exists already; remove it or choose another path")
+    if check_mode:
+        return True
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise OptionError("sbatch_script_path", f"cannot create {quote(path, 160)}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o644)  # the umask must not decide who can read it
+            handle.write(content)
+    except OSError as exc:
+        os.unlink(path)
+        raise OptionError("sbatch_script_path", f"cannot write {quote(path, 160)}: {exc.strerror}") from None
+    return True
+
+
 def resolve_flavor(module, mpi_bin, requested):
     """(flavor, (major, minor) or None); with auto, read from `MPI_BIN --version` where the module runs."""
     if requested != "auto":
@@ -500,7 +643,7 @@ def main():
         config=dict(type="str"),
         extra_args=dict(type="dict", default={}),
         python=dict(type="str", default=DEFAULT_PYTHON),
-        exec_type=dict(type="str", choices=["local", "mpi", "container"], default="local"),
+        exec_type=dict(type="str", choices=["local", "mpi", "container", "slurm"], default="local"),
         hosts=dict(type="list", elements="str", default=[]),
         num_processes=dict(type="int"),
         processes_per_host=dict(type="int"),
@@ -512,6 +655,14 @@ def main():
         hostfile=dict(type="str"),
         env=dict(type="dict", default={}),
         ssh_command=dict(type="str"),
+        srun_path=dict(type="str"),
+        slurm_mpi=dict(type="str", default=DEFAULT_SLURM_MPI),
+        slurm_partition=dict(type="str"),
+        slurm_account=dict(type="str"),
+        slurm_time_limit=dict(type="raw"),
+        slurm_params=dict(type="raw"),
+        slurm_batch=dict(type="bool", default=False),
+        sbatch_script_path=dict(type="str"),
         container_engine=dict(type="str", choices=list(CONTAINER_ENGINES), default="docker"),
         container_image=dict(type="str"),
     )
@@ -525,10 +676,14 @@ def main():
         check_no_nul(params)
     except OptionError as exc:
         module.fail_json(msg=to_native(exc), option=exc.option)
+    srun = find_srun(module, params["srun_path"]) if params["exec_type"] == "slurm" else None  # before anything runs
 
     description, engine_source = describe_engine(module, params["python"])
     try:
-        argv, engine_argv, launch, warnings = build_command(module, description)
+        argv, engine_argv, launch, warnings = build_command(module, description, srun)
+        script = None
+        if srun is not None and params["slurm_batch"]:
+            script = sbatch_script(launch["sbatch"], argv)
         changed = False
         if launch is not None and launch["hostfile"] is not None:
             # Last, once every other check has passed: invalid input never leaves a file behind.
@@ -538,6 +693,8 @@ def main():
                 check_mode=module.check_mode,
                 private_directory=params["hostfile"] is None,
             )
+        if script is not None and params["sbatch_script_path"] is not None:
+            changed = write_sbatch_script(params["sbatch_script_path"], script, module.check_mode) or changed
     except OptionError as exc:
         # Invalid input, not a crash: no traceback, a message that starts with the option's name.
         module.fail_json(msg=to_native(exc), option=exc.option)
@@ -546,20 +703,21 @@ def main():
             module.warn(warning)
         result = dict(changed=changed, engine_version=str(description.get("version", "")), engine_source=engine_source)
         result.update(argv=argv, cmd=shlex.join(argv), engine_argv=engine_argv)
-        result.update(mpi_prefix=[], mpi_flavor=None, num_processes=1, slots={}, hostfile=None)
+        result.update(mpi_prefix=[], slurm_prefix=[], sbatch_script=script)
+        result.update(mpi_flavor=None, num_processes=1, slots={}, hostfile=None)
         if launch is not None:
             result.update(
-                mpi_prefix=launch["prefix"],
-                mpi_flavor=launch["flavor"],
+                mpi_flavor=launch.get("flavor"),
                 num_processes=launch["num_processes"],
                 slots=dict(launch["slots"]),
                 hostfile=launch["hostfile"],
             )
+            result["slurm_prefix" if srun is not None else "mpi_prefix"] = launch["prefix"]
         module.exit_json(**result)
 
 
-def build_command(module, description):
-    """(argv, engine_argv, MPI launch or None, warnings); OptionError on invalid input."""
+def build_command(module, description, srun=None):
+    """(argv, engine_argv, MPI or Slurm launch or None, warnings); OptionError on invalid input."""
     params = module.params
     exec_type = params["exec_type"]
     engine_options = dict((name, params[name]) for name in ENGINE_OPTIONS)
@@ -588,6 +746,23 @@ def build_command(module, description):
         )
         warnings.extend(launch["warnings"])
         argv = launch["prefix"] + engine_argv
+    elif exec_type == "slurm":
+        launch = build_srun_prefix(
+            params["hosts"],
+            srun_path=srun,
+            num_processes=params["num_processes"],
+            processes_per_host=params["processes_per_host"],
+            slurm_mpi=params["slurm_mpi"],
+            partition=params["slurm_partition"],
+            account=params["slurm_account"],
+            time_limit=params["slurm_time_limit"],
+            slurm_params=params["slurm_params"],
+            hostfile=params["hostfile"],
+            hostfile_dir=HOSTFILE_DIR,
+            command_chars=len(shlex.join(engine_argv)),
+        )
+        warnings.extend(launch["warnings"])
+        argv = launch["prefix"] + with_env(engine_argv, params["env"])
     elif exec_type == "container":
         argv = wrap_in_container(
             engine_argv,
@@ -604,8 +779,15 @@ def build_command(module, description):
         argv = with_env(engine_argv, params["env"])
     if exec_type == "mpi" and not params["hosts"]:
         warnings.append("hosts: exec_type=mpi with no hosts builds no MPI prefix; the engine runs as one process")
-    if exec_type != "mpi" and (params["hosts"] or params["num_processes"] or params["mpi_params"]):
-        warnings.append("hosts, num_processes and mpi_params are only used with exec_type=mpi")
+    if exec_type not in ("mpi", "slurm") and (params["hosts"] or params["num_processes"] or params["mpi_params"]):
+        warnings.append("hosts, num_processes and mpi_params are only used with exec_type=mpi (hosts and "
+                        "num_processes also with exec_type=slurm)")  # fmt: skip
+    if exec_type == "slurm" and params["mpi_params"]:
+        warnings.append("mpi_params: not used with exec_type=slurm; give srun arguments in slurm_params")
+    if exec_type != "slurm" and (params["slurm_params"] or params["slurm_batch"] or params["sbatch_script_path"]):
+        warnings.append("slurm_params, slurm_batch and sbatch_script_path are only used with exec_type=slurm")
+    if exec_type == "slurm" and params["sbatch_script_path"] and not params["slurm_batch"]:
+        warnings.append("sbatch_script_path: only written with slurm_batch=true")
     return argv, engine_argv, launch, warnings
 
 

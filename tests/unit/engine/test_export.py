@@ -86,7 +86,7 @@ def csv_cell(value):
 
 def test_csv_has_one_row_per_result_with_its_numbers(results, tmp_path):
     out = tmp_path / "runs.csv"
-    code, printed, err = report(*(path for path, _ in results), "--csv", out)
+    code, printed, err = report(*(path for path, _result in results), "--csv", out)
     assert (code, printed, err) == (0, f"wrote {out} (csv, 2 run(s))\n", "")
     with open(out, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -128,7 +128,7 @@ def test_csv_columns_are_the_union_in_a_stable_order(results, tmp_path):
 
 def test_xlsx_sheets_hold_the_results_numbers(results, tmp_path):
     out = tmp_path / "runs.xlsx"
-    code, printed, _ = report(*(path for path, _ in results), "--xlsx", out, "--headline")
+    code, printed, _err = report(*(path for path, _result in results), "--xlsx", out, "--headline")
     assert code == 0
     assert printed.count("storagebench.kvcache  status: OK") == 2  # the printed form is printed too
     book = openpyxl.load_workbook(out, read_only=True)
@@ -138,7 +138,7 @@ def test_xlsx_sheets_hold_the_results_numbers(results, tmp_path):
         header, *rows = book[name].iter_rows(values_only=True)
         sheets[name] = [dict(zip(header, row)) for row in rows]
 
-    assert [row["path"] for row in sheets["summary"]] == [path for path, _ in results]
+    assert [row["path"] for row in sheets["summary"]] == [path for path, _result in results]
     for row, (path, result) in zip(sheets["summary"], results):
         storage = result["tiers"]["storage"]
         assert row["ranks"] == result["ranks"]
@@ -178,7 +178,7 @@ def test_xlsx_sheets_hold_the_results_numbers(results, tmp_path):
 
 def test_csv_and_xlsx_together(results, tmp_path):
     path = results[1][0]
-    code, printed, _ = report(path, "--csv", tmp_path / "r.csv", "--xlsx", tmp_path / "r.xlsx", "--json")
+    code, printed, _err = report(path, "--csv", tmp_path / "r.csv", "--xlsx", tmp_path / "r.xlsx", "--json")
     assert code == 0
     assert json.loads(printed)[0]["path"] == path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "r.xlsx"]  # no temporary file left
@@ -199,7 +199,7 @@ def test_an_existing_file_is_refused_and_left_alone(results, tmp_path, option, n
 @pytest.mark.parametrize("option", ["--csv", "--xlsx"])
 def test_bad_paths_exit_2_and_create_nothing(results, tmp_path, option):
     for target, word in ((tmp_path / "missing" / "out", "does not exist"), (tmp_path, "is a directory")):
-        code, _, err = report(results[0][0], option, target)
+        code, _printed, err = report(results[0][0], option, target)
         assert code == 2
         assert f"error: {option}: " in err and word in err
     assert list(tmp_path.iterdir()) == []
@@ -208,14 +208,14 @@ def test_bad_paths_exit_2_and_create_nothing(results, tmp_path, option):
 def test_a_damaged_result_creates_no_export(results, tmp_path):
     damaged = tmp_path / "damaged.json"
     damaged.write_text("{}")
-    code, _, err = report(results[0][0], damaged, "--csv", tmp_path / "out.csv")
+    code, _printed, err = report(results[0][0], damaged, "--csv", tmp_path / "out.csv")
     assert code == 2 and "damaged.json" in err
     assert [p.name for p in tmp_path.iterdir()] == ["damaged.json"]
 
 
 def test_same_path_for_both_is_refused(results, tmp_path):
     out = tmp_path / "both"
-    code, _, err = report(results[0][0], "--csv", out, "--xlsx", out)
+    code, _printed, err = report(results[0][0], "--csv", out, "--xlsx", out)
     assert code == 2 and "--xlsx" in err
     assert list(tmp_path.iterdir()) == []
 

@@ -4,7 +4,10 @@ import shlex
 
 import pytest
 from ansible_collections.storagebench.kvcache.plugins.module_utils.host_probe import parse_mpi_version
-from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import OptionError
+from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import (
+    OptionError,
+    split_launcher_params,
+)
 from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_launch import (
     HOSTFILE_HOST_THRESHOLD,
     HOSTFILE_MARKER,
@@ -15,7 +18,6 @@ from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_launch im
     parse_host,
     plan_slots,
 )
-from ansible_collections.storagebench.kvcache.plugins.module_utils.mpi_params import split_mpi_params
 
 
 def prefix(hosts, **kwargs):
@@ -318,10 +320,16 @@ def test_mpi_bin_must_not_look_like_a_flag():
 
 
 def test_mpi_params_string_is_split_like_a_shell():
-    assert split_mpi_params("--mca btl tcp,self --tag 'a b'") == ["--mca", "btl", "tcp,self", "--tag", "a b"]
-    assert split_mpi_params(["--mca", "btl", "tcp,self"]) == ["--mca", "btl", "tcp,self"]
+    assert split_launcher_params("mpi_params", "--mca btl tcp,self --tag 'a b'") == [
+        "--mca",
+        "btl",
+        "tcp,self",
+        "--tag",
+        "a b",
+    ]
+    assert split_launcher_params("mpi_params", ["--mca", "btl", "tcp,self"]) == ["--mca", "btl", "tcp,self"]
     with pytest.raises(OptionError) as err:
-        split_mpi_params("--tag 'unterminated")
+        split_launcher_params("mpi_params", "--tag 'unterminated")
     assert err.value.option == "mpi_params"
 
 

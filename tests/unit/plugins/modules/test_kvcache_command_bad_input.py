@@ -104,7 +104,7 @@ CASES = [
     ("processes-per-host-with-slots", dict(MPI, hosts=["h1:2"], processes_per_host=2), "processes_per_host", True,
      None),
     # choices and unknown options
-    ("exec-type-unknown", {"exec_type": "slurm"}, "exec_type", False, None),
+    ("exec-type-unknown", {"exec_type": "pbs"}, "exec_type", False, None),
     ("mpi-flavor-unknown", dict(TWO_HOSTS, mpi_flavor="lam"), "mpi_flavor", False, None),
     ("command-unknown", {"command": "destroy"}, "command", False, None),
     ("container-engine-unknown", {"exec_type": "container", "container_image": "kv", "container_engine": "lxc"},
