@@ -22,6 +22,7 @@ from kvcache.datasize import AUTO_STORAGE_SHARE, check_parallelism, largest_entr
 from kvcache.environment import describe_environment, mount_info
 from kvcache.errors import UsageError
 from kvcache.host_probe import available_memory_bytes
+from kvcache.launcher import describe_launcher
 from kvcache.metrics import Metrics
 from kvcache.models import Model, Registry
 from kvcache.mpi import open_comm
@@ -441,6 +442,7 @@ def _finish_on_rank0(
                 "library": comm.library,
                 "world_size": comm.size,
             },
+            "launcher": describe_launcher(),
         }
     )
     settings = config.as_dict()

@@ -18,6 +18,7 @@ def headline_figures(result: dict) -> dict:
     storage = result["tiers"]["storage"]
     dropped = result.get("dropped_entries") or {}
     autoscaling = result.get("autoscaling") or {}
+    launcher = result["environment"].get("launcher") or {}
     return {
         "status": result["status"],
         "error": result.get("error"),
@@ -39,6 +40,9 @@ def headline_figures(result: dict) -> dict:
         # The search's one-line answer (or why there is none); None when the run did not autoscale.
         "autoscaling": autoscaling.get("summary"),
         "autoscaling_mode": autoscaling.get("mode"),
+        # Older results have no launcher block.
+        "launcher": launcher.get("kind"),
+        "slurm_job_id": launcher.get("job_id") if launcher.get("kind") == "slurm" else None,
     }
 
 
@@ -69,6 +73,12 @@ def _hosts(names: List[str], count: int) -> str:
     return shown if count <= HOSTS_SHOWN else f"{shown} and {count - HOSTS_SHOWN} more"
 
 
+def _launched_by(figures: dict) -> str:
+    if figures["launcher"] == "slurm":
+        return f", launched by slurm job {figures['slurm_job_id'] or '(no job id)'}"
+    return ", launched by mpirun" if figures["launcher"] == "mpirun" else ""
+
+
 def headline_lines(figures: dict) -> List[str]:
     """The headline as text, one line per subject."""
     # A failed run's figures cover only the part of the window before it failed.
@@ -78,7 +88,7 @@ def headline_lines(figures: dict) -> List[str]:
     lines = [
         f"storagebench.kvcache  status: {figures['status'].upper()}{error}",
         f"{figures['ranks']} rank(s) on {figures['host_count']} host(s) ({hosts}), "
-        f"{figures['window_s']:.1f} s window, model {figures['model']}",
+        f"{figures['window_s']:.1f} s window, model {figures['model']}{_launched_by(figures)}",
         f"storage read {read_gib:.3f} GiB/s, p95 {_or_na(figures['storage_read_p95_ms'], '.2f')} ms | "
         f"write {write_gib:.3f} GiB/s, p95 {_or_na(figures['storage_write_p95_ms'], '.2f')} ms",
         f"TTFT p95 {_or_na(figures['ttft_p95_ms'], '.2f')} ms, {_or_na(figures['generated_tokens_per_s'], '.1f')} "

@@ -55,7 +55,9 @@ AUTOSCALE_GIVEN = dict(
     **{option: name for name, option in AUTOSCALE_OPTIONS.items()},
 )
 # Paths on the hosts: every host resolves them on its own, so a relative one means something else on each.
-HOST_PATH_VARIABLES = ("cache_dir", "venv", "config")
+HOST_PATH_VARIABLES = ("cache_dir", "venv", "config", "slurm_conf")
+# Of those, the ones that may be empty: no engine config file; Slurm's own configuration.
+OPTIONAL_HOST_PATHS = ("config", "slurm_conf")
 # The run id names a directory under the results dir: one path component.
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # A plain inventory name, as opposed to a pattern (web:&rack1, db*, ~regex, !host).
@@ -113,8 +115,8 @@ def _engine_value(variable, option, value, engine):
 def _check_host_path(variable, value):
     if not isinstance(value, str):
         raise OptionError(variable, f"must be a path, got {quote(value)}")
-    if variable == PREFIX + "config" and value == "":
-        return  # no config file
+    if value == "" and variable[len(PREFIX) :] in OPTIONAL_HOST_PATHS:
+        return
     if not posixpath.isabs(value):
         raise OptionError(variable, f"must be an absolute path (each host resolves it on its own), got {quote(value)}")
     if variable != PREFIX + "cache_dir":
@@ -170,6 +172,9 @@ def _check_other(name, value, spec):
             )
     elif name == "hosts" and isinstance(value, list) and value and all(isinstance(item, str) for item in value):
         return  # a list of patterns, as a play's hosts may be
+    elif "choices" in spec:
+        if value not in spec["choices"]:
+            raise OptionError(variable, f"must be one of {', '.join(spec['choices'])}, got {quote(value)}")
     elif not isinstance(value, str) or not value.strip():
         raise OptionError(variable, f"must be a non-empty string, got {quote(value)}")
 

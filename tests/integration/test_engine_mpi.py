@@ -37,6 +37,10 @@ def test_three_ranks_make_one_aggregated_result(tmp_path):
     assert result["status"] == "ok"
     assert result["ranks"] == 3
     assert result["environment"]["mpi"]["world_size"] == 3
+    # Open MPI's mpirun outside any Slurm job: the ranks' parent is mpirun (or its orted), and no job id.
+    assert result["environment"]["launcher"] == {"kind": "mpirun", "job_id": None, "step_id": None, "nodes": None}
+    ranks_line = next(line for line in done.stdout.splitlines() if " rank(s) on " in line)
+    assert ranks_line.endswith("model tiny-1b, launched by mpirun")
     per_rank = result["per_rank"]
     assert [r["rank"] for r in per_rank] == [0, 1, 2]
     assert len({r["seed"] for r in per_rank}) == 3

@@ -46,6 +46,8 @@ def test_issue_example_run_measures_storage_and_cleans_up(tmp_path):
     assert result["tiers"]["gpu"]["simulated"] is True
     assert result["environment"]["io_engine"] == "direct"
     assert result["ranks"] == 1 and result["per_rank"][0]["status"] == "ok"
+    # One process, started by this test: no launcher (this machine runs no Slurm job around the tests).
+    assert result["environment"]["launcher"]["kind"] == "none"
     assert result["timeseries"], "a sample every --stats-interval"
     assert "storage" in done.stdout and "ttft" in done.stdout  # the summary table
     assert leftovers(cache) == ["user-file.npy"]

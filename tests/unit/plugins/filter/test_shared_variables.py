@@ -174,3 +174,18 @@ def test_kv_cache_py_options_pass_in_kvcache_extra_args_and_the_hardware_facts_a
         "kvcache_tensor_parallel: must be an integer, got 'two'",
     ]
     assert variable_problems({"kvcache_num_gpus": top + 1}) == [f"kvcache_num_gpus: must be <= {top}, got {top + 1}"]
+
+
+@pytest.mark.parametrize("launcher", ["mpirun", "slurm"])
+def test_the_launcher_is_one_of_the_specs_choices(launcher):
+    assert variable_problems(dict(GOOD, kvcache_launcher=launcher, kvcache_slurm_mpi="pmix")) == []
+    assert variable_problems(dict(GOOD, kvcache_launcher="srun")) == [
+        "kvcache_launcher: must be one of mpirun, slurm, got 'srun'"
+    ]
+
+
+def test_slurms_configuration_is_empty_or_an_absolute_path():
+    assert variable_problems(dict(GOOD, kvcache_slurm_conf="")) == []
+    assert variable_problems(dict(GOOD, kvcache_slurm_conf="/etc/slurm/slurm.conf")) == []
+    (problem,) = variable_problems(dict(GOOD, kvcache_slurm_conf="slurm.conf"))
+    assert problem.startswith("kvcache_slurm_conf: must be an absolute path")
