@@ -91,3 +91,44 @@ def split_launcher_params(option, value):
         except ValueError as exc:
             raise OptionError(option, f"cannot split {quote(value)}: {exc}") from None
     raise OptionError(option, f"must be a list or a string, got {type(value).__name__}")
+
+
+def launcher_flags(option, argv, value_counts, refused, launcher):
+    """Walk a launcher's extra flags (`mpi_params`, `slurm_params`): yields (flag, name, values) per flag.
+
+    `value_counts` gives how many values follow a flag (a `--flag=value` holds its first one), `refused` the flags
+    that may not be given and why. A bare word, `--` or `:` is refused: the launcher would run something other
+    than the engine.
+    """
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        _refuse_separator(option, token, launcher)
+        if len(token) < 2 or not token.startswith("-"):
+            raise OptionError(
+                option,
+                f"{quote(token)} is neither a flag (it would start with '-') nor the value of a flag before it; "
+                f"{launcher} would run it as the program",
+            )
+        name, inline = token.lstrip("-"), None
+        if "=" in name:
+            name, inline = name.split("=", 1)
+        flag = token.split("=", 1)[0]
+        if name in refused:
+            raise OptionError(option, f"{flag} {refused[name]}")
+        wanted = value_counts.get(name, 0)
+        following = wanted - 1 if inline is not None and wanted else wanted
+        values = ([inline] if inline is not None and wanted else []) + argv[index + 1 : index + 1 + following]
+        if len(values) < wanted:
+            raise OptionError(option, f"{flag} needs {'a value' if wanted == 1 else f'{wanted} values'}")
+        for value in values:
+            _refuse_separator(option, value, launcher)
+        yield flag, name, values
+        index += 1 + following
+
+
+def _refuse_separator(option, token, launcher):
+    if token == "--":
+        raise OptionError(option, f"'--' ends {launcher}'s options: what follows would run instead of the engine")
+    if token == ":":
+        raise OptionError(option, f"':' starts a second program (MPMD): {launcher} would run more than the engine")

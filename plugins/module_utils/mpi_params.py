@@ -16,6 +16,7 @@ from ansible_collections.storagebench.kvcache.plugins.module_utils.host_probe im
 from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import (
     OptionError,
     check_env_name,
+    launcher_flags,
     quote,
 )
 
@@ -136,17 +137,6 @@ class UserParams:
         self.oversubscribe = False
 
 
-def _refuse_separator(token):
-    if token == "--":
-        raise OptionError(
-            "mpi_params", "'--' ends the launcher's options: what follows would run instead of the engine"
-        )
-    if token == ":":
-        raise OptionError(
-            "mpi_params", "':' starts a second program (MPMD): the launcher would run more than the engine"
-        )
-
-
 def _check_value(flag, check, value):
     """Check the value of a flag the module also generates, as the module option would be checked."""
     if check == "count":
@@ -173,35 +163,8 @@ def read_mpi_params(argv, flavor):
     """Check the elements of mpi_params for `flavor`; returns a UserParams (OptionError when invalid)."""
     value_counts, refused, keys = _TABLES[flavor]
     user = UserParams(list(argv))
-    index = 0
-    while index < len(argv):
-        token = argv[index]
-        _refuse_separator(token)
-        if len(token) < 2 or not token.startswith("-"):
-            raise OptionError(
-                "mpi_params",
-                f"{quote(token)} is neither a flag (it would start with '-') nor the value of a flag before it; "
-                "the launcher would run it as the program",
-            )
-        name, inline = token.lstrip("-"), None
-        if "=" in name:
-            name, inline = name.split("=", 1)
-        flag = token.split("=", 1)[0]
-        if name in refused:
-            raise OptionError("mpi_params", f"{flag} {refused[name]}")
-        wanted = value_counts.get(name, 0)
-        if inline is not None and wanted:
-            following = wanted - 1
-            values = [inline] + argv[index + 1 : index + 1 + following]
-        else:
-            following = wanted
-            values = argv[index + 1 : index + 1 + following]
-        if len(values) < wanted:
-            raise OptionError("mpi_params", f"{flag} needs {'a value' if wanted == 1 else f'{wanted} values'}")
-        for value in values:
-            _refuse_separator(value)
+    for flag, name, values in launcher_flags("mpi_params", list(argv), value_counts, refused, "the launcher"):
         _note_setting(user, flavor, keys, flag, name, values)
-        index += 1 + following
     return user
 
 

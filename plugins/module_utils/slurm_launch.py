@@ -13,6 +13,7 @@ import shlex
 
 from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import (
     OptionError,
+    launcher_flags,
     quote,
     split_launcher_params,
 )
@@ -40,6 +41,7 @@ SRUN_VALUE_FLAGS = frozenset(
         "m", "distribution", "network", "M", "clusters", "dependency", "d", "begin", "b",
     ),
 )  # fmt: skip
+_VALUE_COUNTS = dict.fromkeys(SRUN_VALUE_FLAGS, 1)
 # Flags after which srun would not run the engine as built.
 _REFUSED = {
     "h": "makes srun print and exit without running the engine",
@@ -119,33 +121,10 @@ def check_srun_path(srun_path):
 def read_slurm_params(argv):
     """Check slurm_params; returns ({key: (flag, value)} of the generated options it replaces, its argv)."""
     replaced = {}
-    index = 0
-    while index < len(argv):
-        token = argv[index]
-        if token in ("--", ":"):
-            raise OptionError("slurm_params", f"{quote(token)}: srun would run what follows instead of the engine")
-        if len(token) < 2 or not token.startswith("-"):
-            raise OptionError(
-                "slurm_params",
-                f"{quote(token)} is neither a flag (it would start with '-') nor the value of a flag before it; "
-                "srun would run it as the program",
-            )
-        name, inline = token.lstrip("-"), None
-        if "=" in name:
-            name, inline = name.split("=", 1)
-        flag = token.split("=", 1)[0]
-        if name in _REFUSED:
-            raise OptionError("slurm_params", f"{flag} {_REFUSED[name]}")
-        value = inline
-        if value is None and name in SRUN_VALUE_FLAGS:
-            if index + 1 >= len(argv):
-                raise OptionError("slurm_params", f"{flag} needs a value")
-            index += 1
-            value = argv[index]
+    for flag, name, values in launcher_flags("slurm_params", list(argv), _VALUE_COUNTS, _REFUSED, "srun"):
         if name in _KEYS:
             key = _KEYS[name]
-            replaced[key] = (flag, _check_param_value(key, flag, value))
-        index += 1
+            replaced[key] = (flag, _check_param_value(key, flag, values[0] if values else None))
     return replaced, list(argv)
 
 

@@ -725,6 +725,14 @@ def build_command(module, description, srun=None):
         params["python"], params["command"], engine_options, params["extra_args"], description
     )
     launch = None
+    # Where the ranks go, the same inputs for mpirun and srun.
+    placement = dict(
+        num_processes=params["num_processes"],
+        processes_per_host=params["processes_per_host"],
+        hostfile=params["hostfile"],
+        hostfile_dir=HOSTFILE_DIR,
+        command_chars=len(shlex.join(engine_argv)),
+    )
     if exec_type == "mpi" and params["hosts"]:
         check_mpi_bin(params["mpi_bin"])  # before `MPI_BIN --version` runs
         flavor, version = resolve_flavor(module, params["mpi_bin"], params["mpi_flavor"])
@@ -733,16 +741,12 @@ def build_command(module, description, srun=None):
             flavor=flavor,
             flavor_version=version,
             mpi_bin=params["mpi_bin"],
-            num_processes=params["num_processes"],
-            processes_per_host=params["processes_per_host"],
             oversubscribe=params["oversubscribe"],
             allow_run_as_root=params["allow_run_as_root"],
             mpi_params=params["mpi_params"],
             env=params["env"],
             ssh_command=params["ssh_command"],
-            hostfile=params["hostfile"],
-            hostfile_dir=HOSTFILE_DIR,
-            command_chars=len(shlex.join(engine_argv)),
+            **placement,
         )
         warnings.extend(launch["warnings"])
         argv = launch["prefix"] + engine_argv
@@ -750,16 +754,12 @@ def build_command(module, description, srun=None):
         launch = build_srun_prefix(
             params["hosts"],
             srun_path=srun,
-            num_processes=params["num_processes"],
-            processes_per_host=params["processes_per_host"],
             slurm_mpi=params["slurm_mpi"],
             partition=params["slurm_partition"],
             account=params["slurm_account"],
             time_limit=params["slurm_time_limit"],
             slurm_params=params["slurm_params"],
-            hostfile=params["hostfile"],
-            hostfile_dir=HOSTFILE_DIR,
-            command_chars=len(shlex.join(engine_argv)),
+            **placement,
         )
         warnings.extend(launch["warnings"])
         argv = launch["prefix"] + with_env(engine_argv, params["env"])

@@ -11,6 +11,7 @@ import json
 
 import jsonschema
 import pytest
+from built_results import two_rank_result
 from field_paths import field_paths
 
 from kvcache import autoscaler, result_reader
@@ -18,42 +19,14 @@ from kvcache.autoscaler import Autoscaler, StepMeasure
 from kvcache.cli import main
 from kvcache.errors import UsageError
 from kvcache.headline import headline_figures, headline_lines
-from kvcache.metrics import Metrics
 from kvcache.progress import Progress
-from kvcache.result import build_result
 from kvcache.run_config import make_config
 from kvcache.summary import format_summary
 from kvcache.units import GIB
-from kvcache.workload import DEFAULT_PROFILE
 
-T0 = 1_700_000_000.0
 STEP_S = 10.0
 RANKS = 2
 VALIDATOR = jsonschema.Draft202012Validator(result_reader.result_schema())
-
-
-def base_result():
-    """A valid result of one 2-rank run without autoscaling, as build_result makes it."""
-    payloads = []
-    for rank in range(RANKS):
-        metrics = Metrics()
-        metrics.add_bytes("storage", "read", 100 << 20)
-        metrics.add_bytes("storage", "write", 50 << 20)
-        for _request in range(5):
-            metrics.record_op("storage", "read", 0.002)
-            metrics.record_request("batch", 1000.0, 0.001, 0.01, 0.1, 100, 10)
-        payloads.append(
-            {
-                "rank": rank, "host": f"h{rank}", "seed": 42 + rank, "cache_namespace": f"/c/rank-{rank}",
-                "status": "ok", "error": None, "io_engine": "direct", "warnings": [],
-                "window": {"start_unix_s": T0, "end_unix_s": T0 + 60, "start_offset_s": 0.0, "end_offset_s": 60.0},
-                "metrics": metrics.export(), "timeseries": [],
-                "tiers": {"storage": {"capacity_bytes": 1 << 30, "simulated": False, "io_engine": "direct"}},
-            }
-        )  # fmt: skip
-    config = {"performance_profile": "latency", "num_users": 8, "model": "tiny-1b"}
-    config["workload"] = DEFAULT_PROFILE.as_dict()
-    return build_result(config, {"io_engine": "direct", "gpu_backend": "simulated"}, payloads, T0)
 
 
 def search(**values):
@@ -92,7 +65,7 @@ def capacity_block():
 
 
 def with_block(block):
-    result = base_result()
+    result = two_rank_result()
     result["autoscaling"] = block
     for rank in result["per_rank"]:
         rank["users_timeline"] = [[0.0, 8], [10.0, 16]]
@@ -181,7 +154,7 @@ def test_capacity_block_shows_the_gain_instead_of_latencies():
 
 
 def test_without_the_block_nothing_about_autoscaling_is_shown():
-    plain = base_result()
+    plain = two_rank_result()
     figures = headline_figures(plain)
     assert figures["autoscaling"] is None and figures["autoscaling_mode"] is None
     assert not any("autoscaling" in line for line in headline_lines(figures))
@@ -221,7 +194,7 @@ def test_the_schema_admits_the_block_and_the_new_fields(make):
 
 def test_an_older_result_without_the_block_is_read(tmp_path):
     path = tmp_path / "R.json"
-    path.write_text(json.dumps(base_result()))
+    path.write_text(json.dumps(two_rank_result()))
     assert "autoscaling" not in result_reader.load_result(str(path))
 
 

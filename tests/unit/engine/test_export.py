@@ -14,43 +14,11 @@ import sys
 
 import openpyxl
 import pytest
+from built_results import two_rank_result
 
 from kvcache.cli import main
 from kvcache.headline import headline_figures
-from kvcache.metrics import Metrics
-from kvcache.result import build_result
 from kvcache.result_reader import load_result
-from kvcache.workload import DEFAULT_PROFILE
-
-T0 = 1_700_000_000.0
-
-
-def built_result():
-    """Two ranks' metrics through build_result, as the engine assembles a run's result."""
-    payloads = []
-    for rank in range(2):
-        metrics = Metrics()
-        metrics.add_bytes("storage", "read", (100 + rank) << 20)
-        metrics.add_bytes("storage", "write", 50 << 20)
-        for _request in range(4):
-            metrics.record_op("storage", "read", 0.003)
-            metrics.record_request("interactive", 500.0, 0.001, 0.02, 0.2, 80, 8)
-        payloads.append(
-            {
-                "rank": rank, "host": f"n{rank}", "seed": 7 + rank, "cache_namespace": f"/c/rank-{rank}",
-                "status": "ok", "error": None, "io_engine": "direct", "warnings": [],
-                "window": {"start_unix_s": T0, "end_unix_s": T0 + 30, "start_offset_s": 0.0, "end_offset_s": 30.0},
-                "metrics": metrics.export(), "timeseries": [],
-                "tiers": {"storage": {"capacity_bytes": 1 << 30, "simulated": False, "io_engine": "direct"}},
-            }
-        )  # fmt: skip
-    config = {
-        "performance_profile": "latency",
-        "num_users": 4,
-        "model": "tiny-1b",
-        "workload": DEFAULT_PROFILE.as_dict(),
-    }
-    return build_result(config, {"io_engine": "direct", "gpu_backend": "simulated"}, payloads, T0)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +33,7 @@ def results(tmp_path_factory):
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     built = where / "built.json"
-    built.write_text(json.dumps(built_result()))
+    built.write_text(json.dumps(two_rank_result(window_s=30.0, requests=4, qos_class="interactive", read_mib_step=1)))
     return [(str(path), load_result(str(path))) for path in (ran, built)]
 
 
@@ -112,7 +80,7 @@ def test_csv_has_one_row_per_result_with_its_numbers(results, tmp_path):
             expected = "; ".join(value) if isinstance(value, list) else csv_cell(value)
             assert row[f"headline.{figure}"] == expected
     assert rows[0]["headline.model"] == rows[1]["headline.model"] == "tiny-1b"
-    assert rows[1]["hosts"] == "n0; n1"
+    assert rows[1]["hosts"] == "h0; h1"
     assert not any(column.startswith(("config.", "per_rank", "timeseries")) for column in header)
 
 
