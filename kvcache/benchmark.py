@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from kvcache import autoscaler, io_trace, precondition, replay
+from kvcache.break_even import break_even_block
 from kvcache.cachedir import LIVE, UNCHECKED, RunDirectory, other_run_warnings, other_runs, validate_cache_dir
 from kvcache.datasize import AUTO_STORAGE_SHARE, check_parallelism, largest_entry_bytes
 from kvcache.environment import describe_environment, mount_info
@@ -457,12 +458,16 @@ def _finish_on_rank0(
                 "kv_lora_rank": model.kv_lora_rank,
                 "qk_rope_dim": model.qk_rope_dim,
                 "dtype": model.dtype,
+                "active_params": model.active_params,
+                "hidden_dim": model.hidden_dim,
+                "attention_dim": model.attention_dim,
             },
             "storage_capacity_bytes_per_rank": plan.storage_capacity,
             "seeds_per_rank": [p["seed"] for p in payloads],  # in rank order, as gathered
         }
     )
     result = build_result(settings, environment, payloads, broadcast_start, remote_failure, autoscaling)
+    result["break_even"] = break_even_block(config, model, result["tiers"]["storage"])
     stdout.write(format_summary(result) + "\n")
     if config.output:
         try:

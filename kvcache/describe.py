@@ -43,6 +43,9 @@ def model_contract(model: Model) -> Dict[str, Any]:
         "kv_lora_rank": model.kv_lora_rank if model.is_mla else None,
         "qk_rope_dim": model.qk_rope_dim if model.is_mla else None,
         "dtype": model.dtype,
+        # What the break-even against recompute needs (null: not known).
+        "active_params": model.active_params or None,
+        "attention_dim": (model.attention_dim or model.hidden_dim) or None,
     }
 
 

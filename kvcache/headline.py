@@ -8,6 +8,7 @@ block that only --enable-autoscaling runs have.
 
 from typing import List
 
+from kvcache.break_even import break_even_line
 from kvcache.units import GIB
 
 HOSTS_SHOWN = 8  # names in the headline; the rest are counted
@@ -40,6 +41,7 @@ def headline_figures(result: dict) -> dict:
         # The search's one-line answer (or why there is none); None when the run did not autoscale.
         "autoscaling": autoscaling.get("summary"),
         "autoscaling_mode": autoscaling.get("mode"),
+        "break_even": break_even_line(result.get("break_even")),
         # Older results have no launcher block.
         "launcher": launcher.get("kind"),
         "slurm_job_id": launcher.get("job_id") if launcher.get("kind") == "slurm" else None,
@@ -98,6 +100,8 @@ def headline_lines(figures: dict) -> List[str]:
         f"({_percent(figures['dropped_share_of_writes'])} of entry writes)",
         f"SLA (latency profile): {figures['sla']}",
     ]
+    if figures["break_even"] is not None:
+        lines.append(figures["break_even"])
     if figures["autoscaling"] is not None:
         lines.append(f"autoscaling ({figures['autoscaling_mode']}): {figures['autoscaling']}")
     return lines

@@ -23,7 +23,10 @@ class Model:
     kv_lora_rank: int = 0
     qk_rope_dim: int = 0
     dtype: str = "fp16"
-    hidden_dim: int = 0  # the model's hidden size (0: not given); only RAG's document sizes use it
+    hidden_dim: int = 0  # the model's hidden size (0: not given); RAG's document sizes and prefill's attention use it
+    # Prefill's compute, for the break-even against recompute (kvcache.break_even); 0: not known.
+    active_params: int = 0  # parameters used per token (a mixture of experts: the active ones)
+    attention_dim: int = 0  # query heads x their head size (0: hidden_dim)
 
     @property
     def is_mla(self) -> bool:
@@ -42,19 +45,62 @@ class Model:
 BUILTIN_MODELS: Dict[str, Model] = {
     m.name: m
     for m in (
-        Model("tiny-1b", layers=12, kv_heads=4, head_dim=128, hidden_dim=1024),
-        Model("mistral-7b", layers=32, kv_heads=8, head_dim=128, hidden_dim=4096),
-        Model("llama2-7b", layers=32, kv_heads=32, head_dim=128, hidden_dim=4096),
-        Model("llama3.1-8b", layers=32, kv_heads=8, head_dim=128, hidden_dim=4096),
-        Model("llama3.1-70b-instruct", layers=80, kv_heads=8, head_dim=128, hidden_dim=8192),
-        Model("deepseek-v3", layers=61, kv_lora_rank=512, qk_rope_dim=64, hidden_dim=7168),
-        Model("qwen3-32b", layers=64, kv_heads=8, head_dim=128, hidden_dim=5120),
-        Model("gpt-oss-120b", layers=36, kv_heads=8, head_dim=64, hidden_dim=2880),
-        Model("gpt-oss-20b", layers=24, kv_heads=8, head_dim=64, hidden_dim=2880),
+        # Parameter counts as their model cards give them; MoE models (deepseek-v3, gpt-oss) count active ones.
+        Model("tiny-1b", layers=12, kv_heads=4, head_dim=128, hidden_dim=1024, active_params=1_000_000_000),
+        Model("mistral-7b", layers=32, kv_heads=8, head_dim=128, hidden_dim=4096, active_params=7_240_000_000),
+        Model("llama2-7b", layers=32, kv_heads=32, head_dim=128, hidden_dim=4096, active_params=6_740_000_000),
+        Model("llama3.1-8b", layers=32, kv_heads=8, head_dim=128, hidden_dim=4096, active_params=8_030_000_000),
+        Model(
+            "llama3.1-70b-instruct",
+            layers=80,
+            kv_heads=8,
+            head_dim=128,
+            hidden_dim=8192,
+            active_params=70_600_000_000,
+        ),
+        # 128 query heads: keys of 128 + 64 (rotary) and values of 128 per head, 20,480 on average.
+        Model(
+            "deepseek-v3",
+            layers=61,
+            kv_lora_rank=512,
+            qk_rope_dim=64,
+            hidden_dim=7168,
+            active_params=37_000_000_000,
+            attention_dim=20_480,
+        ),
+        Model(
+            "qwen3-32b",
+            layers=64,
+            kv_heads=8,
+            head_dim=128,
+            hidden_dim=5120,
+            active_params=32_800_000_000,
+            attention_dim=8192,
+        ),
+        Model(
+            "gpt-oss-120b",
+            layers=36,
+            kv_heads=8,
+            head_dim=64,
+            hidden_dim=2880,
+            active_params=5_100_000_000,
+            attention_dim=4096,
+        ),
+        Model(
+            "gpt-oss-20b",
+            layers=24,
+            kv_heads=8,
+            head_dim=64,
+            hidden_dim=2880,
+            active_params=3_600_000_000,
+            attention_dim=4096,
+        ),
     )
 }
 
 _INT_FIELDS = ("layers", "kv_heads", "head_dim", "kv_lora_rank", "qk_rope_dim")
+# Optional: what the break-even against recompute needs (kvcache.break_even); 0 when not given.
+_COMPUTE_FIELDS = ("active_params", "hidden_dim", "attention_dim")
 
 
 def model_from_mapping(name: str, spec: Mapping) -> Model:
@@ -62,13 +108,12 @@ def model_from_mapping(name: str, spec: Mapping) -> Model:
     where = f"models.{clip(name, SHOWN_CHARS)}"
     if not isinstance(spec, Mapping):
         raise UsageError(where, "must be a mapping of layers, kv_heads, head_dim (or kv_lora_rank, qk_rope_dim)")
-    unknown = sorted(str(key) for key in set(spec) - set(_INT_FIELDS) - {"dtype"})  # keys of any YAML type
+    allowed = _INT_FIELDS + _COMPUTE_FIELDS + ("dtype",)
+    unknown = sorted(str(key) for key in set(spec) - set(allowed))  # keys of any YAML type
     if unknown:
-        raise UsageError(
-            f"{where}.{clip(unknown[0], SHOWN_CHARS)}", f"unknown key; allowed: {', '.join(_INT_FIELDS + ('dtype',))}"
-        )
+        raise UsageError(f"{where}.{clip(unknown[0], SHOWN_CHARS)}", f"unknown key; allowed: {', '.join(allowed)}")
     values = {}
-    for field in _INT_FIELDS:
+    for field in _INT_FIELDS + _COMPUTE_FIELDS:
         value = spec.get(field, 0)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise UsageError(f"{where}.{field}", f"must be a non-negative integer, got {shown(value)}")

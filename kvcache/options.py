@@ -5,7 +5,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
-from kvcache import value_rules
+from kvcache import break_even, value_rules
 from kvcache.config_file import read_config_file
 from kvcache.errors import SHOWN_CHARS, UsageError, clip, shown, shown_path
 from kvcache.mlperf import workloads as mlperf_workloads
@@ -245,6 +245,35 @@ OPTIONS: Tuple[Option, ...] = (
         minimum=1,
         maximum=1024,
         unit="GPUs",
+    ),
+    # The break-even against recompute (kvcache.break_even): only the result's estimate uses them.
+    Option(
+        "gpu_profile",
+        str,
+        break_even.DEFAULT_GPU_PROFILE,
+        "the GPU that would recompute a context, for the break-even against recompute (its dense FP16 peak)",
+        commands=RUNS,
+        choices=tuple(break_even.GPU_PEAK_TFLOPS),
+    ),
+    Option(
+        "gpu_peak_tflops",
+        float,
+        0.0,
+        "that GPU's peak in TFLOP/s, instead of --gpu-profile's (0: the profile's)",
+        commands=RUNS,
+        minimum=0,
+        maximum=1e6,
+        unit="TFLOP/s",
+    ),
+    Option(
+        "gpu_utilization",
+        float,
+        break_even.DEFAULT_UTILIZATION,
+        "the share of that peak a prefill reaches, for the break-even against recompute",
+        commands=RUNS,
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
     ),
     Option(
         "user_loop",

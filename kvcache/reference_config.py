@@ -293,6 +293,9 @@ def _models(value: Any, where: str, warnings: List[str]) -> Dict[str, Model]:
     for name, spec in _mapping(value, where, ["one per model name"]).items():
         model = model_from_reference(str(name), spec, f"{where}.{clip(str(name), SHOWN_CHARS)}")
         builtin = BUILTIN_MODELS.get(model.name)
+        if builtin is not None and (model.layers, model.hidden_dim) == (builtin.layers, builtin.hidden_dim):
+            # kv-cache.py gives no parameter count: the built-in's, for the same layers and width, stays.
+            model = dataclasses.replace(model, active_params=builtin.active_params, attention_dim=builtin.attention_dim)
         if builtin is not None and model != builtin:
             changed = [
                 f"{f.name} {getattr(builtin, f.name)} -> {getattr(model, f.name)}"

@@ -15,8 +15,8 @@ CLOSED, OPEN, INVALID = "CLOSED", "OPEN", "INVALID"
 # The mlperf command's own options, fixed by the rules in CLOSED: a different value is refused there.
 FIXED_IN_CLOSED = {"trials": TRIALS, "delay": DELAY_S}
 
-# What a CLOSED run may set: where it runs and writes, and what it prints. None of them changes the workload the
-# storage sees.
+# What a CLOSED run may set: where it runs and writes, and what it prints (the GPU of the break-even against
+# recompute is an estimate beside the measurement). None of them changes the workload the storage sees.
 CLOSED_MAY_SET = (
     "cache_dir",
     "results_dir",
@@ -32,6 +32,9 @@ CLOSED_MAY_SET = (
     "log_level",
     "stats_interval",
     "straggler_fraction",
+    "gpu_profile",
+    "gpu_peak_tflops",
+    "gpu_utilization",
 )
 
 

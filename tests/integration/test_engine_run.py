@@ -1,5 +1,6 @@
 """`kvcache run` on one host, for real: storage I/O in a temporary directory, the result JSON, cleanup."""
 
+import math
 import os
 import signal
 import subprocess
@@ -9,6 +10,8 @@ import pytest
 import yaml
 from engine_helpers import ENGINE, SHORT_RUN, kvcache, leftovers, load
 
+from kvcache.break_even import crossing_tokens
+from kvcache.models import BUILTIN_MODELS
 from kvcache.options import RUN, options_for
 
 
@@ -48,6 +51,15 @@ def test_issue_example_run_measures_storage_and_cleans_up(tmp_path):
     assert result["ranks"] == 1 and result["per_rank"][0]["status"] == "ok"
     # One process, started by this test: no launcher (this machine runs no Slurm job around the tests).
     assert result["environment"]["launcher"]["kind"] == "none"
+    # The break-even against recompute, from this run's own entry reads, for tiny-1b on the default GPU profile.
+    block = result["break_even"]
+    assert (block["gpu_profile"], block["gpu_peak_tflops"], block["gpu_utilization"]) == ("h100", 989.0, 0.5)
+    assert block["read_mean_bytes"] == pytest.approx(storage["bytes_read"] / storage["read_ops"], abs=1e-3)
+    assert block["read_latency_mean_ms"] == storage["read_latency_ms"]["mean"]
+    model = BUILTIN_MODELS["tiny-1b"]
+    load_s_per_token = model.bytes_per_token * block["read_latency_mean_ms"] / 1000 / block["read_mean_bytes"]
+    assert block["context_tokens"] == math.ceil(crossing_tokens(model, load_s_per_token, 989e12 * 0.5))
+    assert "break-even vs recompute (h100 x1 at 50%): loading a context" in done.stdout
     assert result["timeseries"], "a sample every --stats-interval"
     assert "storage" in done.stdout and "ttft" in done.stdout  # the summary table
     assert leftovers(cache) == ["user-file.npy"]

@@ -28,7 +28,8 @@ OPTION_FIELDS = {
     "commands",
     "reference_key",
 }
-MODEL_FIELDS = {"name", "bytes_per_token", "layers", "kv_heads", "head_dim", "kv_lora_rank", "qk_rope_dim", "dtype"}
+MODEL_FIELDS = {"name", "bytes_per_token", "layers", "kv_heads", "head_dim", "kv_lora_rank", "qk_rope_dim", "dtype",
+                "active_params", "attention_dim"}  # fmt: skip
 
 
 def printed(argv):
@@ -86,6 +87,8 @@ def test_describe_models_match_the_registry():
         model = registry.get(entry["name"])
         assert entry["bytes_per_token"] == model.bytes_per_token and entry["layers"] == model.layers
         assert entry["dtype"] == model.dtype
+        assert entry["active_params"] == model.active_params > 0  # every built-in model's break-even is known
+        assert entry["attention_dim"] == (model.attention_dim or model.hidden_dim) > 0
         if model.is_mla:
             assert (entry["kv_lora_rank"], entry["qk_rope_dim"]) == (model.kv_lora_rank, model.qk_rope_dim)
             assert entry["kv_heads"] is None and entry["head_dim"] is None

@@ -98,6 +98,7 @@ def figures(launcher):
         "sla": "PASS",
         "autoscaling": None,
         "autoscaling_mode": None,
+        "break_even": None,
     }
     base.update(launcher)
     return base
