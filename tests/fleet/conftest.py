@@ -8,6 +8,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from fleet import Fleet, namespaces_left  # noqa: E402
+from slurm_cluster import SlurmCluster  # noqa: E402
+from slurm_cluster import missing as slurm_missing  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +22,16 @@ def fleet(tmp_path_factory):
     yield hosts
     hosts.down()
     assert namespaces_left() == [], "teardown must remove every namespace it made"
+
+
+@pytest.fixture(scope="session")
+def slurm_fleet(fleet):
+    """A Slurm cluster on the fleet's hosts (slurm_cluster.py), stopped before the fleet goes down."""
+    lacking = slurm_missing()
+    if lacking:
+        pytest.skip(f"the Slurm tests need {', '.join(lacking)} (make test-fleet installs slurm-wlm and munge)")
+    cluster = SlurmCluster(fleet).up()
+    fleet.slurm = cluster  # the fleet's own teardown stops it first, should the session end early
+    yield cluster
+    cluster.down()
+    fleet.slurm = None

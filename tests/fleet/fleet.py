@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from slurm_cluster import SlurmCluster
+
 SUBNET = "10.77.0.0/16"  # the safety route covers this whole range
 PREFIX = "10.77.0"  # hosts are PREFIX.11, .12, ...; the bridge (controller side) is PREFIX.1
 BRIDGE = "kvfleet-br0"
@@ -44,6 +46,11 @@ def host_address(index):
 class Fleet:
     """Bring hosts up with up(), take everything down with down(); state lives in workdir/state.json."""
 
+    # What a daemon started on a host beside sshd needs to see the host as a login does (slurm_cluster.py).
+    bridge_address = f"{PREFIX}.1"
+    shared_cache = SHARED_CACHE
+    shared_results = SHARED_RESULTS
+
     def __init__(self, workdir, count=3):
         self.workdir = os.path.abspath(workdir)
         self.count = count
@@ -54,6 +61,7 @@ class Fleet:
         self.key = os.path.join(self.workdir, "id_ed25519")
         self.control_dir = os.path.join(self.workdir, "cp")
         self._daemons = []  # sshd launchers started by this process, reaped in down()
+        self.slurm = None  # the SlurmCluster up(slurm=True) started
 
     # -- paths -------------------------------------------------------------------------------
     def private_cache(self, index):
@@ -73,7 +81,8 @@ class Fleet:
         return os.path.join(self.workdir, "state.json")
 
     # -- bring up ----------------------------------------------------------------------------
-    def up(self):
+    def up(self, slurm=False):
+        """The hosts, each with sshd; with slurm, a Slurm cluster on them too (slurm_cluster.py)."""
         if os.geteuid() != 0:
             raise PermissionError("the fleet needs root (network namespaces, mounts, sshd)")
         os.makedirs(self.workdir, exist_ok=True)
@@ -96,14 +105,17 @@ class Fleet:
                 self._host(index)
             self._write_client_files()
             self._wait_for_sshd()
+            if slurm:
+                self._write_state(created_results_mount=self._read_state().get("created_results_mount"), slurm=True)
+                self.slurm = SlurmCluster(self).up()
         except BaseException:
             self.down()
             raise
         return self
 
-    def _write_state(self, created_results_mount):
+    def _write_state(self, created_results_mount, slurm=False):
         with open(self._state_path(), "w", encoding="utf-8") as handle:
-            json.dump({"count": self.count, "created_results_mount": created_results_mount}, handle)
+            json.dump({"count": self.count, "created_results_mount": created_results_mount, "slurm": slurm}, handle)
 
     def _read_state(self):
         try:
@@ -251,6 +263,10 @@ class Fleet:
     # -- tear down ---------------------------------------------------------------------------
     def down(self):
         """Safe order; never raises for what is already gone; bounded waits."""
+        # Slurm's daemons first (slurmds, slurmctld, munged), whoever started them: the state says whether.
+        if self.slurm is not None or self._read_state().get("slurm"):
+            (self.slurm or SlurmCluster(self)).down()
+            self.slurm = None
         for socket_path in glob.glob(os.path.join(self.control_dir, "*")):
             run(["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "fleet-control"], check=False, timeout=10)
         for name in self.names:
@@ -301,6 +317,7 @@ def main(argv=None):
     parser.add_argument("action", choices=("up", "down"))
     parser.add_argument("--hosts", type=int, default=3, help="number of hosts (default 3)")
     parser.add_argument("--workdir", default="/var/tmp/kvcache-fleet", help="keys, configs, inventory, state")
+    parser.add_argument("--slurm", action="store_true", help="up: also a Slurm cluster on the hosts (root, slurm-wlm)")
     args = parser.parse_args(argv)
     if args.hosts < 1 or args.hosts > 50:
         parser.error("--hosts: must be between 1 and 50")
@@ -311,8 +328,9 @@ def main(argv=None):
             count = json.load(handle)["count"]
     fleet = Fleet(args.workdir, count)
     if args.action == "up":
-        fleet.up()
-        print(f"{count} hosts up; inventory {fleet.inventory}; ssh config {fleet.ssh_config}")
+        fleet.up(slurm=args.slurm)
+        slurm = f"; Slurm: SLURM_CONF={fleet.slurm.conf}, partition {fleet.slurm.partition}" if fleet.slurm else ""
+        print(f"{count} hosts up; inventory {fleet.inventory}; ssh config {fleet.ssh_config}{slurm}")
     else:
         fleet.down()
         print("fleet down")
