@@ -49,20 +49,23 @@ lint-ansible: venv collection
 	$(ANSIBLE_ENV) $(VENV)/bin/ansible-lint
 
 # extensions/molecule/*: deps, cluster_facts and the whole run, on this machine (delegated driver, local connection),
-# and fleet, the roles on three network-namespace hosts (root only: skipped with the reason otherwise).
+# and fleet and fleet_slurm, the roles on three network-namespace hosts, by mpirun and by srun (root only: skipped
+# with the reason otherwise).
 test-molecule: venv collection
 	@if [ "$$(id -u)" -eq 0 ]; then \
+		bash scripts/install-system-deps.sh --slurm; \
 		echo "$(VENV)/bin/molecule test --all"; \
 		$(ANSIBLE_ENV) $(VENV)/bin/molecule test --all; \
 	else \
-		echo "test-molecule: SKIPPED scenario fleet: it needs root (network namespaces, mounts, sshd); running the others"; \
-		echo "$(VENV)/bin/molecule test --all --exclude fleet"; \
-		$(ANSIBLE_ENV) $(VENV)/bin/molecule test --all --exclude fleet; \
+		echo "test-molecule: SKIPPED scenarios fleet, fleet_slurm: they need root (network namespaces, mounts, sshd); running the others"; \
+		echo "$(VENV)/bin/molecule test --all --exclude fleet --exclude fleet_slurm"; \
+		$(ANSIBLE_ENV) $(VENV)/bin/molecule test --all --exclude fleet --exclude fleet_slurm; \
 	fi
 
-# tests/fleet: three network-namespace hosts with sshd; Ansible and Open MPI across them (root only;
-# skipped with the reason otherwise). -s shows the fleet run's headline.
+# tests/fleet: three network-namespace hosts with sshd; Ansible, Open MPI and a Slurm cluster across them (root only;
+# skipped with the reason otherwise). -s shows the fleet runs' headlines.
 test-fleet: venv collection
+	@if [ "$$(id -u)" -eq 0 ]; then bash scripts/install-system-deps.sh --slurm; fi
 	$(VENV)/bin/pytest -q -s -p no:cacheprovider tests/fleet
 	@if ip netns list 2>/dev/null | grep -q '^kvfleet'; then echo "fleet namespaces left behind" >&2; exit 1; fi
 

@@ -8,6 +8,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from fleet import Fleet, namespaces_left  # noqa: E402
+from playbook_helpers import collections_path  # noqa: E402
 from slurm_cluster import SlurmCluster  # noqa: E402
 from slurm_cluster import missing as slurm_missing  # noqa: E402
 
@@ -22,6 +23,12 @@ def fleet(tmp_path_factory):
     yield hosts
     hosts.down()
     assert namespaces_left() == [], "teardown must remove every namespace it made"
+
+
+@pytest.fixture(scope="session")
+def collections(tmp_path_factory):
+    """A collections path holding storagebench.kvcache as a link to this checkout, for the playbook tests."""
+    return collections_path(str(tmp_path_factory.mktemp("collections")))
 
 
 @pytest.fixture(scope="session")

@@ -101,3 +101,8 @@ def result_files(results):
     """Result files of the runs, one per run (the `latest` link is not a run)."""
     found = glob.glob(os.path.join(str(results), "*", "result.json"))
     return sorted(path for path in found if not os.path.islink(os.path.dirname(path)))
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

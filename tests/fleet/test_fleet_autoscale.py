@@ -3,16 +3,10 @@ together (rank 0 decides, every rank applies the same count at the same step), o
 
 import json
 
-import pytest
-from playbook_helpers import collections_path, result_files, run_playbook, write_inventory
+from playbook_helpers import result_files, run_playbook, write_inventory
 
 RANKS = 3
 STEP_S = 2.0
-
-
-@pytest.fixture(scope="module")
-def collections(tmp_path_factory):
-    return collections_path(str(tmp_path_factory.mktemp("collections")))
 
 
 def test_qos_autoscaling_on_three_hosts_gives_one_answer(fleet, collections, tmp_path):

@@ -4,22 +4,11 @@ import json
 import os
 import subprocess
 
-import pytest
-from playbook_helpers import BIN, REPO, ansible_environment, collections_path, write_inventory
+from playbook_helpers import BIN, REPO, ansible_environment, read_json, write_inventory
 
 from kvcache.mlperf import layout, rules
 
 PLAYBOOK = os.path.join(REPO, "playbooks", "kvcache_mlperf.yml")
-
-
-@pytest.fixture(scope="module")
-def collections(tmp_path_factory):
-    return collections_path(str(tmp_path_factory.mktemp("collections")))
-
-
-def read_json(path):
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 def test_mlperf_playbook_open_option_on_three_hosts(fleet, collections, tmp_path):

@@ -6,20 +6,13 @@ import signal
 import subprocess
 import time
 
-import pytest
 from playbook_helpers import (
     ansible_environment,
-    collections_path,
     playbook_argv,
     result_files,
     run_playbook,
     write_inventory,
 )
-
-
-@pytest.fixture(scope="module")
-def collections(tmp_path_factory):
-    return collections_path(str(tmp_path_factory.mktemp("collections")))
 
 
 def results_left(fleet, index):

@@ -5,7 +5,7 @@ import json
 import os
 
 import pytest
-from playbook_helpers import collections_path, result_files, run_playbook, write_inventory
+from playbook_helpers import read_json, result_files, run_playbook, write_inventory
 
 
 def slurm_inventory(fleet, slurm, path, **overrides):
@@ -16,16 +16,6 @@ def slurm_inventory(fleet, slurm, path, **overrides):
         "run_slurm_partition": slurm.partition,
     }
     return write_inventory(fleet, path, **dict(slurm_variables, **overrides))
-
-
-@pytest.fixture(scope="module")
-def collections(tmp_path_factory):
-    return collections_path(str(tmp_path_factory.mktemp("collections")))
-
-
-def load(path):
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 def assert_nothing_left(fleet):
@@ -40,7 +30,7 @@ def test_run_playbook_through_slurm_six_tasks_on_three_hosts(fleet, slurm_fleet,
     assert done.returncode == 0, done.stdout[-4000:]
     assert "Check that srun offers the PMI plugin" in done.stdout  # the deps role's check, on every host
     [result_path] = result_files(tmp_path / "results")
-    result = load(result_path)
+    result = read_json(result_path)
     assert result["status"] == "ok" and result["ranks"] == 6
     hosts = [r["host"] for r in result["per_rank"]]
     assert all(hosts.count(name) == 2 for name in fleet.names)
@@ -67,7 +57,7 @@ def test_rank_0_on_a_node_that_is_not_the_launcher(fleet, slurm_fleet, collectio
     done = run_playbook(fleet, collections, inventory, tmp_path / "results", "--skip-tags", "setup,datasize")
     assert done.returncode == 0, done.stdout[-4000:]
     [result_path] = result_files(tmp_path / "results")
-    result = load(result_path)
+    result = read_json(result_path)
     assert result["ranks"] == 4 and result["per_rank"][0]["host"] == fleet.names[1]
     assert sorted({r["host"] for r in result["per_rank"]}) == fleet.names[1:]
     assert result["environment"]["launcher"]["nodes"] == "kvfleet[1-2]"
