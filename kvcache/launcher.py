@@ -40,7 +40,7 @@ def launcher_process(
 ) -> Optional[str]:
     """'slurm' or 'mpi' after the nearest launcher among this process's ancestors, else None."""
     current = os.getpid() if pid is None else pid
-    for _ in range(ANCESTORS_SEARCHED):
+    for _step in range(ANCESTORS_SEARCHED):
         current = parent(current)
         if not current or current <= 1:
             return None
