@@ -39,7 +39,9 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check kvcache tests bench
 
+# The HTML report's browser test needs Chromium: installed as root, else that test is skipped with the reason.
 test-unit: venv
+	@if [ "$$(id -u)" -eq 0 ]; then bash scripts/install-system-deps.sh --browser; fi
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test-ansible: venv

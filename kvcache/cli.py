@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a workbook (sheets summary, config, per_rank, timeseries, qos) to this new file; "
         "needs the [report] extra",
     )
+    report.add_argument(
+        "--html",
+        metavar="OUT.html",
+        help="write a self-contained page with the headline and plots (bandwidth over time, latency percentiles, "
+        "per-rank bars, QoS) to this new file; several results are compared; needs the [report] extra",
+    )
     describe = sub.add_parser(DESCRIBE, help=COMMANDS[DESCRIBE])
     describe.add_argument("--json", action="store_true", help="the same output: describe always prints JSON")
     tools = sub.add_parser(TRACE, help=COMMANDS[TRACE]).add_subparsers(dest="tool", metavar="TOOL")
@@ -137,7 +143,7 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
         if args.command == REPORT:
             from kvcache.report import run_report  # noqa: PLC0415 - keeps `describe` light
 
-            return run_report(args.results, args.form, stdout, args.csv, args.xlsx)
+            return run_report(args.results, args.form, stdout, args.csv, args.xlsx, args.html)
         if args.command == TRACE:
             from kvcache.trace_fio import run_trace_fio  # noqa: PLC0415
 

@@ -24,6 +24,7 @@ XLSX_HINT = "needs xlsxwriter: pip install 'storagebench-kvcache[report]'"
 # other sheets, and the per-class QoS block, which the summary keeps (one column per class and field).
 NOT_SUMMARY = ("schema", "config", "environment", "per_rank", "timeseries")
 LIST_SEPARATOR = "; "
+NEW_FILE_MODE = 0o666
 
 Row = Dict[str, object]
 
@@ -38,7 +39,7 @@ def flatten(value, prefix: str = "", skip: Iterable[str] = ()) -> Row:
             out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
     elif isinstance(value, list):
         if all(not isinstance(item, (dict, list)) for item in value):
-            out[prefix] = LIST_SEPARATOR.join(_text(item) for item in value)
+            out[prefix] = LIST_SEPARATOR.join(cell_text(item) for item in value)
     else:
         out[prefix] = value
     return out
@@ -117,9 +118,9 @@ def write_csv(option: str, path: str, results: List[Tuple[str, dict]]) -> None:
         with open(temp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(columns)
-            writer.writerows([_text(row.get(column)) for column in columns] for row in rows)
+            writer.writerows([cell_text(row.get(column)) for column in columns] for row in rows)
 
-    _atomic(option, path, write)
+    write_new_file(option, path, write)
 
 
 def write_xlsx(option: str, path: str, results: List[Tuple[str, dict]], xlsxwriter) -> None:
@@ -135,7 +136,7 @@ def write_xlsx(option: str, path: str, results: List[Tuple[str, dict]], xlsxwrit
                     _cell(sheet, index, column, row.get(key))
         workbook.close()
 
-    _atomic(option, path, write)
+    write_new_file(option, path, write)
 
 
 def _cell(sheet, row: int, column: int, value) -> None:
@@ -146,10 +147,10 @@ def _cell(sheet, row: int, column: int, value) -> None:
     elif isinstance(value, (int, float)):
         sheet.write_number(row, column, value)
     else:
-        sheet.write_string(row, column, _text(value))
+        sheet.write_string(row, column, cell_text(value))
 
 
-def _text(value) -> str:
+def cell_text(value) -> str:
     """A cell as text: empty for null, true/false as in the JSON, numbers as Python writes them."""
     if value is None:
         return ""
@@ -160,13 +161,20 @@ def _text(value) -> str:
     return str(value)
 
 
-def _atomic(option: str, path: str, write) -> None:
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_new_file(option: str, path: str, write) -> None:
     """`write(temp)` fills a temporary file beside `path`, which is then linked into place (never over a file)."""
     where = shown_path(path)
     directory = os.path.dirname(os.path.abspath(path))
     handle, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     os.close(handle)
     try:
+        os.chmod(temp, NEW_FILE_MODE & ~_umask())  # as open() would make it: mkstemp's is private to the owner
         write(temp)
         try:
             os.link(temp, path)  # fails if a file appeared at `path` meanwhile

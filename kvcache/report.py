@@ -1,16 +1,20 @@
 """`kvcache report RESULT.json...`: the summary, the headline (--headline) or the checked result and its
-headline figures as JSON (--json) of result files, and tables of them (--csv, --xlsx: kvcache.export).
+headline figures as JSON (--json) of result files, tables of them (--csv, --xlsx: kvcache.export) and a page
+of plots (--html: kvcache.html_report). Several files are also compared (kvcache.compare): each figure side by
+side with its change against the first, and the median and spread of trials of one configuration.
 
 Every file is read and checked (kvcache.result_reader) before anything is printed, so a damaged file among
 several gives exit 2 and one short message naming it, never a traceback or half a report. The export paths
-(and xlsxwriter, for --xlsx) are checked before the results are read, so bad ones create nothing.
+(and xlsxwriter for --xlsx, matplotlib for --html) are checked before the results are read, so bad ones create
+nothing.
 """
 
 import json
 import os
 from typing import List, Optional
 
-from kvcache import export
+from kvcache import export, html_report
+from kvcache.compare import comparison, format_comparison
 from kvcache.errors import UsageError
 from kvcache.headline import headline, headline_figures
 from kvcache.result_reader import load_result
@@ -20,22 +24,31 @@ SUMMARY, HEADLINE, JSON = "summary", "headline", "json"
 
 
 def run_report(
-    paths: List[str], form: Optional[str], stdout, csv_path: Optional[str] = None, xlsx_path: Optional[str] = None
+    paths: List[str],
+    form: Optional[str],
+    stdout,
+    csv_path: Optional[str] = None,
+    xlsx_path: Optional[str] = None,
+    html_path: Optional[str] = None,
 ) -> int:
     """Print `form` (the summary when nothing else is asked for) and write the exports asked for."""
-    exports = {
-        option: path for option, path in ((export.CSV_OPTION, csv_path), (export.XLSX_OPTION, xlsx_path)) if path
-    }
+    asked = ((export.CSV_OPTION, csv_path), (export.XLSX_OPTION, xlsx_path), (html_report.HTML_OPTION, html_path))
+    exports = {option: path for option, path in asked if path}
+    seen = {}
     for option, path in exports.items():
         export.check_target(option, path)
-    if len(exports) == 2 and os.path.abspath(csv_path) == os.path.abspath(xlsx_path):
-        raise UsageError(export.XLSX_OPTION, "is the same file as --csv")
+        same = seen.setdefault(os.path.abspath(path), option)
+        if same != option:
+            raise UsageError(option, f"is the same file as {same}")
     xlsxwriter = export.xlsxwriter_module() if xlsx_path else None
+    figure_class = html_report.figure_class() if html_path else None
     results = [(path, load_result(path)) for path in paths]
     if csv_path:
         export.write_csv(export.CSV_OPTION, csv_path, results)
     if xlsx_path:
         export.write_xlsx(export.XLSX_OPTION, xlsx_path, results, xlsxwriter)
+    if html_path:
+        html_report.write_html(html_path, results, figure_class)
     if form is None and exports:
         # Asked only for files: say where they went (the summary is one `kvcache report` away).
         for option, path in exports.items():
@@ -54,5 +67,7 @@ def run_report(
         )
     else:
         text = "\n".join(f"== {path}\n{format_summary(result)}" for path, result in results)
+        if len(results) > 1:
+            text += "\n\n" + format_comparison(comparison(results))
     stdout.write(text + "\n")
     return 0

@@ -52,6 +52,10 @@ def test_headline_counts_dropped_entries(tmp_path):
         (run_dir / "result.json").write_text(json.dumps(content))
         files.append(str(run_dir / "result.json"))
     (tmp_path / "dropped" / "latest").write_text("mine\n")
+    (tmp_path / "older-page" / "run-1").mkdir(parents=True)
+    (tmp_path / "older-page" / "run-1" / "result.json").write_text(json.dumps(result))
+    (tmp_path / "older-page" / "run-1" / "report.html").write_text("mine\n")
+    files.append(str(tmp_path / "older-page" / "run-1" / "result.json"))
     playbook = tmp_path / "report.yml"
     playbook.write_text(PLAYBOOK.replace("{files}", json.dumps(files)))
     env = clean_environment(tmp_path / "home")
@@ -77,3 +81,10 @@ def test_headline_counts_dropped_entries(tmp_path):
     assert os.readlink(tmp_path / "as-run" / "latest") == "run-1"
     assert (tmp_path / "dropped" / "latest").read_text() == "mine\n"
     assert f"WARNING: {tmp_path / 'dropped' / 'latest'} is not a link this role made" in proc.stdout
+    # The HTML report beside each result, named in its headline; one that exists is left alone, with a warning.
+    page = tmp_path / "as-run" / "run-1" / "report.html"
+    assert f"html report: {page}\n" in headline("as-run")
+    assert page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert "html report:" not in headline("older-page")
+    assert (tmp_path / "older-page" / "run-1" / "report.html").read_text() == "mine\n"
+    assert "WARNING: no HTML report: kvcache report: error: --html: " in proc.stdout
