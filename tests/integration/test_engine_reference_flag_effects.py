@@ -57,13 +57,16 @@ def test_generation_mode(tmp_path):
     """fast sleeps 2 ms per generated token after the storage work; none does not."""
     fast = run(tmp_path / "fast", "--generation-mode", "fast")
     none = run(tmp_path / "none", "--generation-mode", "none")
-    for result, per_token_s in ((fast, 0.002), (none, 0.0)):
+    decode_ms = {}
+    for name, result, per_token_s in (("fast", fast, 0.002), ("none", none, 0.0)):
         latency = result["latency_ms"]
-        decode_ms = latency["end_to_end"]["mean"] - latency["ttft"]["mean"]
+        decode_ms[name] = latency["end_to_end"]["mean"] - latency["ttft"]["mean"]
         tokens_per_request = result["tokens"]["generated"] / result["requests"]["completed"]
-        assert decode_ms >= 0.9 * tokens_per_request * per_token_s * 1000
-    sleep_ms = fast["tokens"]["generated"] / 3 * 2
-    assert fast["latency_ms"]["end_to_end"]["mean"] > none["latency_ms"]["end_to_end"]["mean"] + 0.5 * sleep_ms
+        assert decode_ms[name] >= 0.9 * tokens_per_request * per_token_s * 1000
+    # The part after the first token, not the whole request: the storage reads before it vary from run to run
+    # by more than the sleep (seen under a loaded machine), the sleep itself does not.
+    sleep_ms = fast["tokens"]["generated"] / fast["requests"]["completed"] * 2
+    assert decode_ms["fast"] > decode_ms["none"] + 0.5 * sleep_ms
 
 
 def test_performance_profile(tmp_path):
