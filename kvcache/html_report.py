@@ -2,7 +2,7 @@
 as PNG data) to read a run at a glance, or to compare several (their plots overlaid, their figures side by
 side with the change against the first: kvcache.compare).
 
-The page holds: the headline; the storage tier's read and write bandwidth and read p95 over the window; the
+The page holds: the headline; each tier's read and write bandwidth and p95 over the window; the
 latency percentile curves from the histograms pooled over the ranks (decoded from the result's per-rank
 encodings); per-rank bandwidth bars with the stragglers marked; each QoS class's compliance against its
 target; the tiers; the warnings; the settings and the environment. Made with matplotlib (the [report] extra)
@@ -19,7 +19,7 @@ from kvcache import export
 from kvcache.compare import comparison
 from kvcache.errors import UsageError
 from kvcache.headline import headline
-from kvcache.metrics import TIERS, decode, merge, values_at_percentiles
+from kvcache.metrics import OPS, TIERS, decode, merge, values_at_percentiles
 from kvcache.units import GIB
 from kvcache.workload import QOS_COMPLIANCE
 
@@ -42,7 +42,8 @@ body { font-family: sans-serif; margin: 1.5em auto; max-width: 1100px; color: #2
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
 pre { background: #f4f4f4; padding: 0.8em; white-space: pre-wrap; }
 table { border-collapse: collapse; font-size: 0.9em; } td, th { border: 1px solid #ccc; padding: 2px 8px; }
-th { background: #eee; text-align: left; } td.number { text-align: right; font-variant-numeric: tabular-nums; }
+td { overflow-wrap: anywhere; } th { background: #eee; text-align: left; }
+td.number { text-align: right; font-variant-numeric: tabular-nums; }
 tr.differs td { background: #fff4d6; } .failed { background: #fde0e0; padding: 0.6em; border: 1px solid #d62728; }
 .warning { background: #fff4d6; padding: 0.4em 0.6em; margin: 0.3em 0; } img { max-width: 100%; }
 """
@@ -79,34 +80,39 @@ def _labels(results: List[Tuple[str, dict]]) -> List[str]:
     return ["run"] if len(results) == 1 else [f"R{index + 1}" for index in range(len(results))]
 
 
+def series_tiers(results) -> List[str]:
+    """The tiers that moved bytes in any sample of any result, in tier order (a simulated GPU moves none)."""
+    samples = [point for _path, result in results for point in result.get("timeseries") or []]
+    return [tier for tier in TIERS if any(point.get(f"{tier}_{op}_bytes_per_s") for point in samples for op in OPS)]
+
+
 def timeseries_figure(figure_class, results, labels):
-    """Storage read and write bandwidth (top) and the worst rank's read p95 (bottom) over the window."""
-    if not any(result.get("timeseries") for _path, result in results):
+    """For each tier that moved bytes: its read and write GiB/s (left) and the worst rank's read and write p95
+    (right) over the window; one colour per result, reads solid, writes dashed."""
+    tiers = series_tiers(results)
+    if not tiers:
         return None
-    figure = figure_class(figsize=(10, 5.2), dpi=DPI, layout="constrained")
-    bandwidth, latency = figure.subplots(2, 1, sharex=True)
-    for index, ((_path, result), label) in enumerate(zip(results, labels)):
-        series = result.get("timeseries") or []
-        color = COLORS[index % len(COLORS)]
-        times = [point["t_s"] for point in series]
-        bandwidth.plot(times, [p["storage_read_bytes_per_s"] / GIB for p in series], color=color, label=f"{label} read")
-        bandwidth.plot(
-            times,
-            [p["storage_write_bytes_per_s"] / GIB for p in series],
-            color=color,
-            linestyle="--",
-            label=f"{label} write",
-        )
-        p95 = [p.get("storage_read_p95_ms_max_rank") for p in series]
-        latency.plot(times, [float("nan") if v is None else v for v in p95], color=color, marker=".", label=label)
-    bandwidth.set_ylabel("storage GiB/s")
-    bandwidth.set_ylim(bottom=0)
-    bandwidth.legend(loc="upper right", fontsize="small", ncol=2)
-    bandwidth.grid(alpha=0.3)
-    latency.set_ylabel("read p95 ms (worst rank)")
-    latency.set_xlabel("seconds into the window")
-    latency.set_ylim(bottom=0)
-    latency.grid(alpha=0.3)
+    figure = figure_class(figsize=(10, 2.8 * len(tiers) + 0.6), dpi=DPI, layout="constrained")
+    rows = figure.subplots(len(tiers), 2, sharex=True, squeeze=False)
+    for (bandwidth, latency), tier in zip(rows, tiers):
+        for index, ((_path, result), label) in enumerate(zip(results, labels)):
+            series = result.get("timeseries") or []
+            times = [point["t_s"] for point in series]
+            for op, style in zip(OPS, ("-", "--")):
+                color = COLORS[index % len(COLORS)]
+                gib = [point.get(f"{tier}_{op}_bytes_per_s", 0) / GIB for point in series]
+                bandwidth.plot(times, gib, color=color, linestyle=style, label=f"{label} {op}")
+                p95 = [point.get(f"{tier}_{op}_p95_ms_max_rank") for point in series]
+                shown = [float("nan") if value is None else value for value in p95]
+                latency.plot(times, shown, color=color, linestyle=style, marker=".", label=f"{label} {op}")
+        bandwidth.set_ylabel(f"{tier} GiB/s")
+        latency.set_ylabel(f"{tier} p95 ms (worst rank)")
+        for axis in (bandwidth, latency):
+            axis.set_ylim(bottom=0)
+            axis.grid(alpha=0.3)
+        bandwidth.legend(loc="upper right", fontsize="x-small", ncol=2)
+    for axis in rows[-1]:
+        axis.set_xlabel("seconds into the window")
     return figure
 
 
@@ -300,7 +306,7 @@ def page(figure_class, results: List[Tuple[str, dict]]) -> str:
     if len(results) > 1:
         parts.append(f"<h2>Comparison</h2>{comparison_table(results, labels)}")
     plots = (
-        ("Storage over the window", timeseries_figure(figure_class, results, labels)),
+        ("Tiers over the window", timeseries_figure(figure_class, results, labels)),
         ("Latency percentiles (pooled over the ranks)", latency_figure(figure_class, results, labels)),
         ("QoS: requests within each class's p95 target", qos_figure(figure_class, results, labels)),
     )

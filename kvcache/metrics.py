@@ -19,6 +19,8 @@ TIERS = ("gpu", "cpu", "storage")
 OPS = ("read", "write")
 # storage_per_request: the summed storage-tier op time of one request (the reference's "storage latency").
 REQUEST_LATENCIES = ("end_to_end", "ttft", "queue_wait", "storage_per_request")
+# The time series' per-tier fields: bytes/s and p95 since the previous sample, for each tier and op.
+SERIES = tuple((f"{tier}.{op}", f"{tier}_{op}_bytes_per_s", f"{tier}_{op}_p95_ms") for tier in TIERS for op in OPS)
 
 
 def new_histogram() -> HdrHistogram:
@@ -115,7 +117,7 @@ class Metrics:
             # Whole-entry operations (not chunks), and the entries a tier holds now and at most.
             self.counters.update({f"ops.{tier}.read": 0, f"ops.{tier}.write": 0})
             self.counters.update({f"entries.{tier}": 0, f"peak_entries.{tier}": 0})
-        self.interval_read = new_histogram()  # storage read latency since the last time-series sample
+        self.interval = {name: new_histogram() for name, _bytes, _p95 in SERIES}  # since the last sample
         # Since the last autoscaling step (step_snapshot): per QoS class end-to-end latency, bytes and requests.
         self.step_qos_e2e: Dict[str, HdrHistogram] = {}
         self._step_bytes = dict(self.bytes)
@@ -133,8 +135,7 @@ class Metrics:
         with self.lock:
             self.latency[f"{tier}.{op}"].record_value(micros)
             self.counters[f"ops.{tier}.{op}"] += 1
-            if tier == "storage" and op == "read":
-                self.interval_read.record_value(micros)
+            self.interval[f"{tier}.{op}"].record_value(micros)
 
     def begin_request(self) -> None:
         """The calling thread starts serving a request: its storage time counts from zero."""
@@ -187,14 +188,13 @@ class Metrics:
             self.counters["generated_tokens"] += generated_tokens
 
     def sample(self):
-        """Counters now, and the storage read p95 since the previous sample (for progress and time series)."""
+        """Counters now, and each tier and op's p95 since the previous sample (None where there was no operation),
+        for progress and the time series."""
         with self.lock:
-            p95 = (
-                self.interval_read.get_value_at_percentile(95.0) / 1000.0
-                if self.interval_read.get_total_count()
-                else None
-            )
-            self.interval_read.reset()
+            p95 = {}
+            for name, hist in self.interval.items():
+                p95[name] = hist.get_value_at_percentile(95.0) / 1000.0 if hist.get_total_count() else None
+                hist.reset()
             return dict(self.bytes), self.counters["requests"], p95
 
     def step_snapshot(self) -> dict:

@@ -4,7 +4,7 @@ import statistics
 from typing import List, Optional, Tuple
 
 from kvcache import RESULT_SCHEMA as SCHEMA
-from kvcache.metrics import REQUEST_LATENCIES, TIERS, decode, merge, percentile_block
+from kvcache.metrics import REQUEST_LATENCIES, SERIES, TIERS, decode, merge, percentile_block
 from kvcache.workload import DEFAULT_PROFILE, QOS_COMPLIANCE
 
 RANK_HISTOGRAMS = ("storage.read", "storage.write", "end_to_end", "ttft", "storage_per_request")
@@ -278,10 +278,14 @@ def _timeseries(payloads) -> List[dict]:
     for index, point in enumerate(longest):
         same = [p["timeseries"][index] for p in payloads if index < len(p["timeseries"])]
         entry = {"t_s": point["t_s"], "ranks": len(same)}
-        for field in ("requests", "requests_per_s", "storage_read_bytes_per_s", "storage_write_bytes_per_s"):
-            entry[field] = round(sum(s[field] for s in same), 3)
-        p95s = [s["storage_read_p95_ms"] for s in same if s["storage_read_p95_ms"] is not None]
-        entry["storage_read_p95_ms_max_rank"] = max(p95s) if p95s else None
+        bandwidth_fields = [bandwidth for _name, bandwidth, _p95 in SERIES if bandwidth in point]
+        for field in ("requests", "requests_per_s", *bandwidth_fields):
+            entry[field] = round(sum(s.get(field, 0) for s in same), 3)
+        # A p95 does not add up across ranks: the worst rank's is kept.
+        for _name, _bandwidth, field in SERIES:
+            if field in point:
+                p95s = [s[field] for s in same if s.get(field) is not None]
+                entry[f"{field}_max_rank"] = max(p95s) if p95s else None
         if "users" in point:  # autoscaling: the fleet's active users
             entry["users"] = sum(s.get("users", 0) for s in same)
         merged.append(entry)

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 from kvcache import autoscaler, precondition, replay
 from kvcache.datasize import rag_chunk_tokens
-from kvcache.metrics import TIERS, Metrics, decode, merge, percentile_block
+from kvcache.metrics import SERIES, TIERS, Metrics, decode, merge, percentile_block
 from kvcache.models import Model
 from kvcache.progress import Progress
 from kvcache.storage_io import BufferPool, FileIO, Interrupted, PatternSource
@@ -730,17 +730,17 @@ class RankRun:
 
     def _sample(self, now: float, origin: float) -> None:
         last_at, last_bytes, last_requests = self._last_sample
-        totals, requests, read_p95 = self.metrics.sample()
+        totals, requests, p95 = self.metrics.sample()
         span = max(now - last_at, 1e-9)
         elapsed = now - origin
         point = {
             "t_s": round(elapsed, 3),
             "requests": requests,
             "requests_per_s": round((requests - last_requests) / span, 3),
-            "storage_read_bytes_per_s": round((totals["storage.read"] - last_bytes["storage.read"]) / span),
-            "storage_write_bytes_per_s": round((totals["storage.write"] - last_bytes["storage.write"]) / span),
-            "storage_read_p95_ms": read_p95,
         }
+        for name, bandwidth_field, p95_field in SERIES:
+            point[bandwidth_field] = round((totals[name] - last_bytes[name]) / span)
+            point[p95_field] = p95[name]
         if self.autoscaling:
             point["users"] = self.active_users
         self.timeseries.append(point)

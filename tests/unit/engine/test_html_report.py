@@ -30,7 +30,7 @@ def test_page_is_self_contained_and_holds_the_plots_and_tables(tmp_path, capsys)
     assert images == ["Latency percentiles (pooled over the ranks)", "QoS: requests within each class's p95 target",
                       "per-rank bandwidth"]  # fmt: skip
     # The result has no time series: said so, not drawn empty.
-    assert "<h2>Storage over the window</h2><p>Nothing was recorded for this plot.</p>" in text
+    assert "<h2>Tiers over the window</h2><p>Nothing was recorded for this plot.</p>" in text
     assert "storagebench.kvcache  status: OK" in text
     assert '<td>storage</td><td class="number">0.195</td>' in text  # 200 MiB read over both ranks
     assert (out.stat().st_mode & 0o777) == 0o644 & ~current_umask()

@@ -103,16 +103,19 @@ def test_record_request_qos_and_tokens():
     assert decode(data["latency"]["queue_wait"]).get_min_value() == LOWEST_US
 
 
-def test_sample_reports_storage_read_p95_since_the_previous_sample():
+def test_sample_reports_each_tier_and_op_p95_since_the_previous_sample():
     metrics = Metrics()
-    assert metrics.sample()[2] is None
+    assert all(value is None for value in metrics.sample()[2].values())
     for _sample in range(100):
         metrics.record_op("storage", "read", 0.010)
+    metrics.record_op("cpu", "write", 0.004)
     metrics.add_bytes("storage", "read", 4096)
     byte_counts, requests, p95 = metrics.sample()
-    assert p95 == pytest.approx(10.0, rel=1e-3)
+    assert p95["storage.read"] == pytest.approx(10.0, rel=1e-3)
+    assert p95["cpu.write"] == pytest.approx(4.0, rel=1e-3)
+    assert p95["storage.write"] is None and p95["gpu.read"] is None  # no such operation: no figure
     assert byte_counts["storage.read"] == 4096 and requests == 0
-    assert metrics.sample()[2] is None  # reset by the previous sample
+    assert all(value is None for value in metrics.sample()[2].values())  # reset by the previous sample
     # the run-long histogram is not reset
     assert metrics.latency["storage.read"].get_total_count() == 100
 

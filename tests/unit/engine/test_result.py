@@ -225,6 +225,7 @@ def test_timeseries_sums_ranks_index_by_index():
     assert series[0]["storage_read_p95_ms_max_rank"] == 7.0
     assert series[1]["ranks"] == 1 and series[1]["requests"] == 5
     assert series[1]["storage_read_p95_ms_max_rank"] is None
+    assert "cpu_write_p95_ms_max_rank" not in series[0]  # fields no rank sampled are not made up
 
 
 def test_window_uses_barrier_offsets_not_wall_clocks(payloads):
