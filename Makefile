@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml requirements-test.txt scripts/install-system-
 	bash scripts/install-system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[mpi,report]' -r requirements-test.txt
+	$(PY) -m pip install -q -e '.[mpi,report,live]' -r requirements-test.txt
 	touch $@
 
 collection: $(COLLECTION_LINK)

@@ -43,12 +43,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("--python", default=sys.executable, help="Python that runs the engine")
 
 
-def measured_run(command: Sequence[str], output: str):
+def measured_run(command: Sequence[str], output: str, stderr=None):
     """Run the engine as a child and return (its rusage, wall seconds, the result it wrote). os.wait4 gives
-    exactly this child's resource usage (ru_maxrss in KiB on Linux), the kernel accounting `time -v` prints."""
+    exactly this child's resource usage (ru_maxrss in KiB on Linux), the kernel accounting `time -v` prints;
+    under mpirun that includes the ranks it waited for. `stderr`: a file for the child's stderr (else ours)."""
     print("running:", " ".join(command), flush=True)
     started = time.perf_counter()
-    child = subprocess.Popen(list(command), env=engine_env(), stdout=subprocess.DEVNULL)
+    child = subprocess.Popen(list(command), env=engine_env(), stdout=subprocess.DEVNULL, stderr=stderr)
     _pid, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started

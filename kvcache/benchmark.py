@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from kvcache import autoscaler, io_trace, precondition, replay
+from kvcache import autoscaler, io_trace, live_view, precondition, replay
 from kvcache.break_even import break_even_block
 from kvcache.cachedir import LIVE, UNCHECKED, RunDirectory, other_run_warnings, other_runs, validate_cache_dir
 from kvcache.datasize import AUTO_STORAGE_SHARE, check_parallelism, largest_entry_bytes
@@ -28,7 +28,7 @@ from kvcache.metrics import Metrics
 from kvcache.models import Model, Registry
 from kvcache.mpi import open_comm
 from kvcache.output import check_output_path, write_json_atomically
-from kvcache.progress import Progress, debug_prefix, setup_line, shows
+from kvcache.progress import debug_prefix, for_rank, setup_line, shows
 from kvcache.result import build_result
 from kvcache.runner import RankRun, autoscaler_search, rank_seed
 from kvcache.storage_io import direct_io_supported
@@ -58,6 +58,7 @@ def validate_run(config, models) -> Tuple[Model, str]:
     io_trace.check(config)
     precondition.check(config)
     autoscaler.check(config)
+    live_view.check(config)
     if config.prefill_only and config.decode_only:
         raise UsageError(
             "--prefill-only/--decode-only",
@@ -289,7 +290,7 @@ class RankLifecycle:
         fstype = mount_info(run_dir.rank_dir)["fstype"]
         if fstype in MEMORY_FILESYSTEMS:
             self._warn(f"{plan.cache_dir} is on {fstype}, which lives in RAM: this measures memory, not storage")
-        progress = Progress.for_rank(self.config, comm.rank, comm.size, self.stderr)
+        progress = for_rank(self.config, comm.rank, comm.size, self.stderr)
         self.rank_run = RankRun(
             self.config,
             plan.model,
@@ -317,7 +318,11 @@ class RankLifecycle:
         run = self.rank_run
         if run is not None and not self.interrupted.is_set():
             run.prepare(self._say)  # each rank preconditions its own share before the ranks meet
-        broadcast_start = self.comm.bcast(time.time())
+        # With rank 0's live view every rank sends it its samples (the fleet); rank 0's answer goes to all.
+        fleet_view = self.comm.size > 1 and run is not None and isinstance(run.progress, live_view.LiveView)
+        broadcast_start, fleet_view = self.comm.bcast((time.time(), fleet_view))
+        if run is not None:
+            run.fleet_progress = fleet_view
         self.comm.barrier()
         sync = time.perf_counter()  # every rank leaves the barrier together: the window's common start
         # The stepped window's exchanges need every rank: all learn whether any failed before it, and none

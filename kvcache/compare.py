@@ -34,6 +34,7 @@ NOT_A_TRIAL_SETTING = (
     "io_trace_log",
     "config",
     "quiet",
+    "progress",
     "log_level",
 )
 

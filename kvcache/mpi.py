@@ -15,6 +15,8 @@ from kvcache.errors import UsageError
 LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK", "MPI_LOCALNRANKS")
 TAG_FAILED = 7101  # a rank tells rank 0 it failed
 TAG_STOP = 7102  # rank 0 tells every rank to stop early
+TAG_PROGRESS = 7103  # a rank's latest time-series sample, for rank 0's live view of the fleet
+MAX_PROGRESS_PER_POLL = 4  # messages taken from each rank per poll: a poll stays short, and none piles up
 
 
 def launched_by_mpi(environ=None) -> bool:
@@ -47,6 +49,12 @@ class LocalComm:
     def poll_failure(self) -> Optional[Tuple[int, str]]:
         return None
 
+    def send_progress(self, point: dict) -> None:
+        pass
+
+    def poll_progress(self) -> List[Tuple[int, dict]]:
+        return []
+
     def finish(self) -> None:
         pass
 
@@ -73,6 +81,9 @@ class MpiComm:
         self._failures_sent = 0  # this rank's TAG_FAILED messages in this run
         self._received = [0] * self.size  # rank 0: TAG_FAILED messages received from each rank
         self._stop_received = False
+        self._progress_sends = []  # this rank's TAG_PROGRESS messages not known to be complete yet
+        self._progress_sent = 0
+        self._progress_received = [0] * self.size  # rank 0: TAG_PROGRESS messages received from each rank
 
     def barrier(self) -> None:
         self.comm.Barrier()
@@ -114,26 +125,47 @@ class MpiComm:
             return self.comm.recv(source=0, tag=TAG_STOP)
         return None
 
+    def send_progress(self, point: dict) -> None:
+        """This rank's latest sample for rank 0's view, without waiting (rank 0 reads them in its control loop)."""
+        self._progress_sends = [request for request in self._progress_sends if not request.Test()]
+        self._progress_sends.append(self.comm.isend((self.rank, point), dest=0, tag=TAG_PROGRESS))
+        self._progress_sent += 1
+
+    def poll_progress(self) -> List[Tuple[int, dict]]:
+        """Rank 0: the (rank, sample) messages that have arrived, a few per rank at most."""
+        arrived = []
+        status = self.MPI.Status()
+        for _message in range(MAX_PROGRESS_PER_POLL * (self.size - 1)):
+            if not self.comm.iprobe(source=self.MPI.ANY_SOURCE, tag=TAG_PROGRESS, status=status):
+                break
+            source = status.Get_source()
+            arrived.append(self.comm.recv(source=source, tag=TAG_PROGRESS))
+            self._progress_received[source] += 1
+        return arrived
+
     def abort(self, code: int) -> None:
         """End every rank of the job now (mpirun then exits non-zero)."""
         self.comm.Abort(code)
 
     def finish(self) -> None:
-        """End of a run: receive every failure and stop message still in flight, complete our sends, so MPI
+        """End of a run: receive every failure, stop and sample message still in flight, complete our sends, so MPI
         finalizes cleanly and the next run on this communicator (an MLPerf run's next trial) starts with none.
 
         Counted, not probed: a message still on its way when a probe looks would be missed and would stop the
-        next run. Rank 0 learns how many failures each rank sent and every rank whether a stop was sent; then each
-        receives exactly what it has not received yet (blocking, bounded: those messages were all sent)."""
-        sent = self.comm.gather(self._failures_sent, root=0)
+        next run. Rank 0 learns how many failures and samples each rank sent and every rank whether a stop was
+        sent; then each receives exactly what it has not received yet (blocking, bounded: they were all sent)."""
+        sent = self.comm.gather((self._failures_sent, self._progress_sent), root=0)
         stop_sent = self.comm.bcast(self._stop_sent if self.rank == 0 else None, root=0)
         if self.rank == 0:
             for source in range(1, self.size):
-                for _message in range(sent[source] - self._received[source]):
+                failures, samples = sent[source]
+                for _message in range(failures - self._received[source]):
                     self.comm.recv(source=source, tag=TAG_FAILED)
+                for _message in range(samples - self._progress_received[source]):
+                    self.comm.recv(source=source, tag=TAG_PROGRESS)
         elif stop_sent and not self._stop_received:
             self.comm.recv(source=0, tag=TAG_STOP)
-        for request in self._pending:
+        for request in self._pending + self._progress_sends:
             request.wait()
         self.comm.Barrier()
         self._start_run()

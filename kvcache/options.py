@@ -690,7 +690,17 @@ OPTIONS: Tuple[Option, ...] = (
         choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     ),
     Option("output", str, None, "write the result JSON here", commands=(RUN,)),
-    Option("quiet", bool, False, "no progress line", commands=RUNS),
+    Option("quiet", bool, False, "no progress at all (no live view, no DEBUG sample lines)", commands=RUNS),
+    Option(
+        "progress",
+        str,
+        "auto",
+        "rank 0's live view at --log-level INFO (the [live] extra, rich): auto when its stderr is a terminal "
+        "(under mpirun or srun it is a pipe), live always (with the fleet of every rank, for mpirun or srun in a "
+        "terminal), off never",
+        commands=RUNS,
+        choices=("auto", "live", "off"),
+    ),
     Option("json", bool, False, "print JSON instead of a table", commands=(DATASIZE, MLPERF_RUN)),
     # `kvcache mlperf run`: which of the rules' options, how many trials, and where the results tree goes.
     Option(

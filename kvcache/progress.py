@@ -1,16 +1,17 @@
 """What a run prints on stderr while it runs, by --log-level (the result keeps every warning whatever it is).
 
-- INFO (default): the live progress line (rank 0, on a terminal, not with --quiet) and warnings.
-- DEBUG: also each rank's setup and one line per time-series sample, on any stream (logs are not terminals).
+- INFO (default): the live view (kvcache.live_view: rank 0, on a terminal or with --progress live; never
+  with --quiet or --progress off) and warnings.
+- DEBUG: each rank's setup and one line per time-series sample instead of the live view, on any stream (logs
+  are not terminals), and warnings.
 - WARNING: warnings only. ERROR, CRITICAL: no warnings either. Errors are always printed.
 
 The level names are Python's logging levels, and are compared as those.
 """
 
 import logging
-import sys
-from typing import Optional
 
+from kvcache import live_view
 from kvcache.units import GIB
 
 
@@ -36,54 +37,41 @@ def setup_line(tiers, gpu_backend: str, io_engine: str, seed: int, rank_dir: str
     )
 
 
-class Progress:
-    """The run's progress, one update per time-series sample: a live line rewritten in place, or (DEBUG)
-    one line per sample, starting with `label`."""
+class SampleLines:
+    """DEBUG: one line per time-series sample with every field, starting with `label` (logs are not terminals)."""
 
-    def __init__(self, stream=None, label: str = "", lines: bool = False):
-        self.stream = stream or sys.stderr
+    def __init__(self, stream, label: str):
+        self.stream = stream
         self.label = label
-        self.lines = lines
-        self._shown = False
 
-    @staticmethod
-    def wanted(quiet: bool, rank: int, stream=None) -> bool:
-        """The live line: on rank 0's terminal only, never with --quiet."""
-        stream = stream or sys.stderr
-        return not quiet and rank == 0 and hasattr(stream, "isatty") and stream.isatty()
-
-    @classmethod
-    def for_rank(cls, config, rank: int, size: int, stream) -> Optional["Progress"]:
-        """What this rank shows of its progress under config.log_level and config.quiet (None: nothing)."""
-        if config.quiet:
-            return None
-        if shows(config.log_level, logging.DEBUG):
-            return cls(stream, debug_prefix(rank), lines=True)
-        if shows(config.log_level, logging.INFO) and cls.wanted(False, rank, stream):
-            return cls(stream, "rank 0 " if size > 1 else "")
-        return None
-
-    def update(self, elapsed: float, duration: float, point: dict) -> None:
-        if self.lines:
-            # Every field of the sample, as the result's timeseries[] records it.
-            fields = " ".join(f"{key}={value}" for key, value in point.items())
-            self.stream.write(f"{self.label}sample {fields}\n")
-            self.stream.flush()
-            return
-        p95 = point["storage_read_p95_ms"]
-        # An autoscaling run's point carries the users active now (the search changes them step by step).
-        users = f"users {point['users']:>5}  " if "users" in point else ""
-        line = (
-            f"{self.label}{elapsed:6.1f}/{duration:.0f} s  {users}requests {point['requests']:>7}  "
-            f"storage read {point['storage_read_bytes_per_s'] / GIB:6.2f} GiB/s  "
-            f"write {point['storage_write_bytes_per_s'] / GIB:6.2f} GiB/s  "
-            f"read p95 {'-' if p95 is None else f'{p95:.1f} ms'}"
-        )
-        self.stream.write("\r\033[K" + line)
+    def update(self, _elapsed: float, _duration: float, point: dict) -> None:
+        fields = " ".join(f"{key}={value}" for key, value in point.items())
+        self.stream.write(f"{self.label}sample {fields}\n")
         self.stream.flush()
-        self._shown = True
+
+    def tick(self, _elapsed: float) -> None:
+        """Lines come with the samples only."""
 
     def done(self) -> None:
-        if self._shown:
-            self.stream.write("\n")
-            self.stream.flush()
+        """Every line is already whole."""
+
+
+def is_terminal(stream) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def for_rank(config, rank: int, size: int, stream):
+    """What this rank shows of its progress (None: nothing), by --quiet, --log-level and --progress: DEBUG lines
+    on every rank; at INFO rank 0's live view (auto: when its stderr is a terminal; live: always)."""
+    if config.quiet:
+        return None
+    if shows(config.log_level, logging.DEBUG):
+        return SampleLines(stream, debug_prefix(rank))
+    if rank != 0 or config.progress == "off" or not shows(config.log_level, logging.INFO):
+        return None
+    if config.progress == "auto" and not is_terminal(stream):
+        return None
+    if not live_view.available():  # auto on a terminal (live was refused before the run)
+        stream.write(f"kvcache: no live progress: it needs the rich package ({live_view.INSTALL_HINT})\n")
+        return None
+    return live_view.LiveView(stream, config.duration, size, config.num_users, config.stats_interval)

@@ -20,13 +20,13 @@ from kvcache import autoscaler, precondition, replay
 from kvcache.datasize import rag_chunk_tokens
 from kvcache.metrics import SERIES, TIERS, Metrics, decode, merge, percentile_block
 from kvcache.models import Model
-from kvcache.progress import Progress
 from kvcache.storage_io import BufferPool, FileIO, Interrupted, PatternSource
 from kvcache.tiers import Mover, TierManager, build_tiers
 from kvcache.units import MIB
 from kvcache.workload import Arrivals, RagCorpus, Request, Settings, User, entry_bytes, rag_doc_tokens
 
 CONTROL_TICK_S = 0.1
+FLEET_PROGRESS_S = 1.0  # the fleet view's messages: at most one a second from each rank
 JOIN_TIMEOUT_S = 30.0
 MAX_OPEN_LOOP_WORKERS = 500  # kv-cache.py serves its users with min(users, 500) workers
 MAX_QUEUED_REQUESTS = 10_000  # per rank; a user whose request finds the queue full waits for room
@@ -166,7 +166,7 @@ class RankRun:
         io_engine: str,
         storage_capacity: int,
         gpu_backend: str,
-        progress: Optional[Progress] = None,
+        progress=None,
         trace=None,
     ):
         self.config = config
@@ -184,7 +184,10 @@ class RankRun:
         )
         self.manager = TierManager(self.tiers, self.metrics, self.stop, promote=config.promote)
         self.decode_keys: List[str] = []  # --decode-only: the entries written before the window and still held
-        self.progress = progress
+        self.progress = progress  # kvcache.progress.for_rank: what this rank shows while it runs, or None
+        # Set before the window when rank 0 shows the fleet: every rank then sends it its samples, once a second.
+        self.fleet_progress = False
+        self._fleet_sent_at = -FLEET_PROGRESS_S
         self.corpus = None
         if config.enable_rag:
             chunk = rag_chunk_tokens(config, model)
@@ -712,8 +715,14 @@ class RankRun:
         return self.comm.bcast(answer)
 
     def _tick(self, now: float, origin: float, until: float) -> None:
-        """A time-series sample when one is due, then sleep for a control tick at most (not past `until`)."""
+        """A time-series sample when one is due, the progress shown, then sleep for a control tick at most (not
+        past `until`)."""
         self._sample_if_due(now, origin)
+        if self.progress:
+            if self.fleet_progress:
+                for rank, point in self.comm.poll_progress():
+                    self.progress.fleet_point(rank, point)
+            self.progress.tick(now - origin)
         time.sleep(min(CONTROL_TICK_S, max(0.0, min(until, self._next_sample) - now)))
 
     def _sample_if_due(self, now: float, origin: float) -> None:
@@ -747,6 +756,9 @@ class RankRun:
         self._last_sample = (now, totals, requests)
         if self.progress:
             self.progress.update(elapsed, self.config.duration, point)
+        if self.fleet_progress and self.comm.rank != 0 and elapsed - self._fleet_sent_at >= FLEET_PROGRESS_S:
+            self.comm.send_progress(point)
+            self._fleet_sent_at = elapsed
 
     @property
     def failure(self) -> Optional[str]:
@@ -755,4 +767,6 @@ class RankRun:
         return self._failure
 
     def close(self) -> None:
+        if self.progress:
+            self.progress.done()  # the terminal back to normal, whatever ended the run
         self.pool.close()

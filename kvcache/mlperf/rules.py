@@ -29,6 +29,7 @@ CLOSED_MAY_SET = (
     "what_if",
     "json",
     "quiet",
+    "progress",
     "log_level",
     "stats_interval",
     "straggler_fraction",

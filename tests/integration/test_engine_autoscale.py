@@ -121,7 +121,9 @@ def test_open_loop_users_and_workers_grow(tmp_path):
     assert [s["users_per_rank"] for s in steps] == [2, 4, 8]
     assert counts(result["per_rank"][0]["users_timeline"]) == [2, 4, 8]
     requests = [s["requests"] for s in steps]
-    assert requests[-1] >= 2 * requests[0], requests  # the workers grew with the users: the load did too
+    # The workers grew with the users: the load did too. 4x the users gives 2x the requests on a quiet disk, but
+    # a loaded one (CI's, with other tests' I/O) caps it near 1.4x; workers stuck at 2 would give about 1x.
+    assert requests[-1] >= 1.25 * requests[0], requests
 
 
 def test_a_sigint_during_an_autoscaled_run_fails_it_within_a_step(tmp_path):

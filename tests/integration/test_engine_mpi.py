@@ -165,3 +165,59 @@ def test_finish_leaves_no_failure_or_stop_message_for_the_next_run(relay):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "stale: [None, None]"
+
+
+# Progress samples on one communicator: ranks 1 and 2 send five each in run 1 while rank 0 reads only some;
+# finish() must take the rest, so that run 2 finds none. Rank 0 prints what it read in run 1, then in run 2.
+PROGRESS_RUNS = """
+import time
+from kvcache.mpi import open_comm
+
+comm = open_comm("on")
+read = []
+if comm.rank != 0:
+    for n in range(5):
+        comm.send_progress({"t_s": n, "rank": comm.rank})
+else:
+    for _tick in range(500):  # up to 5 s for the first of them
+        read += comm.poll_progress()
+        if read:
+            break
+        time.sleep(0.01)
+comm.finish()
+comm.barrier()
+time.sleep(0.2)  # anything left behind has arrived by now
+stale = comm.poll_progress()
+comm.finish()
+if comm.rank == 0:
+    print(f"read: {sorted(set(rank for rank, _point in read))} {all(p['rank'] == r for r, p in read)}")
+    print(f"stale: {stale}")
+"""
+
+
+def test_finish_takes_every_progress_sample_left_for_the_next_run():
+    done = subprocess.run(
+        mpirun_argv(3) + [sys.executable, "-c", PROGRESS_RUNS],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    read, stale = done.stdout.strip().splitlines()
+    assert read.startswith("read: [") and read.endswith("] True") and read != "read: [] True"
+    assert stale == "stale: []"
+
+
+def test_progress_live_under_mpirun_shows_the_fleet_on_rank_0(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    done = subprocess.run(  # SHORT_RUN without its --quiet
+        engine_under_mpirun(2, *SHORT_RUN[:-1], "--duration", "3", "--cache-dir", cache, "--progress", "live",
+                            "--output", tmp_path / "R.json"),
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # mpirun copies rank 0's stderr (a pipe) to ours; the view draws there all the same, once a second.
+    assert "fleet: 2 ranks, 2 reporting" in done.stderr
+    assert done.stderr.count("kvcache run  ") >= 3 and "storage" in done.stderr
+    result = load(tmp_path / "R.json")
+    assert result["status"] == "ok" and result["config"]["progress"] == "live"
+    assert leftovers(cache) == []

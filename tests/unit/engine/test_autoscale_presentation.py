@@ -1,5 +1,5 @@
 """How a result shows its autoscaling search: the summary's section, the headline's line and figure, `kvcache
-report`, the progress line, and the schema that admits the block (and the per-rank and time-series fields).
+report`, and the schema that admits the block (and the per-rank and time-series fields).
 
 The blocks come from the real controller (kvcache/autoscaler.py) driven by synthetic steps, so the presentation
 is tested on what the engine writes; the base result comes from build_result.
@@ -19,7 +19,6 @@ from kvcache.autoscaler import Autoscaler, StepMeasure
 from kvcache.cli import main
 from kvcache.errors import UsageError
 from kvcache.headline import headline_figures, headline_lines
-from kvcache.progress import Progress
 from kvcache.run_config import make_config
 from kvcache.summary import format_summary
 from kvcache.units import GIB
@@ -248,14 +247,3 @@ def test_the_reader_agrees_with_jsonschema_on_damaged_blocks():
                 assert (result_reader.first_problem(damaged) is None) == valid, (path, replacement)
                 checked += 1
     assert checked > 500
-
-
-def test_the_progress_line_shows_the_users_when_the_point_has_them():
-    point = {"requests": 12, "storage_read_bytes_per_s": GIB, "storage_write_bytes_per_s": 0}
-    point["storage_read_p95_ms"] = 1.5
-    stream = io.StringIO()
-    Progress(stream).update(5.0, 60.0, dict(point, users=16))
-    assert "   5.0/60 s  users    16  requests      12  storage read" in stream.getvalue()
-    stream = io.StringIO()
-    Progress(stream).update(5.0, 60.0, point)
-    assert "users" not in stream.getvalue() and "   5.0/60 s  requests      12" in stream.getvalue()
