@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from kvcache import autoscaler, io_trace, live_view, precondition, replay
+from kvcache import autoscaler, export, io_trace, live_view, precondition, replay
 from kvcache.break_even import break_even_block
 from kvcache.cachedir import LIVE, UNCHECKED, RunDirectory, other_run_warnings, other_runs, validate_cache_dir
 from kvcache.datasize import AUTO_STORAGE_SHARE, check_parallelism, largest_entry_bytes
@@ -37,6 +37,9 @@ from kvcache.tiers import choose_gpu_backend
 from kvcache.units import GIB, MIB
 
 MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
+
+
+XLSX_OUTPUT = "--xlsx-output"  # kv-cache.py's flag for the workbook beside the result
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,9 @@ def validate_host(config, rank: int, ranks_on_host: int) -> str:
     cache_dir = validate_cache_dir(config.cache_dir)
     if config.output is not None and rank == 0:  # only rank 0 writes the result
         check_output_path(config.output)
+    if config.xlsx_output is not None and rank == 0:
+        export.check_target(XLSX_OUTPUT, config.xlsx_output)
+        export.xlsxwriter_module(XLSX_OUTPUT)
     available = available_memory_bytes()
     buffers = config.io_depth * config.io_chunk_mib * MIB
     # An I/O-trace run accounts the CPU tier's entries without holding their bytes.
@@ -481,6 +487,14 @@ def _finish_on_rank0(
             stderr.write(f"kvcache: cannot write the result to {config.output}: {exc}\n")
             return 1
         stdout.write(f"result: {os.path.abspath(config.output)}\n")
+    if config.xlsx_output:
+        try:  # checked before the run; a file made there since is still never replaced
+            export.write_xlsx(XLSX_OUTPUT, config.xlsx_output, [(config.output or "result", result)],
+                              export.xlsxwriter_module(XLSX_OUTPUT))  # fmt: skip
+        except UsageError as exc:
+            stderr.write(f"kvcache: cannot write the workbook: {exc}\n")
+            return 1
+        stdout.write(f"workbook: {os.path.abspath(config.xlsx_output)}\n")
     stdout.flush()
     if result["status"] != "ok":
         stderr.write(f"kvcache: run failed: {result['error']}\n")

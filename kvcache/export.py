@@ -103,11 +103,11 @@ def check_target(option: str, path: str) -> None:
         raise UsageError(option, f"the directory of {where} does not exist")
 
 
-def xlsxwriter_module():
+def xlsxwriter_module(option: str = XLSX_OPTION):
     try:
-        import xlsxwriter  # noqa: PLC0415 - an optional extra, imported only for --xlsx
+        import xlsxwriter  # noqa: PLC0415 - an optional extra, imported only for --xlsx and --xlsx-output
     except ImportError:
-        raise UsageError(XLSX_OPTION, XLSX_HINT) from None
+        raise UsageError(option, XLSX_HINT) from None
     return xlsxwriter
 
 

@@ -690,6 +690,14 @@ OPTIONS: Tuple[Option, ...] = (
         choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     ),
     Option("output", str, None, "write the result JSON here", commands=(RUN,)),
+    Option(
+        "xlsx_output",
+        str,
+        None,
+        "also write the result as an XLSX workbook here, as `kvcache report --xlsx` does (the [report] extra); "
+        "a file that exists is refused",
+        commands=(RUN,),
+    ),
     Option("quiet", bool, False, "no progress at all (no live view, no DEBUG sample lines)", commands=RUNS),
     Option(
         "progress",

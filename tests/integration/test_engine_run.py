@@ -305,3 +305,44 @@ def test_open_loop_user_has_one_request_in_flight(tmp_path):
     assert result["hit_rate"]["misses"] == 0  # no turn was served before the one it re-reads
     assert result["hit_rate"]["lookups"] > result["requests"]["completed"]  # decode reads, and earlier turns
     assert result["latency_ms"]["queue_wait"]["max"] > 0
+
+
+def test_xlsx_output_writes_the_results_workbook_beside_the_result(tmp_path):
+    openpyxl = pytest.importorskip("openpyxl")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    book_path = tmp_path / "R.xlsx"
+    done = kvcache(
+        "run", *SHORT_RUN, "--duration", "2", "--cache-dir", cache, "--output", tmp_path / "R.json",
+        "--xlsx-output", book_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"workbook: {book_path}" in done.stdout
+    result = load(tmp_path / "R.json")
+    book = openpyxl.load_workbook(book_path, read_only=True)
+    assert book.sheetnames == ["summary", "config", "per_rank", "timeseries", "qos"]
+    header, row = book["summary"].iter_rows(values_only=True)
+    summary = dict(zip(header, row))
+    assert summary["path"] == str(tmp_path / "R.json")
+    assert summary["tiers.storage.bytes_read"] == result["tiers"]["storage"]["bytes_read"] > 0
+    assert summary["latency_ms.ttft.p95"] == result["latency_ms"]["ttft"]["p95"]
+    samples = list(book["timeseries"].iter_rows(values_only=True))[1:]
+    assert len(samples) == len(result["timeseries"])
+    assert leftovers(cache) == []
+
+
+def test_xlsx_output_refusals_exit_2_before_the_run_creating_nothing(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    mine = tmp_path / "mine.xlsx"
+    mine.write_bytes(b"not ours")
+    for target, message in (
+        (mine, "exists; the tool does not replace a file it did not create"),
+        (tmp_path / "missing" / "R.xlsx", "the directory of"),
+        (tmp_path, "is a directory"),
+    ):
+        done = kvcache("run", *SHORT_RUN, "--duration", "1", "--cache-dir", cache, "--xlsx-output", target)
+        assert done.returncode == 2 and "--xlsx-output: " in done.stderr and message in done.stderr, done.stderr
+        assert leftovers(cache) == []
+    assert mine.read_bytes() == b"not ours"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "mine.xlsx"]

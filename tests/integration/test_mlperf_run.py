@@ -407,9 +407,9 @@ def test_what_if_refuses_a_host_name_that_cannot_be_the_system_directory(tmp_pat
 
 
 def test_kv_cache_py_flags_not_here_yet_are_refused_by_mlperf_run_only(tmp_path):
-    done = mlperf_run(tmp_path, *SMALL_OPEN, "--xlsx-output", tmp_path / "x.xlsx")
+    done = mlperf_run(tmp_path, *SMALL_OPEN, "--validation-trace", tmp_path / "t.json")
     assert done.returncode == 2
-    assert done.stderr.startswith("kvcache mlperf run: error: --xlsx-output: ") and "not available" in done.stderr
-    checked = kvcache("mlperf", "check", tmp_path, "--xlsx-output", tmp_path / "x.xlsx")
+    assert done.stderr.startswith("kvcache mlperf run: error: --validation-trace: ") and "not available" in done.stderr
+    checked = kvcache("mlperf", "check", tmp_path, "--validation-trace", tmp_path / "t.json")
     assert checked.returncode == 2
-    assert "unrecognized arguments: --xlsx-output" in checked.stderr and "not available" not in checked.stderr
+    assert "unrecognized arguments: --validation-trace" in checked.stderr and "not available" not in checked.stderr
