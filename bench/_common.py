@@ -31,6 +31,17 @@ def engine_command(args: Sequence[str], python: Optional[str] = None) -> List[st
     return [python or sys.executable, "-m", "kvcache", "run", *args]
 
 
+def storage_only(model: str, num_users: int, duration: float) -> List[str]:
+    """`kvcache run` options of a bench workload that only the storage tier serves (no GPU or CPU tier)."""
+    return ["--model", model, "--num-users", str(num_users), "--gpu-mem-gb", "0", "--cpu-mem-gb", "0",
+            "--duration", str(duration)]  # fmt: skip
+
+
+def mpirun_prefix(mpirun: str, ranks: int) -> List[str]:
+    """Open MPI on this host, as root too, the checkout's PYTHONPATH passed to every rank."""
+    return [mpirun, "--allow-run-as-root", "--oversubscribe", "-n", str(ranks), "-x", "PYTHONPATH"]
+
+
 def add_engine_arguments(parser: argparse.ArgumentParser, example: str) -> None:
     """--engine-arg (repeatable) and --python: how a bench script's engine run is started."""
     parser.add_argument(

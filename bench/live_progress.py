@@ -18,7 +18,17 @@ import shutil
 import statistics
 import sys
 
-from _common import GIB, add_engine_arguments, die, engine_command, measured_run, spread, work_directory
+from _common import (
+    GIB,
+    add_engine_arguments,
+    die,
+    engine_command,
+    measured_run,
+    mpirun_prefix,
+    spread,
+    storage_only,
+    work_directory,
+)
 
 
 def parse_args(argv=None):
@@ -46,11 +56,7 @@ def one_run(args, workdir: str, progress: str, index: int) -> dict:
     os.makedirs(cache, exist_ok=True)
     engine = engine_command(
         [
-            "--model", args.model,
-            "--num-users", str(args.num_users),
-            "--gpu-mem-gb", "0",
-            "--cpu-mem-gb", "0",
-            "--duration", str(args.duration),
+            *storage_only(args.model, args.num_users, args.duration),
             "--mpi", "on",
             "--progress", progress,
             "--cache-dir", cache,
@@ -59,7 +65,7 @@ def one_run(args, workdir: str, progress: str, index: int) -> dict:
         ],
         args.python,
     )  # fmt: skip
-    command = [args.mpirun, "--allow-run-as-root", "--oversubscribe", "-n", str(args.ranks), "-x", "PYTHONPATH"]
+    command = mpirun_prefix(args.mpirun, args.ranks)
     frames_path = os.path.join(workdir, f"{progress}-{index}.frames")
     with open(frames_path, "w", encoding="utf-8") as frames:
         usage, _wall, result = measured_run(command + engine, output, stderr=frames)

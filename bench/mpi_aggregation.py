@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-from _common import die, engine_command, engine_env, load_json, work_directory
+from _common import die, engine_command, engine_env, load_json, mpirun_prefix, storage_only, work_directory
 
 IN_MOVED_TO = 0x00000080
 IN_CLOSE_WRITE = 0x00000008
@@ -94,12 +94,8 @@ def one_run(args, workdir: str, ranks: int, index: int) -> dict:
     os.makedirs(cache, exist_ok=True)
     engine = engine_command(
         [
-            "--model", args.model,
-            "--num-users", str(args.num_users),
-            "--gpu-mem-gb", "0",
-            "--cpu-mem-gb", "0",
+            *storage_only(args.model, args.num_users, args.duration),
             "--io-depth", "2",
-            "--duration", str(args.duration),
             "--mpi", "on",
             "--cache-dir", cache,
             "--output", output,
@@ -107,7 +103,7 @@ def one_run(args, workdir: str, ranks: int, index: int) -> dict:
         ],
         args.python,
     )  # fmt: skip
-    command = [args.mpirun, "--allow-run-as-root", "--oversubscribe", "-n", str(ranks), "-x", "PYTHONPATH", *engine]
+    command = mpirun_prefix(args.mpirun, ranks) + engine
     watch = DirectoryWatch(workdir)
     try:
         child = subprocess.Popen(

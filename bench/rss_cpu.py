@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from _common import GIB, add_engine_arguments, die, engine_command, measured_run, work_directory
+from _common import GIB, add_engine_arguments, die, engine_command, measured_run, storage_only, work_directory
 
 
 def parse_args(argv=None):
@@ -42,11 +42,7 @@ def main(argv=None) -> int:
         output = os.path.join(workdir, "rss-cpu-result.json")
         command = engine_command(
             [
-                "--model", args.model,
-                "--num-users", str(args.num_users),
-                "--gpu-mem-gb", "0",
-                "--cpu-mem-gb", "0",
-                "--duration", str(args.duration),
+                *storage_only(args.model, args.num_users, args.duration),
                 "--cache-dir", workdir,
                 "--output", output,
                 "--quiet",
