@@ -14,7 +14,7 @@ from kvcache.metrics import SERIES, TIERS
 from kvcache.units import GIB
 
 REFRESH_S = 1.0  # the view is redrawn this often, whatever --stats-interval is
-# A rank whose latest sample is older than this many intervals (and 3 s) is counted as not reporting.
+# A rank whose latest sample is older than this many intervals (of at least REFRESH_S) is not reporting.
 LATE_AFTER_SAMPLES = 3
 INSTALL_HINT = "pip install 'storagebench-kvcache[live]'"
 
@@ -80,14 +80,14 @@ class LiveView:
         self.duration = duration
         self.ranks = ranks
         self.users_per_rank = users_per_rank
-        self.stale_after = max(LATE_AFTER_SAMPLES * max(stats_interval, REFRESH_S), 3.0)
+        self.stale_after = LATE_AFTER_SAMPLES * max(stats_interval, REFRESH_S)
         self.points: Dict[int, dict] = {}
         self._drawn_at = -REFRESH_S
         # force_terminal: under mpirun or srun rank 0's stderr is a pipe that the launcher copies to the terminal.
         console = Console(file=stream, force_terminal=True, highlight=False)
         self._live = Live(console=console, auto_refresh=False, redirect_stdout=False, redirect_stderr=False)
 
-    def update(self, elapsed: float, _duration: float, point: dict) -> None:
+    def update(self, elapsed: float, point: dict) -> None:
         self.points[0] = point
         self._draw(elapsed)
 

@@ -44,7 +44,7 @@ class SampleLines:
         self.stream = stream
         self.label = label
 
-    def update(self, _elapsed: float, _duration: float, point: dict) -> None:
+    def update(self, _elapsed: float, point: dict) -> None:
         fields = " ".join(f"{key}={value}" for key, value in point.items())
         self.stream.write(f"{self.label}sample {fields}\n")
         self.stream.flush()

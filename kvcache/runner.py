@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
-from kvcache import autoscaler, precondition, replay
+from kvcache import autoscaler, live_view, precondition, replay
 from kvcache.datasize import rag_chunk_tokens
 from kvcache.metrics import SERIES, TIERS, Metrics, decode, merge, percentile_block
 from kvcache.models import Model
@@ -26,7 +26,6 @@ from kvcache.units import MIB
 from kvcache.workload import Arrivals, RagCorpus, Request, Settings, User, entry_bytes, rag_doc_tokens
 
 CONTROL_TICK_S = 0.1
-FLEET_PROGRESS_S = 1.0  # the fleet view's messages: at most one a second from each rank
 JOIN_TIMEOUT_S = 30.0
 MAX_OPEN_LOOP_WORKERS = 500  # kv-cache.py serves its users with min(users, 500) workers
 MAX_QUEUED_REQUESTS = 10_000  # per rank; a user whose request finds the queue full waits for room
@@ -185,9 +184,9 @@ class RankRun:
         self.manager = TierManager(self.tiers, self.metrics, self.stop, promote=config.promote)
         self.decode_keys: List[str] = []  # --decode-only: the entries written before the window and still held
         self.progress = progress  # kvcache.progress.for_rank: what this rank shows while it runs, or None
-        # Set before the window when rank 0 shows the fleet: every rank then sends it its samples, once a second.
+        # Set before the window when rank 0 shows the fleet: every rank then sends it its samples.
         self.fleet_progress = False
-        self._fleet_sent_at = -FLEET_PROGRESS_S
+        self._fleet_sent_at = -live_view.REFRESH_S
         self.corpus = None
         if config.enable_rag:
             chunk = rag_chunk_tokens(config, model)
@@ -755,8 +754,9 @@ class RankRun:
         self.timeseries.append(point)
         self._last_sample = (now, totals, requests)
         if self.progress:
-            self.progress.update(elapsed, self.config.duration, point)
-        if self.fleet_progress and self.comm.rank != 0 and elapsed - self._fleet_sent_at >= FLEET_PROGRESS_S:
+            self.progress.update(elapsed, point)
+        # As often as the view redraws, not every sample: --stats-interval may be far shorter.
+        if self.fleet_progress and self.comm.rank != 0 and elapsed - self._fleet_sent_at >= live_view.REFRESH_S:
             self.comm.send_progress(point)
             self._fleet_sent_at = elapsed
 

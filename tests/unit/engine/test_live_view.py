@@ -59,7 +59,7 @@ def test_the_fleet_sums_bandwidth_and_takes_the_worst_p95_of_the_fresh_ranks():
 def test_a_frame_shows_time_users_requests_and_each_tier():
     stream = Terminal()
     view = live_view.LiveView(stream, duration=60.0, ranks=1, users_per_rank=16, stats_interval=1.0)
-    view.update(12.0, 60.0, point(12.0, 240, read_gib=1.5, write_gib=0.25, read_p95=3.25))
+    view.update(12.0, point(12.0, 240, read_gib=1.5, write_gib=0.25, read_p95=3.25))
     view.done()
     shown = screen(stream)
     assert "kvcache run  12 / 60 s, 48 s left   users 16   requests 240 (20.0/s)" in shown
@@ -73,7 +73,7 @@ def test_the_fleet_line_counts_reporting_ranks_and_names_the_slowest():
     view = live_view.LiveView(stream, duration=30.0, ranks=3, users_per_rank=4, stats_interval=1.0)
     view.fleet_point(1, point(5.0, 10, read_gib=0.25))
     view.fleet_point(2, point(0.5, 1, read_gib=4.0))  # late
-    view.update(5.0, 30.0, point(5.0, 20, read_gib=1.0))
+    view.update(5.0, point(5.0, 20, read_gib=1.0))
     view.done()
     shown = screen(stream)
     assert "users 12   requests 31" in shown
@@ -96,7 +96,7 @@ def test_the_users_of_an_autoscaling_run_come_from_its_samples():
     stream = Terminal()
     view = live_view.LiveView(stream, duration=60.0, ranks=2, users_per_rank=4, stats_interval=1.0)
     view.fleet_point(1, point(5.0, 10, users=16))
-    view.update(5.0, 60.0, point(5.0, 10, users=16))
+    view.update(5.0, point(5.0, 10, users=16))
     view.done()
     assert "users 32" in screen(stream)
 
