@@ -31,6 +31,7 @@ from kvcache.output import check_output_path, write_json_atomically
 from kvcache.progress import debug_prefix, for_rank, setup_line, shows
 from kvcache.result import build_result
 from kvcache.runner import RankRun, autoscaler_search, rank_seed
+from kvcache.signal_watch import WATCHED, SignalWatch
 from kvcache.storage_io import direct_io_supported
 from kvcache.summary import format_summary
 from kvcache.tiers import choose_gpu_backend
@@ -39,6 +40,9 @@ from kvcache.units import GIB, MIB
 MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
 
 
+# How long the signal watch lets the workers finish their I/O before it removes the files under them: well inside
+# the second mpirun leaves between SIGTERM and SIGKILL.
+WORKERS_STOP_S = 0.4
 XLSX_OUTPUT = "--xlsx-output"  # kv-cache.py's flag for the workbook beside the result
 
 
@@ -229,13 +233,15 @@ class RankLifecycle:
         self.io_engine = config.io_engine
         self.other_runs_seen: list = []
         self.interrupted = threading.Event()
+        self.signal_name: Optional[str] = None  # the first SIGINT/SIGTERM
 
     def run(self) -> int:
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._on_signal) for s in WATCHED}
         try:
-            self.setup()
-            broadcast_start, sync = self.measure()
-            status = self.gather(broadcast_start, sync)
+            with SignalWatch(self._clean_up_at_once):
+                self.setup()
+                broadcast_start, sync = self.measure()
+                status = self.gather(broadcast_start, sync)
         finally:
             if self.trace is not None:
                 self.trace.close()  # a no-op after measure(); closes a trace whose setup failed later
@@ -252,9 +258,19 @@ class RankLifecycle:
         return status
 
     def _on_signal(self, signum, _frame):
+        self.signal_name = self.signal_name or signal.Signals(signum).name
         self.interrupted.set()
         if self.rank_run is not None:
             self.rank_run.interrupt(signal.Signals(signum).name)
+
+    def _clean_up_at_once(self, signum: int) -> None:
+        """The signal watch thread's part: stop the workers and remove this rank's files now. The main thread may
+        be blocked in MPI on a peer that died, and mpirun follows its SIGTERM with SIGKILL a second later."""
+        self._on_signal(signum, None)
+        if self.rank_run is not None:
+            self.rank_run.wait_for_workers(WORKERS_STOP_S)
+        if not self.config.keep_cache:
+            self.run_dir.remove()
 
     def _warn(self, line: str) -> None:
         self.warnings.append(line)  # the result keeps it whatever --log-level prints
@@ -267,7 +283,9 @@ class RankLifecycle:
         try:
             self._setup()
         except Exception as exc:  # noqa: BLE001 - a setup error fails the run on every rank, with its message
-            self.setup_error = f"setup: {type(exc).__name__}: {exc}"
+            # After a signal the error is its consequence (the signal watch removes the run directory).
+            cause = f"interrupted by {self.signal_name}" if self.signal_name else f"{type(exc).__name__}: {exc}"
+            self.setup_error = f"setup: {cause}"
             self.comm.report_failure(self.setup_error)
 
     def _setup(self) -> None:
@@ -339,7 +357,7 @@ class RankLifecycle:
         else:
             enter = not self._failed()
         if run is not None and self.interrupted.is_set() and run.interrupted_by is None:
-            run.interrupt("SIGINT")  # a signal before this rank's run existed
+            run.interrupt(self.signal_name or "SIGINT")  # a signal before this rank's run existed
         if enter:
             run.measure(sync)
         if self.trace is not None and self.rank_run is not None:
@@ -397,7 +415,9 @@ class RankLifecycle:
     def _payload(self, sync: float) -> dict:
         run, comm = self.rank_run, self.comm
         failure = (
-            self.setup_error or (run.failure if run else None) or ("interrupted" if self.interrupted.is_set() else None)
+            self.setup_error
+            or (run.failure if run else None)
+            or (f"interrupted by {self.signal_name}" if self.interrupted.is_set() else None)
         )
         payload = {
             "rank": comm.rank,

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -140,6 +141,7 @@ class RunDirectory:
         self.rank = rank
         self._created_owner = False
         self._created_rank_dir = False
+        self._lock = threading.Lock()  # remove() may come from the signal watch thread and the main thread at once
 
     def create(self) -> None:
         try:
@@ -164,7 +166,12 @@ class RunDirectory:
         self._created_rank_dir = True
 
     def remove(self) -> None:
-        """Delete this rank's namespace and owner record, then the run directory once no rank is left in it."""
+        """Delete this rank's namespace and owner record, then the run directory once no rank is left in it.
+        Safe to call again, and from two threads at once."""
+        with self._lock:
+            self._remove()
+
+    def _remove(self) -> None:
         if self._created_rank_dir:
             shutil.rmtree(self.rank_dir, ignore_errors=True)
             self._created_rank_dir = False

@@ -232,7 +232,9 @@ class RankRun:
 
     def _fail(self, message: str) -> None:
         with self._failure_lock:
-            if self._failure is None:
+            # After a signal an error is its consequence (the signal watch removes the files under the run):
+            # the rank's failure stays "interrupted by ...".
+            if self._failure is None and self.interrupted_by is None:
                 self._failure = message
         self.stop.set()
 
@@ -610,8 +612,16 @@ class RankRun:
     # -- the window ------------------------------------------------------------------------
     def interrupt(self, signal_name: str) -> None:
         """SIGINT/SIGTERM: close the window now; the run is reported as failed and cleaned up."""
-        self.interrupted_by = signal_name
+        with self._failure_lock:
+            if self.interrupted_by is None:
+                self.interrupted_by = signal_name
         self.stop.set()
+
+    def wait_for_workers(self, timeout: float) -> None:
+        """Give the worker threads up to `timeout` seconds to stop (after interrupt()); callable from any thread."""
+        deadline = time.perf_counter() + timeout
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.perf_counter()))
 
     def measure(self, sync: float) -> None:
         """Runs the window [sync, sync + duration]; `sync` is perf_counter() when this rank left the start

@@ -10,6 +10,7 @@ from fleet import SHARED_CACHE
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
+ENGINE_PYTHON = "/opt/storagebench-kvcache/venv/bin/python"  # where the deps role installs the engine (kvcache_venv)
 
 # Open MPI over ssh between the namespace hosts, TCP pinned to the test subnet: no shared-memory
 # shortcut may cross "hosts", and no other interface is ever used.

@@ -6,7 +6,9 @@ import signal
 import subprocess
 import time
 
+from fleet import SHARED_CACHE
 from playbook_helpers import (
+    ENGINE_PYTHON,
     ansible_environment,
     playbook_argv,
     result_files,
@@ -149,3 +151,9 @@ def test_a_rank_killed_mid_run_fails_the_play_with_logs(fleet, collections, tmp_
                 break
             time.sleep(0.1)
         assert not _engine_pids(fleet.names[index]), f"ranks left running on {fleet.names[index]}"
+    # A SIGKILLed rank leaves its files; the ranks mpirun stopped removed theirs. `kvcache clean` on each host, as a
+    # user would run it, removes the rest, so that the tests after this one find empty cache directories.
+    for index in range(fleet.count):
+        cleaned = fleet.ssh(index, ENGINE_PYTHON, "-m", "kvcache", "clean", "--cache-dir", SHARED_CACHE)
+        assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+        assert fleet.private_cache_files(index) == [], cleaned.stdout

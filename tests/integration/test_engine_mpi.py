@@ -1,7 +1,9 @@
 """The engine under Debian's Open MPI on localhost: one window, one aggregated result, failures that fail."""
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -114,6 +116,49 @@ def test_a_failing_rank_fails_the_run_quickly(tmp_path):
     assert 1 in result["failed_ranks"]
     assert result["error"].startswith("rank 1:")
     assert leftovers(cache) == []  # every surviving rank cleaned its namespace; the run dir is gone
+
+
+def test_ranks_that_mpirun_stops_after_a_rank_is_killed_remove_their_files(tmp_path):
+    # A SIGKILLed rank leaves the others blocked in MPI; mpirun sends them SIGTERM, then SIGKILL a second later.
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    process = subprocess.Popen(
+        engine_under_mpirun(3, *SHORT_RUN, "--duration", "120", "--cache-dir", cache, "--quiet"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        run_dir = None
+        for _attempt in range(600):  # up to 60 s for every rank to write an entry
+            runs = [cache / n for n in os.listdir(cache) if n.startswith("kvcache-run-")]
+            ranks = [runs[0] / f"rank-{r}" for r in range(3)] if runs else []
+            if ranks and all(d.is_dir() and any(n.endswith(".kv") for n in os.listdir(d)) for d in ranks):
+                run_dir = runs[0]
+                break
+            time.sleep(0.1)
+        assert run_dir is not None, "the ranks never all wrote an entry"
+        owner = json.loads((run_dir / ".storagebench-kvcache-rank-1").read_text())
+        os.kill(owner["pid"], signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode != 0
+    left = leftovers(cache)
+    # Ranks 0 and 2 removed their namespaces and owner records at once; only the killed rank's files stay.
+    assert not [p for p in left if "rank-0" in p or "rank-2" in p], left
+    assert f"{run_dir.name}/rank-1" in left and f"{run_dir.name}/.storagebench-kvcache-rank-1" in left
+    cleaned = subprocess.run(
+        [sys.executable, "-m", "kvcache", "clean", "--cache-dir", str(cache)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert f"removed {run_dir.name}" in cleaned.stdout
+    assert leftovers(cache) == []
 
 
 def test_bad_input_on_any_rank_makes_every_rank_exit_2_creating_nothing(tmp_path):
