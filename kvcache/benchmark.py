@@ -20,6 +20,8 @@ from kvcache import autoscaler, export, io_trace, live_view, precondition, repla
 from kvcache.break_even import break_even_block
 from kvcache.cachedir import LIVE, UNCHECKED, RunDirectory, other_run_warnings, other_runs, validate_cache_dir
 from kvcache.datasize import AUTO_STORAGE_SHARE, check_parallelism, largest_entry_bytes
+from kvcache.device_counters import find_source
+from kvcache.device_sampler import DeviceSampler
 from kvcache.environment import describe_environment, mount_info
 from kvcache.errors import UsageError
 from kvcache.host_probe import available_memory_bytes
@@ -326,6 +328,8 @@ class RankLifecycle:
             progress,
             self.trace,
         )
+        if plan.first_rank_on_host and self.trace is None:  # a traced run does no storage I/O to count
+            self.rank_run.device = DeviceSampler(find_source(plan.cache_dir))
         if shows(self.config.log_level, logging.DEBUG):
             line = setup_line(
                 self.rank_run.tiers,
@@ -436,6 +440,8 @@ class RankLifecycle:
         }
         if self.config.enable_autoscaling:
             payload["users_timeline"] = run.users_timeline if run else []
+        if run is not None and run.device is not None and run.device.started:
+            payload["device"] = run.device.report()
         return payload
 
 

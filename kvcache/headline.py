@@ -9,6 +9,7 @@ block that only --enable-autoscaling runs have.
 from typing import List
 
 from kvcache.break_even import break_even_line
+from kvcache.device_result import device_line
 from kvcache.units import GIB
 
 HOSTS_SHOWN = 8  # names in the headline; the rest are counted
@@ -42,6 +43,8 @@ def headline_figures(result: dict) -> dict:
         "autoscaling": autoscaling.get("summary"),
         "autoscaling_mode": autoscaling.get("mode"),
         "break_even": break_even_line(result.get("break_even")),
+        # What the devices under the cache dirs saw, beside the engine's bytes; None for an older result.
+        "device": device_line(result.get("device")),
         # Older results have no launcher block.
         "launcher": launcher.get("kind"),
         "slurm_job_id": launcher.get("job_id") if launcher.get("kind") == "slurm" else None,
@@ -100,6 +103,8 @@ def headline_lines(figures: dict) -> List[str]:
         f"({_percent(figures['dropped_share_of_writes'])} of entry writes)",
         f"SLA (latency profile): {figures['sla']}",
     ]
+    if figures["device"] is not None:
+        lines.append(figures["device"])
     if figures["break_even"] is not None:
         lines.append(figures["break_even"])
     if figures["autoscaling"] is not None:

@@ -258,6 +258,30 @@ def tiers_table(result: dict) -> str:
     return _table(header + ["read p99 ms", "write p95 ms"], rows)
 
 
+def device_table(result: dict) -> Optional[str]:
+    """Each host's device counters beside its ranks' storage bytes; None for a result without them."""
+    block = result.get("device")
+    if not block:
+        return None
+    rows = []
+    for host in block["per_host"]:
+        counted = host["read_bytes"] is not None
+        rows.append(
+            [
+                host["host"],
+                host["device"] or host["mount_point"] or "",
+                host["read_bytes"] / GIB if counted else host["why_none"],
+                host["write_bytes"] / GIB if counted else "",
+                host["read_ratio"],
+                host["write_ratio"],
+                host["utilisation"],
+                host["avg_queue_depth"],
+            ]
+        )
+    header = ["host", "device", "device read GiB", "device write GiB", "read / engine", "write / engine"]
+    return _table(header + ["utilisation", "queue depth"], rows)
+
+
 def comparison_table(results: List[Tuple[str, dict]], labels: List[str]) -> str:
     compared = comparison(results)
     rows = []
@@ -319,6 +343,9 @@ def page(figure_class, results: List[Tuple[str, dict]]) -> str:
         body = png_image(figure, f"per-rank bandwidth{suffix}") if figure else "<p>No rank finished.</p>"
         parts.append(f"<h2>Per rank{html.escape(suffix)}</h2>{body}")
         parts.append(f"<h2>Tiers{html.escape(suffix)}</h2>{tiers_table(result)}")
+        devices = device_table(result)
+        if devices:
+            parts.append(f"<h2>What the devices saw{html.escape(suffix)}</h2>{devices}")
     parts.append(f"<h2>Settings</h2>{settings_table(results, labels, 'config')}")
     parts.append(f"<h2>Environment</h2>{settings_table(results, labels, 'environment')}")
     return (

@@ -4,6 +4,7 @@ import statistics
 from typing import List, Optional, Tuple
 
 from kvcache import RESULT_SCHEMA as SCHEMA
+from kvcache.device_result import device_block, device_warnings
 from kvcache.metrics import REQUEST_LATENCIES, SERIES, TIERS, decode, merge, percentile_block
 from kvcache.workload import DEFAULT_PROFILE, QOS_COMPLIANCE
 
@@ -346,6 +347,8 @@ def build_result(
     directions = measured_directions(config)
     if not all(tiers["storage"][BYTES_FIELD[op]] for op in directions):
         warnings.append(storage_unmeasured(directions))
+    device = device_block(payloads)
+    warnings += device_warnings(device)
     result = {
         "schema": SCHEMA,
         "status": status,
@@ -396,6 +399,8 @@ def build_result(
     }
     if autoscaling is not None:
         result["autoscaling"] = autoscaling
+    if device is not None:
+        result["device"] = device
     if status == "failed":
         first = failure or (failed[0]["rank"], failed[0].get("error"))
         result["error"] = f"rank {first[0]}: {first[1]}"

@@ -187,6 +187,8 @@ class RankRun:
         # Set before the window when rank 0 shows the fleet: every rank then sends it its samples.
         self.fleet_progress = False
         self._fleet_sent_at = -live_view.REFRESH_S
+        # The host's device counters (kvcache.device_sampler), read at each sample: on the first rank of a host only.
+        self.device = None
         self.corpus = None
         if config.enable_rag:
             chunk = rag_chunk_tokens(config, model)
@@ -631,6 +633,8 @@ class RankRun:
         origin = sync
         self.window_start = time.time() - (time.perf_counter() - sync)
         self.metrics.step_snapshot()  # the first step counts from the window start
+        if self.device:
+            self.device.start(origin)
         self._start_workers()
         self._last_sample = (origin, dict(self.metrics.bytes), 0)  # (when, bytes, requests) of the last sample
         self._next_sample = origin + interval
@@ -651,6 +655,8 @@ class RankRun:
         self.window_offsets = (0.0, now - origin)
         if now - self._last_sample[0] > interval / 2:
             self._sample(now, origin)
+        if self.device:
+            self.device.finish(now)
         if self.progress:
             self.progress.done()
         if self.failure is not None:
@@ -762,6 +768,8 @@ class RankRun:
         if self.autoscaling:
             point["users"] = self.active_users
         self.timeseries.append(point)
+        if self.device:
+            self.device.sample(now, elapsed)
         self._last_sample = (now, totals, requests)
         if self.progress:
             self.progress.update(elapsed, point)

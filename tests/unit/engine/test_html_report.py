@@ -113,3 +113,41 @@ def test_existing_target_or_missing_matplotlib_exit_2_and_write_nothing(tmp_path
     assert main(["report", result_file, "--html", str(fresh)]) == 2
     assert html_report.HTML_HINT in capsys.readouterr().err and not fresh.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "taken.html"]
+
+
+def test_the_page_shows_what_each_hosts_device_saw(tmp_path):
+    result = two_rank_result()
+    assert "What the devices saw" not in html_report.page(html_report.figure_class(), [("r.json", result)])
+    host = {
+        "host": "a",
+        "device": "nvme0n1",
+        "mount_point": "/m",
+        "why_none": None,
+        "read_bytes": GIB,
+        "write_bytes": GIB // 2,
+        "read_ratio": 0.5,
+        "write_ratio": 1.02,
+        "utilisation": 0.9,
+        "avg_queue_depth": 7.5,
+    }
+    none = dict(
+        host,
+        host="b",
+        device=None,
+        mount_point="/t",
+        why_none="tmpfs has no block device",
+        read_bytes=None,
+        write_bytes=None,
+        read_ratio=None,
+        write_ratio=None,
+        utilisation=None,
+        avg_queue_depth=None,
+    )
+    result["device"] = {"per_host": [host, none], "read_ratio": 0.5, "write_ratio": 1.02, "hosts_counted": 1}
+    text = html_report.page(html_report.figure_class(), [("r.json", result)])
+    assert "<h2>What the devices saw</h2>" in text
+    assert (
+        '<td>a</td><td>nvme0n1</td><td class="number">1.000</td><td class="number">0.500</td>'
+        '<td class="number">0.500</td><td class="number">1.020</td>'
+    ) in text
+    assert "<td>b</td><td>/t</td><td>tmpfs has no block device</td>" in text

@@ -99,6 +99,7 @@ def figures(launcher):
         "autoscaling": None,
         "autoscaling_mode": None,
         "break_even": None,
+        "device": None,
     }
     base.update(launcher)
     return base

@@ -1,0 +1,93 @@
+"""What the device saw, beside the engine's bytes, on an ext4 loop device that only the test's run uses.
+
+Under O_DIRECT every byte the engine moves reaches the device (plus ext4's journal and metadata on writes). With
+--io-engine buffered the engine drops each file's pages (fadvise DONTNEED) before it reads it; a process holding
+the files mapped keeps those pages in the page cache, as any cache in the path would, and the reads it serves
+never reach the device: the ratio drops and the result says so. Skipped, with the reason, where the machine
+cannot make loop storage (throttled_storage.py).
+"""
+
+import mmap
+import os
+import subprocess
+import threading
+
+import pytest
+from engine_helpers import ENGINE, SHORT_RUN, load
+from throttled_storage import Unavailable, loop_storage, missing
+
+RUN_TIMEOUT_S = 120
+PIN_EVERY_S = 0.02
+
+pytestmark = pytest.mark.skipif(missing() is not None, reason=f"loop storage: {missing()}")
+
+
+def run_on_loop_device(tmp_path, *extra, while_running=None):
+    """(result, stdout, the loop device's name) of a short run whose cache dir is a fresh ext4 loop device."""
+    try:
+        with loop_storage(size_mib=2048) as storage:
+            argv = ENGINE + ["run", *SHORT_RUN, "--duration", "4", "--cache-dir", str(storage.mount)]
+            argv += ["--output", str(tmp_path / "R.json"), *extra]
+            stop = threading.Event()
+            helper = threading.Thread(target=while_running, args=(storage.mount, stop)) if while_running else None
+            if helper:
+                helper.start()
+            try:
+                done = storage.run(argv, timeout=RUN_TIMEOUT_S)
+            finally:
+                stop.set()
+                if helper:
+                    helper.join(timeout=30)
+            assert done.returncode == 0, done.stderr
+            return load(tmp_path / "R.json"), done.stdout, os.path.basename(storage.device)
+    except Unavailable as reason:
+        pytest.skip(f"loop storage: {reason}")
+
+
+def test_under_o_direct_the_device_moved_what_the_engine_moved(tmp_path):
+    result, _stdout, device = run_on_loop_device(tmp_path)
+    block = result["device"]
+    [host] = block["per_host"]
+    assert (host["source"], host["device"], host["disks"], host["fstype"]) == ("diskstats", device, [device], "ext4")
+    assert host["engine_read_bytes"] == result["tiers"]["storage"]["bytes_read"] > 0
+    assert host["engine_write_bytes"] == result["tiers"]["storage"]["bytes_written"] > 0
+    assert 0.95 <= host["read_ratio"] <= 1.05, host
+    assert 0.98 <= host["write_ratio"] <= 1.3, host  # entries, plus ext4's journal and metadata
+    assert 0 < host["utilisation"] <= 1 and host["avg_queue_depth"] > 0
+    assert len(host["timeseries"]) >= 3 and all(p["cached_bytes"] for p in host["timeseries"])
+    assert not [w for w in result["warnings"] if "a cache in the path" in w]
+    headline = subprocess.run(ENGINE + ["report", "--headline", str(tmp_path / "R.json")], capture_output=True,
+                              text=True, timeout=60, check=True).stdout  # fmt: skip
+    assert f"device ({device}): read {block['read_ratio']:.2f}x, write {block['write_ratio']:.2f}x" in headline
+
+
+def pin_entry_files(mount, stop):
+    """Map every entry file as it appears and touch its pages, so that fadvise(DONTNEED) cannot drop them."""
+    mapped = {}
+    for _tick in range(int(RUN_TIMEOUT_S / PIN_EVERY_S)):
+        if stop.wait(PIN_EVERY_S):
+            break
+        for root, _dirs, names in os.walk(mount):
+            for name in names:
+                path = os.path.join(root, name)
+                if not name.endswith(".kv") or path in mapped:
+                    continue
+                try:
+                    with open(path, "rb") as handle:
+                        view = mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ)
+                except (OSError, ValueError):
+                    continue  # gone again (evicted), or still empty
+                for offset in range(0, len(view), mmap.PAGESIZE):
+                    view[offset]  # noqa: B018 - the read brings the page into the cache
+                mapped[path] = view
+    for view in mapped.values():
+        view.close()
+
+
+def test_reads_a_cache_served_are_shown_and_warned_about(tmp_path):
+    result, _stdout, _device = run_on_loop_device(tmp_path, "--io-engine", "buffered", while_running=pin_entry_files)
+    [host] = result["device"]["per_host"]
+    assert host["engine_read_bytes"] > 64 * 2**20
+    assert host["read_ratio"] < 0.8, host
+    [warning] = [w for w in result["warnings"] if "a cache in the path" in w]
+    assert warning.startswith(f"on {host['host']} the device ({host['device']}) delivered ")
