@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from kvcache import autoscaler, export, io_trace, live_view, precondition, replay
+from kvcache import autoscaler, export, host_audit, io_trace, live_view, precondition, replay
 from kvcache.break_even import break_even_block
 from kvcache.cachedir import LIVE, UNCHECKED, RunDirectory, other_run_warnings, other_runs, validate_cache_dir
 from kvcache.datasize import AUTO_STORAGE_SHARE, check_parallelism, largest_entry_bytes
@@ -236,6 +236,7 @@ class RankLifecycle:
         self.other_runs_seen: list = []
         self.interrupted = threading.Event()
         self.signal_name: Optional[str] = None  # the first SIGINT/SIGTERM
+        self.audit_start: Optional[dict] = None  # the host's settings at the start (first rank on a host)
 
     def run(self) -> int:
         previous = {s: signal.signal(s, self._on_signal) for s in WATCHED}
@@ -296,6 +297,8 @@ class RankLifecycle:
             for line in self.config.config_warnings:
                 self._warn(line)
         run_dir.create()
+        if plan.first_rank_on_host:
+            self.audit_start = host_audit.audit(plan.cache_dir, self._results_dir())
         if plan.first_rank_on_host:  # one look per host is enough
             self.other_runs_seen = other_runs(plan.cache_dir, run_dir.run_id)
             for line in other_run_warnings(plan.cache_dir, self.other_runs_seen):
@@ -442,7 +445,18 @@ class RankLifecycle:
             payload["users_timeline"] = run.users_timeline if run else []
         if run is not None and run.device is not None and run.device.started:
             payload["device"] = run.device.report()
+        if self.audit_start is not None:
+            end = host_audit.audit(self.plan.cache_dir, self._results_dir())
+            payload["audit"] = {
+                "start": self.audit_start,
+                "end": end,
+                "changed": host_audit.changes(self.audit_start, end),
+            }
+        payload["numa_nodes"] = host_audit.numa_nodes_of(sorted(os.sched_getaffinity(0)))
         return payload
+
+    def _results_dir(self) -> Optional[str]:
+        return os.path.dirname(os.path.abspath(self.config.output)) if self.config.output else None
 
 
 def _rank_window(run: Optional[RankRun], sync: float) -> dict:

@@ -4,6 +4,7 @@ import statistics
 from typing import List, Optional, Tuple
 
 from kvcache import RESULT_SCHEMA as SCHEMA
+from kvcache.audit_result import audit_block, audit_warnings
 from kvcache.device_result import device_block, device_warnings
 from kvcache.metrics import REQUEST_LATENCIES, SERIES, TIERS, decode, merge, percentile_block
 from kvcache.workload import DEFAULT_PROFILE, QOS_COMPLIANCE
@@ -117,6 +118,7 @@ def _per_rank(payload) -> dict:
         "dropped_entries": _dropped_entries(metrics["counters"]),
         "histograms": {name: metrics["latency"][name] for name in RANK_HISTOGRAMS},
         **({"users_timeline": payload["users_timeline"]} if "users_timeline" in payload else {}),
+        **({"numa_nodes": payload["numa_nodes"]} if "numa_nodes" in payload else {}),
     }
 
 
@@ -401,6 +403,10 @@ def build_result(
         result["autoscaling"] = autoscaling
     if device is not None:
         result["device"] = device
+    audit = audit_block(payloads)
+    if audit is not None:
+        result["audit"] = audit
+        warnings += audit_warnings(audit)
     if status == "failed":
         first = failure or (failed[0]["rank"], failed[0].get("error"))
         result["error"] = f"rank {first[0]}: {first[1]}"

@@ -34,6 +34,12 @@ def test_run_playbook_six_ranks_on_three_hosts(fleet, collections, tmp_path):
     assert sorted(set(hosts)) == sorted(fleet.names)
     assert all(hosts.count(name) == 2 for name in fleet.names)
     assert all(r["tiers"]["storage"]["bytes_written"] > 0 for r in result["per_rank"])
+    # One sampler and one audit per host, each beside that host's two ranks.
+    for block in (result["device"]["per_host"], result["audit"]["per_host"]):
+        assert sorted(h["host"] for h in block) == sorted(fleet.names)
+        assert all(h["ranks"] == [r["rank"] for r in result["per_rank"] if r["host"] == h["host"]] for h in block)
+    assert all(h["engine_write_bytes"] > 0 and h["source"] != "none" for h in result["device"]["per_host"])
+    assert all(h["start"]["kernel"] == os.uname().release for h in result["audit"]["per_host"])
     run_dir = os.path.dirname(result_path)
     assert os.path.exists(os.path.join(run_dir, "engine.log"))
     assert os.path.exists(os.path.join(run_dir, "cluster_information.json"))

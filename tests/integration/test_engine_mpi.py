@@ -76,6 +76,12 @@ def test_three_ranks_make_one_aggregated_result(tmp_path):
     assert window["seconds"] == pytest.approx(max(ends), abs=1e-6)
     assert 3.0 <= window["seconds"]  # every rank ran its full 3 s window
     assert result["aggregate"]["first_done_s"] == pytest.approx(min(ends), abs=1e-6)
+    # One host: its first rank sampled the device and audited the host for all three.
+    [device] = result["device"]["per_host"]
+    assert device["ranks"] == [0, 1, 2] and device["engine_read_bytes"] == result["tiers"]["storage"]["bytes_read"]
+    [audit] = result["audit"]["per_host"]
+    assert audit["ranks"] == [0, 1, 2] and audit["start"]["cache_dir_mount_options"] and audit["changed"] == []
+    assert all(r["numa_nodes"] for r in per_rank) or not os.path.isdir("/sys/devices/system/node")
     assert leftovers(cache) == []
 
 

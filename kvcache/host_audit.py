@@ -1,0 +1,154 @@
+"""The settings of a host that move storage figures, read at a run's start and again at its end.
+
+Mount options of the cache dir, the block device's I/O scheduler, read-ahead, model and rotational flag, the CPU
+frequency governors, the NUMA nodes the rank may run on, transparent huge pages, LD_PRELOAD, the kernel's
+dirty-page settings, the kernel, and which other paths (the OS root, the results dir) share the cache dir's
+device. None where this host does not say (no cpufreq in a VM, no model for a virtual disk). Standard library
+only, plain data out: the readers take the roots they read under, so tests give them synthetic trees.
+"""
+
+import os
+import platform
+import re
+from typing import Dict, List, Optional
+
+from kvcache.host_probe import MOUNTINFO, find_mount, read_text
+
+DIRTY_SETTINGS = (
+    "dirty_ratio",
+    "dirty_background_ratio",
+    "dirty_bytes",
+    "dirty_background_bytes",
+    "dirty_expire_centisecs",
+    "dirty_writeback_centisecs",
+)
+_SELECTED = re.compile(r"\[([^\]]+)\]")  # "none [mq-deadline] kyber": the kernel marks the choice in brackets
+
+
+def selected_choice(text: Optional[str]) -> Optional[str]:
+    """The bracketed choice of a /sys choice file (scheduler, transparent_hugepage/enabled), or its one word."""
+    if text is None:
+        return None
+    match = _SELECTED.search(text)
+    if match:
+        return match.group(1)
+    words = text.split()
+    return words[0] if len(words) == 1 else None
+
+
+def _int(text: Optional[str]) -> Optional[int]:
+    value = (text or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def block_device_settings(path: str, sys_root: str = "/sys") -> Optional[dict]:
+    """The block device under `path` (a partition's queue is its disk's): name, scheduler, read_ahead_kb,
+    model, rotational. None where `path` is on no block device."""
+    try:
+        st_dev = os.stat(path).st_dev
+    except OSError:
+        return None
+    sys_dir = os.path.realpath(f"{sys_root}/dev/block/{os.major(st_dev)}:{os.minor(st_dev)}")
+    if not os.path.isdir(sys_dir):
+        return None
+    queue_dir = sys_dir if os.path.isdir(os.path.join(sys_dir, "queue")) else os.path.dirname(sys_dir)
+    model = read_text(os.path.join(queue_dir, "device", "model"))
+    rotational = (read_text(os.path.join(queue_dir, "queue", "rotational")) or "").strip()
+    return {
+        "name": os.path.basename(sys_dir),
+        "scheduler": selected_choice(read_text(os.path.join(queue_dir, "queue", "scheduler"))),
+        "read_ahead_kb": _int(read_text(os.path.join(queue_dir, "queue", "read_ahead_kb"))),
+        "model": model.strip() if model else None,
+        "rotational": {"0": False, "1": True}.get(rotational),
+    }
+
+
+def cpu_governors(sys_root: str = "/sys") -> List[str]:
+    """The distinct scaling governors of the CPUs (empty where there is no cpufreq: many VMs)."""
+    base = f"{sys_root}/devices/system/cpu"
+    try:
+        cpus = [name for name in os.listdir(base) if re.fullmatch(r"cpu[0-9]+", name)]
+    except OSError:
+        return []
+    found = {read_text(f"{base}/{cpu}/cpufreq/scaling_governor") for cpu in cpus}
+    return sorted(text.strip() for text in found if text)
+
+
+def parse_cpu_list(text: Optional[str]) -> List[int]:
+    """A kernel CPU list ("0-3,8,10-11") as numbers."""
+    cpus: List[int] = []
+    for part in (text or "").strip().split(","):
+        first, _dash, last = part.partition("-")
+        if first.isdigit() and (not last or last.isdigit()):
+            cpus.extend(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def numa_nodes_of(cpus: List[int], sys_root: str = "/sys") -> List[int]:
+    """The NUMA nodes that hold any of `cpus` (empty where the kernel shows no nodes)."""
+    base = f"{sys_root}/devices/system/node"
+    try:
+        nodes = sorted(int(name[4:]) for name in os.listdir(base) if re.fullmatch(r"node[0-9]+", name))
+    except OSError:
+        return []
+    wanted = set(cpus)
+    return [node for node in nodes if wanted & set(parse_cpu_list(read_text(f"{base}/node{node}/cpulist")))]
+
+
+def vm_dirty_settings(proc_root: str = "/proc") -> Dict[str, Optional[int]]:
+    return {name: _int(read_text(f"{proc_root}/sys/vm/{name}")) for name in DIRTY_SETTINGS}
+
+
+def shares_device(cache_dir: str, others: Dict[str, Optional[str]]) -> List[str]:
+    """The names of `others` (name -> path) whose filesystem is the cache dir's (the same st_dev)."""
+    try:
+        device = os.stat(cache_dir).st_dev
+    except OSError:
+        return []
+    shared = []
+    for name, path in others.items():
+        try:
+            if path and os.stat(path).st_dev == device:
+                shared.append(name)
+        except OSError:
+            continue
+    return shared
+
+
+def audit(
+    cache_dir: str,
+    results_dir: Optional[str] = None,
+    sys_root: str = "/sys",
+    proc_root: str = "/proc",
+    mountinfo: str = MOUNTINFO,
+) -> dict:
+    """This host's settings now, as seen by this process (its CPU affinity gives the NUMA placement)."""
+    real = os.path.realpath(cache_dir)
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = []
+    return {
+        "kernel": platform.release(),
+        "cache_dir_mount_options": find_mount(read_text(mountinfo), real)["options"],
+        "block_device": block_device_settings(real, sys_root),
+        "cpu_governors": cpu_governors(sys_root),
+        "cpus_allowed": len(cpus),
+        "numa_nodes": numa_nodes_of(cpus, sys_root),
+        "transparent_hugepages": selected_choice(read_text(f"{sys_root}/kernel/mm/transparent_hugepage/enabled")),
+        "ld_preload": os.environ.get("LD_PRELOAD") or None,
+        "vm_dirty": vm_dirty_settings(proc_root),
+        "cache_dir_shares_device_with": shares_device(real, {"os_root": "/", "results_dir": results_dir}),
+    }
+
+
+def changes(start: dict, end: dict) -> List[str]:
+    """The settings (dotted names) that differ between two audits of one host."""
+    changed = []
+    for key in sorted(set(start) | set(end)):
+        before, after = start.get(key), end.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            changed += [f"{key}.{name}" for name in changes(before, after)]
+        elif before != after:
+            changed.append(key)
+    return changed
