@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from kvcache import autoscaler, export, host_audit, io_trace, live_view, precondition, replay
+from kvcache.baseline_result import baseline_mismatches, load_baseline
 from kvcache.break_even import break_even_block
 from kvcache.cachedir import LIVE, UNCHECKED, RunDirectory, other_run_warnings, other_runs, validate_cache_dir
 from kvcache.datasize import AUTO_STORAGE_SHARE, check_parallelism, largest_entry_bytes
@@ -57,6 +58,7 @@ class RankPlan:
     cache_dir: str
     storage_capacity: int  # bytes of the storage tier for this rank
     first_rank_on_host: bool  # the rank that looks at the cache dir's other runs for its host
+    baseline: Optional[dict] = None  # --baseline: this host's `kvcache baseline` JSON, checked
 
 
 def validate_run(config, models) -> Tuple[Model, str]:
@@ -180,6 +182,7 @@ def plan_rank(config, models, comm, checked: Optional[Tuple[Model, str]] = None)
             cache_dir=cache_dir,
             storage_capacity=storage_capacity(config, model, cache_dir, ranks_on_host),
             first_rank_on_host=hosts.index(comm.host) == comm.rank,
+            baseline=load_baseline(config.baseline) if config.baseline else None,
         )
     except UsageError as exc:
         problem = str(exc) if comm.size == 1 else f"rank {comm.rank} on {comm.host}: {exc}"
@@ -299,6 +302,9 @@ class RankLifecycle:
         run_dir.create()
         if plan.first_rank_on_host:
             self.audit_start = host_audit.audit(plan.cache_dir, self._results_dir())
+            if plan.baseline is not None:
+                for line in baseline_mismatches(plan.baseline, self.config, plan.cache_dir, comm.host):
+                    self._warn(line)
         if plan.first_rank_on_host:  # one look per host is enough
             self.other_runs_seen = other_runs(plan.cache_dir, run_dir.run_id)
             for line in other_run_warnings(plan.cache_dir, self.other_runs_seen):
@@ -445,6 +451,8 @@ class RankLifecycle:
             payload["users_timeline"] = run.users_timeline if run else []
         if run is not None and run.device is not None and run.device.started:
             payload["device"] = run.device.report()
+        if self.plan.first_rank_on_host and self.plan.baseline is not None:
+            payload["baseline"] = self.plan.baseline
         if self.audit_start is not None:
             end = host_audit.audit(self.plan.cache_dir, self._results_dir())
             payload["audit"] = {

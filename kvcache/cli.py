@@ -1,4 +1,4 @@
-"""Command line: `kvcache run | datasize | report | describe | clean | trace | mlperf` (also `python -m kvcache`).
+"""Command line: `kvcache run | datasize | report | describe | clean | baseline | trace | mlperf`.
 
 Exit codes: 0 ok, 2 bad input (the message names the option), 1 the run failed.
 """
@@ -12,6 +12,7 @@ from typing import List, Optional
 from kvcache import __version__
 from kvcache.errors import UsageError, clip
 from kvcache.options import (
+    BASELINE,
     CLEAN,
     COMMANDS,
     DATASIZE,
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kvcache {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for command in (RUN, DATASIZE, CLEAN):
+    for command in (RUN, DATASIZE, CLEAN, BASELINE):
         # run's help shows each default; datasize and clean put theirs in the help text where they matter
         extra = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter} if command == RUN else {}
         epilog = f"{EPILOG} {not_yet_epilog()}" if command == RUN else EPILOG
@@ -162,6 +163,10 @@ def main(argv: Optional[List[str]] = None, stdout=None, stderr=None) -> int:
             from kvcache.clean import run_clean  # noqa: PLC0415
 
             return run_clean(config.cache_dir, config.dry_run, stdout)
+        if args.command == BASELINE:
+            from kvcache.baseline import run_baseline  # noqa: PLC0415
+
+            return run_baseline(config, stdout, stderr)
         if args.command == DATASIZE:
             from kvcache.datasize import run_datasize  # noqa: PLC0415
 

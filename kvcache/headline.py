@@ -8,6 +8,7 @@ block that only --enable-autoscaling runs have.
 
 from typing import List
 
+from kvcache.baseline_result import baseline_line
 from kvcache.break_even import break_even_line
 from kvcache.device_result import device_line
 from kvcache.units import GIB
@@ -45,6 +46,8 @@ def headline_figures(result: dict) -> dict:
         "break_even": break_even_line(result.get("break_even")),
         # What the devices under the cache dirs saw, beside the engine's bytes; None for an older result.
         "device": device_line(result.get("device")),
+        # The storage bandwidth as a share of what fio got on the same device (run --baseline); None without.
+        "device_share": baseline_line(result.get("baseline")),
         # Older results have no launcher block.
         "launcher": launcher.get("kind"),
         "slurm_job_id": launcher.get("job_id") if launcher.get("kind") == "slurm" else None,
@@ -105,6 +108,8 @@ def headline_lines(figures: dict) -> List[str]:
     ]
     if figures["device"] is not None:
         lines.append(figures["device"])
+    if figures["device_share"] is not None:
+        lines.append(figures["device_share"])
     if figures["break_even"] is not None:
         lines.append(figures["break_even"])
     if figures["autoscaling"] is not None:

@@ -17,6 +17,7 @@ CLEAN = "clean"
 REPORT = "report"
 DESCRIBE = "describe"
 TRACE = "trace"
+BASELINE = "baseline"
 MLPERF_RUN = "mlperf run"
 MLPERF_CHECK = "mlperf check"
 # An MLPerf trial is a benchmark run: it takes the workload's options (and the rules say which it may set).
@@ -31,6 +32,8 @@ COMMANDS: Dict[str, str] = {
     REPORT: "print the summary of result JSON files",
     DESCRIBE: "the option contract as JSON: every option, the models, the result schema",
     CLEAN: "remove run directories left under a cache dir by runs that are no longer running",
+    BASELINE: "what fio gets from the storage under a cache dir at the engine's chunk size and concurrency, as JSON "
+    "for `run --baseline`",
     TRACE: "turn an --io-trace-log trace into a job for another tool: `trace fio TRACE` writes a fio job file",
     MLPERF_RUN: "the MLPerf Storage KV-cache options (CLOSED or OPEN) x trials, in the submission's results layout",
     MLPERF_CHECK: "the MLPerf rules verdict (CLOSED, OPEN or INVALID) of a results tree, with every reason",
@@ -71,8 +74,8 @@ OPTIONS: Tuple[Option, ...] = (
         "ranks",
         int,
         1,
-        "MPI ranks on the host being sized (the checks are per host)",
-        commands=(DATASIZE,),
+        "MPI ranks on one host: datasize checks the host for them; baseline runs io-depth x ranks fio jobs",
+        commands=(DATASIZE, BASELINE),
         minimum=1,
         maximum=1_000_000,
         unit="ranks",
@@ -132,7 +135,7 @@ OPTIONS: Tuple[Option, ...] = (
         str,
         None,
         "directory on the storage under test; the run works in a subdirectory it creates",
-        commands=(*RUNS, CLEAN),
+        commands=(*RUNS, CLEAN, BASELINE),
     ),
     Option("keep_cache", bool, False, "leave the run's cache files in place at the end", commands=RUNS),
     Option(
@@ -140,15 +143,25 @@ OPTIONS: Tuple[Option, ...] = (
         str,
         "direct",
         "storage I/O: direct (O_DIRECT) or buffered (fsync + fadvise DONTNEED)",
-        commands=RUNS,
+        commands=(*RUNS, BASELINE),
         choices=("direct", "buffered"),
     ),
-    Option("io_chunk_mib", int, 16, "storage I/O size in MiB", minimum=1, maximum=1024, unit="MiB"),
+    Option(
+        "io_chunk_mib",
+        int,
+        16,
+        "storage I/O size in MiB",
+        commands=(*BOTH, BASELINE),
+        minimum=1,
+        maximum=1024,
+        unit="MiB",
+    ),
     Option(
         "io_depth",
         int,
         8,
         "storage operations in flight at once (buffers of --io-chunk-mib each)",
+        commands=(*BOTH, BASELINE),
         minimum=1,
         maximum=1024,
     ),
@@ -689,7 +702,15 @@ OPTIONS: Tuple[Option, ...] = (
         commands=RUNS,
         choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     ),
-    Option("output", str, None, "write the result JSON here", commands=(RUN,)),
+    Option("output", str, None, "write the result JSON here", commands=(RUN, BASELINE)),
+    Option(
+        "baseline",
+        str,
+        None,
+        "the JSON `kvcache baseline` wrote for this host's cache dir (the same path on every host): the result "
+        "also states the storage bandwidth as a share of it",
+        commands=(RUN,),
+    ),
     Option(
         "xlsx_output",
         str,
@@ -698,7 +719,9 @@ OPTIONS: Tuple[Option, ...] = (
         "a file that exists is refused",
         commands=(RUN,),
     ),
-    Option("quiet", bool, False, "no progress at all (no live view, no DEBUG sample lines)", commands=RUNS),
+    Option(
+        "quiet", bool, False, "no progress at all (no live view, no DEBUG sample lines)", commands=(*RUNS, BASELINE)
+    ),
     Option(
         "progress",
         str,
@@ -798,6 +821,39 @@ OPTIONS: Tuple[Option, ...] = (
         unit="bytes",
     ),
     Option("dry_run", bool, False, "say what would be removed, remove nothing", commands=(CLEAN,)),
+    # `kvcache baseline`: the fio jobs.
+    Option(
+        "baseline_runtime",
+        float,
+        10.0,
+        "seconds each fio job (write, read, mixed) runs",
+        commands=(BASELINE,),
+        minimum=0,
+        exclusive_minimum=True,
+        maximum=3600,
+        unit="s",
+    ),
+    Option(
+        "baseline_size_gb",
+        float,
+        1.0,
+        "GiB of file each fio job works on (whole --io-chunk-mib chunks)",
+        commands=(BASELINE,),
+        minimum=0,
+        exclusive_minimum=True,
+        maximum=MAX_CAPACITY_GIB,
+        unit="GiB",
+    ),
+    Option(
+        "baseline_read_share",
+        float,
+        0.75,
+        "share of the mixed fio job's operations that are reads",
+        commands=(BASELINE,),
+        minimum=0,
+        maximum=1,
+    ),
+    Option("fio", str, "fio", "the fio executable (a name on PATH or a path)", commands=(BASELINE,)),
 )
 
 

@@ -5,6 +5,7 @@ from typing import List, Optional, Tuple
 
 from kvcache import RESULT_SCHEMA as SCHEMA
 from kvcache.audit_result import audit_block, audit_warnings
+from kvcache.baseline_result import baseline_block
 from kvcache.device_result import device_block, device_warnings
 from kvcache.metrics import REQUEST_LATENCIES, SERIES, TIERS, decode, merge, percentile_block
 from kvcache.workload import DEFAULT_PROFILE, QOS_COMPLIANCE
@@ -403,6 +404,9 @@ def build_result(
         result["autoscaling"] = autoscaling
     if device is not None:
         result["device"] = device
+    baseline = baseline_block(payloads, seconds)
+    if baseline is not None:
+        result["baseline"] = baseline
     audit = audit_block(payloads)
     if audit is not None:
         result["audit"] = audit

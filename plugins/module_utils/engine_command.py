@@ -1,7 +1,7 @@
 # Copyright: storagebench developers
 # MIT License (see LICENSE at the collection root)
-"""Pure functions that build the engine's argv (`python -m kvcache run|datasize|mlperf run ...`) and its container
-wrapper.
+"""Pure functions that build the engine's argv (`python -m kvcache run|datasize|baseline|mlperf run ...`) and its
+container wrapper.
 
 The engine describes its options and models (`python -m kvcache describe`, the option contract); every
 option and value is checked against that description (option_contract.py) instead of a copy of it.
@@ -17,9 +17,9 @@ from ansible_collections.storagebench.kvcache.plugins.module_utils.option_contra
     check_value,
 )
 
-COMMANDS = ("run", "datasize", "mlperf run")
+COMMANDS = ("run", "datasize", "baseline", "mlperf run")
 # The commands that work in a cache directory: a container needs it mounted.
-CACHE_COMMANDS = ("run", "mlperf run")
+CACHE_COMMANDS = ("run", "baseline", "mlperf run")
 CONTAINER_ENGINES = ("docker", "podman")
 
 # The module's own options that stand for the engine option of the same name, in the order they go on the

@@ -9,7 +9,8 @@ short_description: Build the kvcache engine's command line and its MPI or Slurm 
 version_added: "0.1.0"
 description:
   - Builds the argv that runs the storagebench kvcache engine (C(python -m kvcache run),
-    C(python -m kvcache datasize) or the MLPerf Storage submission run C(python -m kvcache mlperf run)), locally,
+    C(python -m kvcache datasize), the fio baseline of a cache dir C(python -m kvcache baseline) or the MLPerf Storage
+    submission run C(python -m kvcache mlperf run)), locally,
     in a container, or under C(mpirun)/C(mpiexec) across 1 to 10,000 hosts with Open MPI or MPICH (Hydra).
   - It never runs the benchmark. Run the returned RV(argv) with M(ansible.builtin.command) and C(argv:),
     never as a shell string.
@@ -35,8 +36,11 @@ options:
         C(organization), C(system_name), C(what_if), C(json)) go in O(extra_args), checked against the contract
         like any other; in the CLOSED category the engine itself refuses a workload option (exit 2, naming it).
       - V(mlperf run) takes no O(output) (the results tree replaces it); the contract's message says so.
+      - "V(baseline) runs fio on O(cache_dir) at the engine's chunk size and concurrency and writes its JSON to
+        O(output), on the host where it runs (run it with O(exec_type=local) on every host); C(kvcache run
+        --baseline FILE), given in O(extra_args) as V({baseline: FILE}), states the run's bandwidth as a share of it."
     type: str
-    choices: [run, datasize, mlperf run]
+    choices: [run, datasize, baseline, mlperf run]
     default: run
   model:
     description:
@@ -62,10 +66,10 @@ options:
     type: float
   cache_dir:
     description:
-      - Directory on the storage under test (engine C(--cache-dir), C(run) only).
+      - Directory on the storage under test (engine C(--cache-dir), C(run), C(mlperf run) and C(baseline)).
       - Must be absolute, since every rank resolves it on its own host.
-      - Required with O(exec_type=container) and O(command=run) or O(command=mlperf run); it is mounted at the
-        same path.
+      - Required with O(exec_type=container) and O(command=run), O(command=baseline) or O(command=mlperf run); it is
+        mounted at the same path.
     type: str
   generation_mode:
     description:
@@ -78,7 +82,7 @@ options:
       - One of V(latency), V(throughput).
     type: str
   output:
-    description: Where rank 0 writes the result JSON (engine C(--output), C(run) only).
+    description: Where rank 0 writes the result JSON, or C(baseline) its JSON (engine C(--output), C(run), C(baseline)).
     type: str
   results_dir:
     description:

@@ -64,16 +64,16 @@ def test_describe_fields_carry_the_values_a_consumer_checks_against():
     assert by_name["check_free_bytes"]["default"] is None and by_name["check_free_bytes"]["unit"] == "bytes"
     # the help is the text as a user reads it, not argparse's %-escaped form
     assert "80% of the free space" in by_name["storage_capacity_gb"]["help"]
-    # clean's flags come from the table like the others
-    assert by_name["cache_dir"]["commands"] == ["run", "mlperf run", "clean"] and by_name["dry_run"]["commands"] == [
-        "clean"
-    ]
+    # clean's and baseline's flags come from the table like the others
+    assert by_name["cache_dir"]["commands"] == ["run", "mlperf run", "clean", "baseline"]
+    assert by_name["dry_run"]["commands"] == ["clean"] and by_name["fio"]["commands"] == ["baseline"]
+    assert by_name["baseline_read_share"]["maximum"] == 1 and by_name["baseline"]["commands"] == ["run"]
 
 
 def test_describe_names_every_command_with_its_help():
     data = describe()
     assert data["commands"] == {name: {"help": text} for name, text in COMMANDS.items()}
-    assert {"run", "datasize", "report", "describe", "clean", "trace", "mlperf run", "mlperf check"} == set(
+    assert {"run", "datasize", "report", "describe", "clean", "baseline", "trace", "mlperf run", "mlperf check"} == set(
         data["commands"]
     )
 

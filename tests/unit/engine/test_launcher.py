@@ -100,6 +100,7 @@ def figures(launcher):
         "autoscaling_mode": None,
         "break_even": None,
         "device": None,
+        "device_share": None,
     }
     base.update(launcher)
     return base

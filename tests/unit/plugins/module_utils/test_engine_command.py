@@ -44,6 +44,19 @@ def test_datasize_argv(description):
                     "--ranks", "4"]  # fmt: skip
 
 
+def test_baseline_argv_and_its_refusals(description):
+    argv, _warnings = build(description, command="baseline", cache_dir="/mnt/kv", output="/var/tmp/b.json",
+                            extra_args={"io_depth": 4, "ranks": 2, "baseline_runtime": 5.0})  # fmt: skip
+    assert argv == [PY, "-m", "kvcache", "baseline", "--cache-dir", "/mnt/kv", "--output", "/var/tmp/b.json",
+                    "--io-depth", "4", "--ranks", "2", "--baseline-runtime", "5.0"]  # fmt: skip
+    with pytest.raises(OptionError, match="'kvcache baseline' has no --model flag"):
+        build(description, command="baseline", model="tiny-1b")
+    with pytest.raises(OptionError, match="baseline_read_share"):
+        build(description, command="baseline", extra_args={"baseline_read_share": 2.0})
+    run, _warnings = build(description, extra_args={"baseline": "/var/tmp/b.json"})
+    assert run[-2:] == ["--baseline", "/var/tmp/b.json"]
+
+
 @pytest.mark.parametrize("option, value", [("duration", 5.0), ("cache_dir", "/mnt/kv"), ("seed", 1), ("output", "/r")])
 def test_datasize_refuses_run_only_options_naming_them(description, option, value):
     with pytest.raises(OptionError) as err:
@@ -332,7 +345,7 @@ def test_mlperf_run_refuses_output_with_the_contracts_message(description):
     with pytest.raises(OptionError) as err:
         build(description, command=MLPERF, output="/tmp/r.json")
     assert err.value.option == "output"
-    assert str(err.value) == "output: 'kvcache mlperf run' has no --output flag (an option of run)"
+    assert str(err.value) == "output: 'kvcache mlperf run' has no --output flag (an option of run, baseline)"
 
 
 @pytest.mark.parametrize(

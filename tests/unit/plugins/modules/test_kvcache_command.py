@@ -436,7 +436,7 @@ def test_mlperf_run_under_mpi_builds_the_prefix_and_the_engines_argv(commands):
 @pytest.mark.parametrize(
     "args, message",
     [
-        ({"output": "/tmp/r.json"}, "output: 'kvcache mlperf run' has no --output flag (an option of run)"),
+        ({"output": "/tmp/r.json"}, "output: 'kvcache mlperf run' has no --output flag (an option of run, baseline)"),
         ({"extra_args": {"option": 2}}, "extra_args: option: must be a string, got 2"),
         ({"exec_type": "container", "container_image": "kv", "cache_dir": "/c"},
          "results_dir: exec_type=container needs results_dir, the directory of the results tree to mount"),
