@@ -30,9 +30,12 @@ $(COLLECTION_LINK):
 	ln -sfn $(CURDIR) $@
 
 # playbooks/kvcache_run.yml on this machine (inventory/localhost.ini: a ~10 s tiny-1b workload), then its headline.
+# The headline states the run as a share of what fio gets from the same directory (a short baseline first).
+RUN_BASELINE = {"kvcache_baseline": true, "kvcache_baseline_args": {"baseline_runtime": 3, "baseline_size_gb": 0.125}}
+
 run: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/ansible-playbook -i inventory/localhost.ini playbooks/kvcache_run.yml \
-		-e kvcache_results_dir=$(CURDIR)/results -e kvcache_cache_dir=$(RUN_DIR)
+		-e kvcache_results_dir=$(CURDIR)/results -e kvcache_cache_dir=$(RUN_DIR) -e '$(RUN_BASELINE)'
 	@cat results/latest/headline.txt
 
 lint: venv
