@@ -54,6 +54,12 @@ AUTOSCALE_GIVEN = dict(
     {"enable_autoscaling": AUTOSCALE, AUTOSCALE_MODE_OPTION: AUTOSCALE},
     **{option: name for name, option in AUTOSCALE_OPTIONS.items()},
 )
+# kvcache_baseline (true: the run role measures the cache dirs with `kvcache baseline` first) is a switch, not the
+# engine's baseline option (a file on the hosts, which kvcache_extra_args may give); kvcache_baseline_args holds
+# options of `kvcache baseline`, checked against that command as the module checks them.
+BASELINE = "baseline"
+BASELINE_ARGS = "baseline_args"
+BASELINE_COMMAND = "baseline"
 # Paths on the hosts: every host resolves them on its own, so a relative one means something else on each.
 HOST_PATH_VARIABLES = ("cache_dir", "venv", "config", "slurm_conf")
 # Of those, the ones that may be empty: no engine config file; Slurm's own configuration.
@@ -147,7 +153,7 @@ def _check_extra_args(value, engine, shared):
         raise OptionError(variable, f"must be a mapping of engine option: value, got {quote(value)}")
     for key in value:
         name = str(key).replace("-", "_")
-        if PREFIX + name in shared and name in engine.options_for(RUN):
+        if PREFIX + name in shared and name in engine.options_for(RUN) and name != BASELINE:
             raise OptionError(variable, f"{quote(key)}: set {PREFIX + name} instead")
         if name in AUTOSCALE_GIVEN:
             raise OptionError(variable, f"{quote(key)}: set {PREFIX + AUTOSCALE_GIVEN[name]} instead")
@@ -155,6 +161,16 @@ def _check_extra_args(value, engine, shared):
         build_engine_argv("python", RUN, {}, value, engine.description)
     except OptionError as exc:
         # The builder names its own option, extra_args; keep its message and name the variable.
+        raise OptionError(variable, str(exc).partition(": ")[2]) from None
+
+
+def _check_baseline_args(value, engine):
+    variable = PREFIX + BASELINE_ARGS
+    if not isinstance(value, dict):
+        raise OptionError(variable, f"must be a mapping of kvcache baseline option: value, got {quote(value)}")
+    try:
+        build_engine_argv("python", BASELINE_COMMAND, {}, value, engine.description)
+    except OptionError as exc:
         raise OptionError(variable, str(exc).partition(": ")[2]) from None
 
 
@@ -211,7 +227,9 @@ def variable_problems(variables):
             elif name in AUTOSCALE_OPTIONS:
                 if value is not None:  # null: the engine's value
                     _engine_value(variable, AUTOSCALE_OPTIONS[name], value, engine)
-            elif name in engine.by_name:
+            elif name == BASELINE_ARGS:
+                _check_baseline_args(value, engine)
+            elif name in engine.by_name and name != BASELINE:
                 checked = _engine_value(variable, name, value, engine)
                 if name == "model":
                     engine.model_warning(checked, variable, config)  # unknown without a config: OptionError

@@ -189,3 +189,14 @@ def test_slurms_configuration_is_empty_or_an_absolute_path():
     assert variable_problems(dict(GOOD, kvcache_slurm_conf="/etc/slurm/slurm.conf")) == []
     (problem,) = variable_problems(dict(GOOD, kvcache_slurm_conf="slurm.conf"))
     assert problem.startswith("kvcache_slurm_conf: must be an absolute path")
+
+
+def test_the_baseline_switch_and_its_options_are_checked_against_kvcache_baseline():
+    good = dict(GOOD, kvcache_baseline=True, kvcache_baseline_args={"baseline_runtime": 3})
+    assert variable_problems(dict(good, kvcache_extra_args={"baseline": "/var/tmp/b.json"})) == []
+    (problem,) = variable_problems(dict(good, kvcache_baseline="maybe"))
+    assert problem.startswith("kvcache_baseline: must be true or false")
+    (problem,) = variable_problems(dict(good, kvcache_baseline_args={"enable_rag": True}))
+    assert problem.startswith("kvcache_baseline_args: ") and "'kvcache baseline' has no --enable-rag flag" in problem
+    (problem,) = variable_problems(dict(good, kvcache_baseline_args={"baseline_read_share": 2}))
+    assert problem.startswith("kvcache_baseline_args: baseline_read_share")
