@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from kvcache import autoscaler, export, host_audit, io_trace, live_view, precondition, replay
+from kvcache import autoscaler, export, host_audit, io_trace, latency_tracing, live_view, precondition, replay
 from kvcache.baseline_result import baseline_mismatches, load_baseline
 from kvcache.break_even import break_even_block
 from kvcache.cachedir import LIVE, UNCHECKED, RunDirectory, other_run_warnings, other_runs, validate_cache_dir
@@ -95,6 +95,7 @@ def validate_run(config, models) -> Tuple[Model, str]:
 def validate_host(config, rank: int, ranks_on_host: int) -> str:
     """Checks of this host (its cache dir, memory and disk) and, on rank 0, of --output. Returns the cache dir."""
     cache_dir = validate_cache_dir(config.cache_dir)
+    latency_tracing.check(config, cache_dir)
     if config.output is not None and rank == 0:  # only rank 0 writes the result
         check_output_path(config.output)
     if config.xlsx_output is not None and rank == 0:
@@ -240,6 +241,7 @@ class RankLifecycle:
         self.interrupted = threading.Event()
         self.signal_name: Optional[str] = None  # the first SIGINT/SIGTERM
         self.audit_start: Optional[dict] = None  # the host's settings at the start (first rank on a host)
+        self.tracer: Optional[latency_tracing.LatencyTracer] = None  # --enable-latency-tracing, first rank on a host
 
     def run(self) -> int:
         previous = {s: signal.signal(s, self._on_signal) for s in WATCHED}
@@ -253,6 +255,8 @@ class RankLifecycle:
                 self.trace.close()  # a no-op after measure(); closes a trace whose setup failed later
             if self.rank_run is not None:
                 self.rank_run.close()
+            if self.tracer is not None:
+                self.tracer.stop()  # a run that failed before its window's end: bpftrace does not outlive it
             if self.config.keep_cache:
                 if self.comm.rank == 0 and shows(self.config.log_level, logging.INFO):
                     self.stderr.write(f"kvcache: cache files kept in {self.run_dir.run_dir}\n")
@@ -339,6 +343,9 @@ class RankLifecycle:
         )
         if plan.first_rank_on_host and self.trace is None:  # a traced run does no storage I/O to count
             self.rank_run.device = DeviceSampler(find_source(plan.cache_dir))
+            if self.config.enable_latency_tracing:
+                self.tracer = latency_tracing.LatencyTracer(plan.cache_dir)
+                self.tracer.start()  # attached before the start barrier: the whole window is traced
         if shows(self.config.log_level, logging.DEBUG):
             line = setup_line(
                 self.rank_run.tiers,
@@ -373,6 +380,8 @@ class RankLifecycle:
             run.interrupt(self.signal_name or "SIGINT")  # a signal before this rank's run existed
         if enter:
             run.measure(sync)
+        if self.tracer is not None:
+            self.tracer.stop()  # at the window's end, before the result is gathered
         if self.trace is not None and self.rank_run is not None:
             # Complete on disk before rank 0 writes the result that names it.
             self.rank_run.reports["io_trace"] = self.trace.close()
@@ -451,6 +460,8 @@ class RankLifecycle:
             payload["users_timeline"] = run.users_timeline if run else []
         if run is not None and run.device is not None and run.device.started:
             payload["device"] = run.device.report()
+        if self.tracer is not None and self.tracer.report is not None:
+            payload["latency_tracing"] = self.tracer.report
         if self.plan.first_rank_on_host and self.plan.baseline is not None:
             payload["baseline"] = self.plan.baseline
         if self.audit_start is not None:

@@ -687,6 +687,14 @@ OPTIONS: Tuple[Option, ...] = (
         reference_key="autoscaler.consecutive_samples_required",
     ),
     Option(
+        "enable_latency_tracing",
+        bool,
+        False,
+        "block-layer latency (issue to completion) and request size histograms of the cache dir's disks during the "
+        "window, by bpftrace on each host (root, bpftrace and tracefs; refused with the reason elsewhere)",
+        commands=(RUN,),
+    ),
+    Option(
         "io_trace_log",
         str,
         None,

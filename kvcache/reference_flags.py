@@ -12,7 +12,6 @@ from kvcache.errors import UsageError
 
 NOT_YET: Dict[str, str] = {
     "--validation-trace": "kv-cache.py's validation of hit rates against a recorded trace",
-    "--enable-latency-tracing": "kv-cache.py's device latency tracing (bpftrace and a fio workload)",
 }
 
 SEE = "(see the README, kv-cache.py → kvcache)"

@@ -407,6 +407,9 @@ def build_result(
     baseline = baseline_block(payloads, seconds)
     if baseline is not None:
         result["baseline"] = baseline
+    traced = [{"host": p["host"], **p["latency_tracing"]} for p in payloads if "latency_tracing" in p]
+    if traced:
+        result["latency_tracing"] = {"per_host": traced}
     audit = audit_block(payloads)
     if audit is not None:
         result["audit"] = audit
