@@ -12,16 +12,8 @@ import platform
 import re
 from typing import Dict, List, Optional
 
-from kvcache.host_probe import MOUNTINFO, find_mount, read_text
+from kvcache.host_probe import MOUNTINFO, VM_DIRTY_SETTINGS, find_mount, parse_cpu_list, parse_sysctl_value, read_text
 
-DIRTY_SETTINGS = (
-    "dirty_ratio",
-    "dirty_background_ratio",
-    "dirty_bytes",
-    "dirty_background_bytes",
-    "dirty_expire_centisecs",
-    "dirty_writeback_centisecs",
-)
 _SELECTED = re.compile(r"\[([^\]]+)\]")  # "none [mq-deadline] kyber": the kernel marks the choice in brackets
 
 
@@ -74,16 +66,6 @@ def cpu_governors(sys_root: str = "/sys") -> List[str]:
     return sorted(text.strip() for text in found if text)
 
 
-def parse_cpu_list(text: Optional[str]) -> List[int]:
-    """A kernel CPU list ("0-3,8,10-11") as numbers."""
-    cpus: List[int] = []
-    for part in (text or "").strip().split(","):
-        first, _dash, last = part.partition("-")
-        if first.isdigit() and (not last or last.isdigit()):
-            cpus.extend(range(int(first), int(last or first) + 1))
-    return cpus
-
-
 def numa_nodes_of(cpus: List[int], sys_root: str = "/sys") -> List[int]:
     """The NUMA nodes that hold any of `cpus` (empty where the kernel shows no nodes)."""
     base = f"{sys_root}/devices/system/node"
@@ -92,11 +74,18 @@ def numa_nodes_of(cpus: List[int], sys_root: str = "/sys") -> List[int]:
     except OSError:
         return []
     wanted = set(cpus)
-    return [node for node in nodes if wanted & set(parse_cpu_list(read_text(f"{base}/node{node}/cpulist")))]
+    found = []
+    for node in nodes:
+        try:
+            if wanted & set(parse_cpu_list(read_text(f"{base}/node{node}/cpulist"))):
+                found.append(node)
+        except ValueError:
+            continue  # a list this reader does not know: that node is not claimed
+    return found
 
 
 def vm_dirty_settings(proc_root: str = "/proc") -> Dict[str, Optional[int]]:
-    return {name: _int(read_text(f"{proc_root}/sys/vm/{name}")) for name in DIRTY_SETTINGS}
+    return {name: parse_sysctl_value(read_text(f"{proc_root}/sys/vm/{name}")) for name in VM_DIRTY_SETTINGS}
 
 
 def shares_device(cache_dir: str, others: Dict[str, Optional[str]]) -> List[str]:

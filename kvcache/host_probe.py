@@ -193,3 +193,39 @@ def parse_mpi_version(text: Optional[str]) -> dict:
         "version": version,
         "version_tuple": _version_tuple(version),
     }
+
+
+# The kernel's dirty-page settings (/proc/sys/vm/<name>).
+VM_DIRTY_SETTINGS = (
+    "dirty_ratio",
+    "dirty_background_ratio",
+    "dirty_bytes",
+    "dirty_background_bytes",
+    "dirty_expire_centisecs",
+    "dirty_writeback_centisecs",
+)
+
+
+def parse_cpu_list(text):
+    """A kernel CPU/node list such as `0-3,8,10-11` as a sorted list of ints (empty text: [])."""
+    ids = set()
+    for part in (text or "").strip().split(","):
+        part = part.strip()
+        if not part:
+            continue
+        first, sep, last = part.partition("-")
+        if not first.isdigit() or (sep and not last.isdigit()):
+            raise ValueError(f"not a CPU list: {text!r}")
+        ids.update(range(int(first), int(last) + 1) if sep else [int(first)])
+    return sorted(ids)
+
+
+def parse_sysctl_value(text):
+    """A /proc/sys value: an int when it is one, else the stripped text, None when empty."""
+    value = (text or "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return value

@@ -8,6 +8,13 @@ the engine's own kvcache/host_probe.py: one parser of each file for the engine a
 
 import json
 
+# Parsers the engine needs too live in host_probe (one copy for both); the module and its tests use them from here.
+from ansible_collections.storagebench.kvcache.plugins.module_utils.host_probe import (  # noqa: F401
+    VM_DIRTY_SETTINGS,
+    parse_cpu_list,
+    parse_sysctl_value,
+)
+
 # Run by the engine's Python with `-c`: versions of what the engine needs, as one JSON line.
 PYTHON_PROBE = """
 import json, platform, sys
@@ -32,14 +39,6 @@ print(json.dumps({
 """
 
 NVIDIA_SMI_QUERY = "index,name,memory.total,driver_version,uuid"
-VM_DIRTY_SETTINGS = (
-    "dirty_ratio",
-    "dirty_background_ratio",
-    "dirty_bytes",
-    "dirty_background_bytes",
-    "dirty_expire_centisecs",
-    "dirty_writeback_centisecs",
-)
 
 
 def parse_cpuinfo(text):
@@ -75,20 +74,6 @@ def parse_cpuinfo(text):
         "cores": len(cores) if cores else threads,
         "threads": threads,
     }
-
-
-def parse_cpu_list(text):
-    """A kernel CPU/node list such as `0-3,8,10-11` as a sorted list of ints (empty text: [])."""
-    ids = set()
-    for part in (text or "").strip().split(","):
-        part = part.strip()
-        if not part:
-            continue
-        first, sep, last = part.partition("-")
-        if not first.isdigit() or (sep and not last.isdigit()):
-            raise ValueError(f"not a CPU list: {text!r}")
-        ids.update(range(int(first), int(last) + 1) if sep else [int(first)])
-    return sorted(ids)
 
 
 def parse_nvidia_smi(text):
@@ -148,14 +133,3 @@ def parse_python_probe(text):
         if isinstance(data, dict):
             return data
     raise ValueError("no JSON object in the probe's output")
-
-
-def parse_sysctl_value(text):
-    """A /proc/sys value: an int when it is one, else the stripped text, None when empty."""
-    value = (text or "").strip()
-    if not value:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return value

@@ -9,7 +9,6 @@ from kvcache.host_audit import (
     changes,
     cpu_governors,
     numa_nodes_of,
-    parse_cpu_list,
     selected_choice,
     shares_device,
     vm_dirty_settings,
@@ -22,11 +21,10 @@ def write(path, text):
         handle.write(text)
 
 
-def test_choice_files_and_cpu_lists():
+def test_choice_files():
     assert selected_choice("none [mq-deadline] kyber bfq\n") == "mq-deadline"
     assert selected_choice("always [madvise] never") == "madvise"
     assert selected_choice("performance\n") == "performance" and selected_choice(None) is None
-    assert parse_cpu_list("0-3,8,10-11\n") == [0, 1, 2, 3, 8, 10, 11] and parse_cpu_list("") == []
 
 
 def test_the_block_device_of_a_partition_is_read_from_its_disk(tmp_path):
@@ -56,6 +54,8 @@ def test_governors_numa_nodes_and_dirty_settings(tmp_path):
     assert cpu_governors(str(sys_root)) == ["performance", "powersave"]
     assert cpu_governors(str(tmp_path / "none")) == []
     assert numa_nodes_of([1, 2], str(sys_root)) == [0, 1] and numa_nodes_of([3], str(sys_root)) == [1]
+    write(str(sys_root / "devices/system/node/node1/cpulist"), "2-x\n")
+    assert numa_nodes_of([3], str(sys_root)) == []  # a list it cannot read claims no CPU
     dirty = vm_dirty_settings(str(proc_root))
     assert dirty["dirty_ratio"] == 20 and dirty["dirty_bytes"] is None
 
