@@ -3,17 +3,10 @@
 """Pure parsers behind the kvcache_cluster_info module: each takes the text of a /proc or /sys file or of a
 command's output and returns plain data. No I/O here, so unit tests call them directly.
 
-What the engine needs to know about a host too (mounts, memory, rotational, the MPI) is in host_probe.py,
-the engine's own kvcache/host_probe.py: one parser of each file for the engine and the modules."""
+What the engine needs to know about a host too (mounts, memory, rotational, the MPI, CPU lists, sysctl values) is in
+host_probe.py, the engine's own kvcache/host_probe.py: one parser of each file for the engine and the modules."""
 
 import json
-
-# Parsers the engine needs too live in host_probe (one copy for both); the module and its tests use them from here.
-from ansible_collections.storagebench.kvcache.plugins.module_utils.host_probe import (  # noqa: F401
-    VM_DIRTY_SETTINGS,
-    parse_cpu_list,
-    parse_sysctl_value,
-)
 
 # Run by the engine's Python with `-c`: versions of what the engine needs, as one JSON line.
 PYTHON_PROBE = """

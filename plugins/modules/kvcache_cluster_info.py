@@ -321,18 +321,18 @@ from ansible.module_utils.common.text.converters import to_native  # noqa: E402
 from ansible_collections.storagebench.kvcache.plugins.module_utils.cluster_info import (  # noqa: E402
     NVIDIA_SMI_QUERY,
     PYTHON_PROBE,
-    VM_DIRTY_SETTINGS,
-    parse_cpu_list,
     parse_cpuinfo,
     parse_nvidia_smi,
     parse_os_release,
     parse_python_probe,
-    parse_sysctl_value,
 )
 from ansible_collections.storagebench.kvcache.plugins.module_utils.host_probe import (  # noqa: E402
+    VM_DIRTY_SETTINGS,
     filesystem_of,
     memory,
+    parse_cpu_list,
     parse_mpi_version,
+    parse_sysctl_value,
     read_text,
 )
 from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import DEFAULT_PYTHON  # noqa: E402

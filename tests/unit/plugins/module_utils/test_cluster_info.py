@@ -37,12 +37,12 @@ def test_cpuinfo_arm_model_and_empty_text():
     [("0\n", [0]), ("0-3", [0, 1, 2, 3]), ("0-1,4,6-7\n", [0, 1, 4, 6, 7]), ("", [])],
 )
 def test_cpu_list(text, ids):
-    assert ci.parse_cpu_list(text) == ids
+    assert host_probe.parse_cpu_list(text) == ids
 
 
 def test_cpu_list_rejects_garbage():
     with pytest.raises(ValueError):
-        ci.parse_cpu_list("0-x")
+        host_probe.parse_cpu_list("0-x")
 
 
 def test_nvidia_smi_rows():
@@ -85,9 +85,9 @@ def test_python_probe_script_runs_and_parses():
 
 
 def test_sysctl_values():
-    assert ci.parse_sysctl_value("20\n") == 20
-    assert ci.parse_sysctl_value("") is None
-    assert ci.parse_sysctl_value("a b") == "a b"
+    assert host_probe.parse_sysctl_value("20\n") == 20
+    assert host_probe.parse_sysctl_value("") is None
+    assert host_probe.parse_sysctl_value("a b") == "a b"
 
 
 def test_the_modules_host_probe_is_the_engines_file():
