@@ -268,10 +268,11 @@ class RankLifecycle:
         return status
 
     def _on_signal(self, signum, _frame):
-        self.signal_name = self.signal_name or signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        self.signal_name = self.signal_name or name
         self.interrupted.set()
         if self.rank_run is not None:
-            self.rank_run.interrupt(signal.Signals(signum).name)
+            self.rank_run.interrupt(name)
 
     def _clean_up_at_once(self, signum: int) -> None:
         """The signal watch thread's part: stop the workers and remove this rank's files now. The main thread may
@@ -309,7 +310,7 @@ class RankLifecycle:
             if plan.baseline is not None:
                 for line in baseline_mismatches(plan.baseline, self.config, plan.cache_dir, comm.host):
                     self._warn(line)
-        if plan.first_rank_on_host:  # one look per host is enough
+            # One look per host at the other runs is enough.
             self.other_runs_seen = other_runs(plan.cache_dir, run_dir.run_id)
             for line in other_run_warnings(plan.cache_dir, self.other_runs_seen):
                 self._warn(line)

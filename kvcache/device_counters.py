@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Dict, List, Optional, Tuple
 
-from kvcache.host_probe import MOUNTINFO, find_mount, read_text
+from kvcache.host_probe import MOUNTINFO, block_device_dir, find_mount, read_text
 
 DISKSTATS = "/proc/diskstats"
 MOUNTSTATS = "/proc/self/mountstats"
@@ -156,13 +156,7 @@ def find_source(path: str, sys_root: str = "/sys", mountinfo: str = MOUNTINFO) -
     fstype = mount["fstype"]
     if fstype in NFS_TYPES:
         return Source("nfs", mount_point=mount["mount_point"], fstype=fstype)
-    sys_dir = None
-    try:
-        st_dev = os.stat(real).st_dev
-        candidate = os.path.realpath(f"{sys_root}/dev/block/{os.major(st_dev)}:{os.minor(st_dev)}")
-        sys_dir = candidate if os.path.isdir(candidate) else None
-    except OSError:
-        pass
+    sys_dir = block_device_dir(real, sys_root)
     device = mount["device"] or ""
     if sys_dir is None and device.startswith("/dev/"):
         # btrfs and others report an anonymous st_dev: the mounted device names the block device instead.

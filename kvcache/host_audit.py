@@ -12,7 +12,15 @@ import platform
 import re
 from typing import Dict, List, Optional
 
-from kvcache.host_probe import MOUNTINFO, VM_DIRTY_SETTINGS, find_mount, parse_cpu_list, parse_sysctl_value, read_text
+from kvcache.host_probe import (
+    MOUNTINFO,
+    VM_DIRTY_SETTINGS,
+    block_device_dir,
+    find_mount,
+    parse_cpu_list,
+    parse_sysctl_value,
+    read_text,
+)
 
 _SELECTED = re.compile(r"\[([^\]]+)\]")  # "none [mq-deadline] kyber": the kernel marks the choice in brackets
 
@@ -36,12 +44,8 @@ def _int(text: Optional[str]) -> Optional[int]:
 def block_device_settings(path: str, sys_root: str = "/sys") -> Optional[dict]:
     """The block device under `path` (a partition's queue is its disk's): name, scheduler, read_ahead_kb,
     model, rotational. None where `path` is on no block device."""
-    try:
-        st_dev = os.stat(path).st_dev
-    except OSError:
-        return None
-    sys_dir = os.path.realpath(f"{sys_root}/dev/block/{os.major(st_dev)}:{os.minor(st_dev)}")
-    if not os.path.isdir(sys_dir):
+    sys_dir = block_device_dir(path, sys_root)
+    if sys_dir is None:
         return None
     queue_dir = sys_dir if os.path.isdir(os.path.join(sys_dir, "queue")) else os.path.dirname(sys_dir)
     model = read_text(os.path.join(queue_dir, "device", "model"))

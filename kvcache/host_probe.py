@@ -90,15 +90,22 @@ def parse_rotational(text: Optional[str]) -> Optional[bool]:
     return None
 
 
+def block_device_dir(path: str, sys_root: str = "/sys") -> Optional[str]:
+    """The /sys directory of the block device `path`'s filesystem is on (/sys/dev/block/MAJOR:MINOR, resolved),
+    None where its st_dev names no block device (tmpfs, overlay, NFS, btrfs's anonymous devices)."""
+    try:
+        st_dev = os.stat(path).st_dev
+    except OSError:
+        return None
+    sys_dir = os.path.realpath(f"{sys_root}/dev/block/{os.major(st_dev)}:{os.minor(st_dev)}")
+    return sys_dir if os.path.isdir(sys_dir) else None
+
+
 def rotational_of(path: str, device: Optional[str], sys_root: str = "/sys") -> Optional[bool]:
     """Whether the block device under `path` spins: through /sys/dev/block/MAJOR:MINOR of the path's device,
     else by the mounted device's name; None where there is no block device (tmpfs, overlay, network)."""
-    try:
-        st_dev = os.stat(path).st_dev
-        sys_dir = os.path.realpath(f"{sys_root}/dev/block/{os.major(st_dev)}:{os.minor(st_dev)}")
-    except OSError:
-        sys_dir = None
-    if sys_dir and os.path.isdir(sys_dir):
+    sys_dir = block_device_dir(path, sys_root)
+    if sys_dir:
         for directory in (sys_dir, os.path.dirname(sys_dir)):  # a partition's queue is its disk's
             value = parse_rotational(read_text(os.path.join(directory, "queue", "rotational")))
             if value is not None:

@@ -643,11 +643,8 @@ class RankRun:
         else:
             self._timed_window(origin)
         self.stop.set()
-        threads = self._threads
-        join_deadline = time.perf_counter() + JOIN_TIMEOUT_S
-        for thread in threads:
-            thread.join(max(0.0, join_deadline - time.perf_counter()))
-        stuck = [t.name for t in threads if t.is_alive()]
+        self.wait_for_workers(JOIN_TIMEOUT_S)
+        stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:
             self._fail(f"{len(stuck)} worker threads did not stop within {JOIN_TIMEOUT_S:.0f} s of the window end")
         now = time.perf_counter()
