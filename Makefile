@@ -42,9 +42,10 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check kvcache tests bench
 
-# The HTML report's browser test needs Chromium: installed as root, else that test is skipped with the reason.
+# The HTML report's browser test needs Chromium and the latency-tracing test bpftrace: installed as root, else those
+# tests are skipped with the reason.
 test-unit: venv
-	@if [ "$$(id -u)" -eq 0 ]; then bash scripts/install-system-deps.sh --browser; fi
+	@if [ "$$(id -u)" -eq 0 ]; then bash scripts/install-system-deps.sh --browser --tracing; fi
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test-ansible: venv

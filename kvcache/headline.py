@@ -11,6 +11,7 @@ from typing import List
 from kvcache.baseline_result import baseline_line
 from kvcache.break_even import break_even_line
 from kvcache.device_result import device_line
+from kvcache.tracing_result import tracing_line
 from kvcache.units import GIB
 
 HOSTS_SHOWN = 8  # names in the headline; the rest are counted
@@ -48,6 +49,8 @@ def headline_figures(result: dict) -> dict:
         "device": device_line(result.get("device")),
         # The storage bandwidth as a share of what fio got on the same device (run --baseline); None without.
         "device_share": baseline_line(result.get("baseline")),
+        # The block-layer time per request that bpftrace saw (--enable-latency-tracing); None without.
+        "block_latency": tracing_line(result.get("latency_tracing")),
         # Older results have no launcher block.
         "launcher": launcher.get("kind"),
         "slurm_job_id": launcher.get("job_id") if launcher.get("kind") == "slurm" else None,
@@ -110,6 +113,8 @@ def headline_lines(figures: dict) -> List[str]:
         lines.append(figures["device"])
     if figures["device_share"] is not None:
         lines.append(figures["device_share"])
+    if figures["block_latency"] is not None:
+        lines.append(figures["block_latency"])
     if figures["break_even"] is not None:
         lines.append(figures["break_even"])
     if figures["autoscaling"] is not None:

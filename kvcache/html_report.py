@@ -9,9 +9,7 @@ target; the tiers; the warnings; the settings and the environment. Made with mat
 through its object API, so no display and no pyplot state are involved.
 """
 
-import base64
 import html
-import io
 import math
 from typing import Dict, List, Optional, Tuple
 
@@ -19,6 +17,8 @@ from kvcache import export
 from kvcache.compare import comparison
 from kvcache.errors import UsageError
 from kvcache.headline import headline
+from kvcache.html_device import device_section
+from kvcache.html_parts import COLORS, DPI, png_image, table
 from kvcache.metrics import OPS, TIERS, decode, merge, values_at_percentiles
 from kvcache.units import GIB
 from kvcache.workload import QOS_COMPLIANCE
@@ -34,8 +34,6 @@ CURVES = (
     ("end_to_end", "end to end"),
 )
 RANK_LABELS_SHOWN = 48  # more ranks than this: every n-th rank is labelled
-DPI = 96
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 STRAGGLER_COLOR = "#d62728"
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; }
@@ -211,31 +209,6 @@ def _target(results, name: str) -> str:
     return "?"
 
 
-def png_image(figure, alt: str) -> str:
-    """The figure as an <img> holding its PNG (the page needs nothing beside it)."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _table(header: List[str], rows: List[List[object]], differs: Optional[List[bool]] = None) -> str:
-    head = "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header)
-    body = []
-    for index, row in enumerate(rows):
-        marked = ' class="differs"' if differs and differs[index] else ""
-        cells = "".join(_cell(cell) for cell in row)
-        body.append(f"<tr{marked}>{cells}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
-
-
-def _cell(value) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"<td>{html.escape(export.cell_text(value))}</td>"
-    shown = f"{value:,.3f}" if isinstance(value, float) else f"{value:,}"
-    return f'<td class="number">{shown}</td>'
-
-
 def tiers_table(result: dict) -> str:
     rows = []
     for tier in TIERS:
@@ -255,31 +228,7 @@ def tiers_table(result: dict) -> str:
             ]
         )
     header = ["tier", "read GiB", "write GiB", "read GiB/s", "write GiB/s", "read p50 ms", "read p95 ms"]
-    return _table(header + ["read p99 ms", "write p95 ms"], rows)
-
-
-def device_table(result: dict) -> Optional[str]:
-    """Each host's device counters beside its ranks' storage bytes; None for a result without them."""
-    block = result.get("device")
-    if not block:
-        return None
-    rows = []
-    for host in block["per_host"]:
-        counted = host["read_bytes"] is not None
-        rows.append(
-            [
-                host["host"],
-                host["device"] or host["mount_point"] or "",
-                host["read_bytes"] / GIB if counted else host["why_none"],
-                host["write_bytes"] / GIB if counted else "",
-                host["read_ratio"],
-                host["write_ratio"],
-                host["utilisation"],
-                host["avg_queue_depth"],
-            ]
-        )
-    header = ["host", "device", "device read GiB", "device write GiB", "read / engine", "write / engine"]
-    return _table(header + ["utilisation", "queue depth"], rows)
+    return table(header + ["read p99 ms", "write p95 ms"], rows)
 
 
 def comparison_table(results: List[Tuple[str, dict]], labels: List[str]) -> str:
@@ -295,7 +244,7 @@ def comparison_table(results: List[Tuple[str, dict]], labels: List[str]) -> str:
     header = ["figure", "unit", labels[0]]
     for label in labels[1:]:
         header += [label, f"{label} vs {labels[0]}"]
-    parts = [_table(header, rows)]
+    parts = [table(header, rows)]
     for group in compared["trials"]:
         members = ", ".join(labels[index] for index in group["results"])
         spread_rows = []
@@ -303,7 +252,7 @@ def comparison_table(results: List[Tuple[str, dict]], labels: List[str]) -> str:
             found = group["spread"][row["key"]]
             spread_rows.append([row["label"], row["unit"], *(found if found else ("n/a", "n/a", "n/a"))])
         parts.append(f"<p>Trials of one configuration ({html.escape(members)}): median and spread</p>")
-        parts.append(_table(["figure", "unit", "median", "min", "max"], spread_rows))
+        parts.append(table(["figure", "unit", "median", "min", "max"], spread_rows))
     return "".join(parts)
 
 
@@ -315,7 +264,7 @@ def settings_table(results: List[Tuple[str, dict]], labels: List[str], block: st
         keys.update(dict.fromkeys(one))
     rows = [[key, *(one.get(key) for one in flat)] for key in keys]
     differs = [len({export.cell_text(value) for value in row[1:]}) > 1 for row in rows] if len(results) > 1 else None
-    return _table(["setting", *labels], rows, differs)
+    return table(["setting", *labels], rows, differs)
 
 
 def page(figure_class, results: List[Tuple[str, dict]]) -> str:
@@ -343,9 +292,7 @@ def page(figure_class, results: List[Tuple[str, dict]]) -> str:
         body = png_image(figure, f"per-rank bandwidth{suffix}") if figure else "<p>No rank finished.</p>"
         parts.append(f"<h2>Per rank{html.escape(suffix)}</h2>{body}")
         parts.append(f"<h2>Tiers{html.escape(suffix)}</h2>{tiers_table(result)}")
-        devices = device_table(result)
-        if devices:
-            parts.append(f"<h2>What the devices saw{html.escape(suffix)}</h2>{devices}")
+        parts += device_section(figure_class, result, suffix)
     parts.append(f"<h2>Settings</h2>{settings_table(results, labels, 'config')}")
     parts.append(f"<h2>Environment</h2>{settings_table(results, labels, 'environment')}")
     return (

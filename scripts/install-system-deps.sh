@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the engine and its tests need (Open MPI, fio, venv support).
 # --browser adds Chromium, in which the tests open the HTML report (tests/integration/test_report_html_browser.py).
+# --tracing adds bpftrace, with which the tests run --enable-latency-tracing where the kernel lets it trace.
 # --slurm adds the test harness's Slurm (slurm-wlm, munge: tests/fleet/slurm_cluster.py starts its own daemons), with
 # the packages' services kept from starting at install. Only missing packages are installed; as non-root it only
 # reports what is missing.
@@ -12,7 +13,8 @@ for arg in "$@"; do
     case "$arg" in
         --slurm) slurm=true; packages+=(slurm-wlm munge) ;;
         --browser) packages+=(chromium) ;;
-        *) echo "install-system-deps.sh: unknown argument '$arg' (allowed: --slurm, --browser)" >&2; exit 2 ;;
+        --tracing) packages+=(bpftrace) ;;
+        *) echo "install-system-deps.sh: unknown argument '$arg' (allowed: --slurm, --browser, --tracing)" >&2; exit 2 ;;
     esac
 done
 missing=()

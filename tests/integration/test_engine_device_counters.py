@@ -5,6 +5,10 @@ Under O_DIRECT every byte the engine moves reaches the device (plus ext4's journ
 the files mapped keeps those pages in the page cache, as any cache in the path would, and the reads it serves
 never reach the device: the ratio drops and the result says so. Skipped, with the reason, where the machine
 cannot make loop storage (throttled_storage.py).
+
+With --enable-latency-tracing, bpftrace counts the requests the device completed; they are the ones the device's own
+counters saw. That test mounts tracefs where the kernel has it and nothing mounted it (and unmounts it after), and
+is skipped, saying why, where bpftrace cannot trace (no bpftrace, no block tracepoints).
 """
 
 import mmap
@@ -16,16 +20,23 @@ import pytest
 from engine_helpers import ENGINE, SHORT_RUN, load
 from throttled_storage import Unavailable, loop_storage, missing
 
+from kvcache import latency_tracing
+from kvcache.tracing_result import pooled_buckets, tracing_line
+
 RUN_TIMEOUT_S = 120
 PIN_EVERY_S = 0.02
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=f"loop storage: {missing()}")
 
 
-def run_on_loop_device(tmp_path, *extra, while_running=None):
-    """(result, stdout, the loop device's name) of a short run whose cache dir is a fresh ext4 loop device."""
+def run_on_loop_device(tmp_path, *extra, while_running=None, can_run=lambda mount: None):
+    """(result, stdout, the loop device's name) of a short run whose cache dir is a fresh ext4 loop device;
+    skipped where can_run(mount) gives a reason."""
     try:
         with loop_storage(size_mib=2048) as storage:
+            reason = can_run(str(storage.mount))
+            if reason:
+                pytest.skip(reason)
             argv = ENGINE + ["run", *SHORT_RUN, "--duration", "4", "--cache-dir", str(storage.mount)]
             argv += ["--output", str(tmp_path / "R.json"), *extra]
             stop = threading.Event()
@@ -62,25 +73,31 @@ def test_under_o_direct_the_device_moved_what_the_engine_moved(tmp_path):
 
 
 def pin_entry_files(mount, stop):
-    """Map every entry file as it appears and touch its pages, so that fadvise(DONTNEED) cannot drop them."""
-    mapped = {}
+    """Map every entry file as it appears, and again when it grows or is made anew, and touch its pages, so that
+    fadvise(DONTNEED) cannot drop them."""
+    mapped = {}  # path -> ((inode, size) mapped, the mapping)
     for _tick in range(int(RUN_TIMEOUT_S / PIN_EVERY_S)):
         if stop.wait(PIN_EVERY_S):
             break
         for root, _dirs, names in os.walk(mount):
             for name in names:
                 path = os.path.join(root, name)
-                if not name.endswith(".kv") or path in mapped:
+                if not name.endswith(".kv"):
                     continue
                 try:
                     with open(path, "rb") as handle:
+                        found = os.fstat(handle.fileno())
+                        if mapped.get(path, (None,))[0] == (found.st_ino, found.st_size):
+                            continue
                         view = mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ)
                 except (OSError, ValueError):
                     continue  # gone again (evicted), or still empty
                 for offset in range(0, len(view), mmap.PAGESIZE):
                     view[offset]  # noqa: B018 - the read brings the page into the cache
-                mapped[path] = view
-    for view in mapped.values():
+                if path in mapped:
+                    mapped[path][1].close()
+                mapped[path] = ((found.st_ino, found.st_size), view)
+    for _key, view in mapped.values():
         view.close()
 
 
@@ -91,3 +108,37 @@ def test_reads_a_cache_served_are_shown_and_warned_about(tmp_path):
     assert host["read_ratio"] < 0.8, host
     [warning] = [w for w in result["warnings"] if "a cache in the path" in w]
     assert warning.startswith(f"on {host['host']} the device ({host['device']}) delivered ")
+
+
+@pytest.fixture
+def tracefs():
+    """tracefs at /sys/kernel/tracing for the test: mounted here only where the kernel has it and it is not there."""
+    root = latency_tracing.TRACEFS_ROOTS[0]
+    mounted = False
+    if not os.path.isdir(os.path.join(root, "events")) and os.path.isdir(root):
+        mounted = (
+            subprocess.run(["mount", "-t", "tracefs", "nodev", root], capture_output=True, check=False).returncode == 0
+        )
+    yield
+    if mounted:
+        subprocess.run(["umount", root], capture_output=True, check=False)
+
+
+def test_the_traced_requests_are_the_ones_the_device_counted(tmp_path, tracefs):
+    result, _stdout, device = run_on_loop_device(tmp_path, "--enable-latency-tracing", can_run=latency_tracing.refusal)
+    [host] = result["device"]["per_host"]
+    [traced] = result["latency_tracing"]["per_host"]
+    assert (traced["disks"], traced["error"]) == ([device], None)
+    d2c = pooled_buckets(result["latency_tracing"])
+    sizes = pooled_buckets(result["latency_tracing"], "request_bytes")
+    for op in ("read", "write"):
+        requests = sum(b["count"] for b in d2c[op])
+        # The trace starts before the window and the counters at its start: a few more requests traced.
+        assert host[f"{op}_ops"] <= requests <= host[f"{op}_ops"] * 1.1 + 16, (op, requests, host)
+        smallest = sum(b["min"] * b["count"] for b in sizes[op])
+        largest = sum((b["max"] + 1) * b["count"] for b in sizes[op])
+        assert smallest <= host[f"{op}_bytes"] * 1.1 and largest >= host[f"{op}_bytes"], (op, sizes[op], host)
+    headline = subprocess.run(ENGINE + ["report", "--headline", str(tmp_path / "R.json")], capture_output=True,
+                              text=True, timeout=60, check=True).stdout  # fmt: skip
+    assert tracing_line(result["latency_tracing"]) in headline.splitlines()
+    assert f"block-layer latency ({device}, bpftrace, device time per request): read p50 < " in headline

@@ -2,12 +2,13 @@
 
 import html
 import json
+import math
 import re
 
 import pytest
 from built_results import two_rank_result
 
-from kvcache import html_report
+from kvcache import html_device, html_report
 from kvcache.cli import main
 from kvcache.compare import change_percent, comparison, format_comparison, trial_groups
 from kvcache.units import GIB
@@ -151,3 +152,38 @@ def test_the_page_shows_what_each_hosts_device_saw(tmp_path):
         '<td class="number">0.500</td><td class="number">1.020</td>'
     ) in text
     assert "<td>b</td><td>/t</td><td>tmpfs has no block device</td>" in text
+
+
+def test_the_devices_time_series_and_the_traced_histograms_are_drawn():
+    result = two_rank_result()
+    series = [
+        {"t_s": 1.0, "read_bytes_per_s": GIB, "write_bytes_per_s": GIB // 4, "utilisation": 0.5,
+         "avg_queue_depth": 3.0, "dirty_bytes": GIB, "writeback_bytes": 0, "cached_bytes": 2 * GIB},
+        {"t_s": 2.0, "read_bytes_per_s": 2 * GIB, "write_bytes_per_s": 0, "utilisation": None,
+         "avg_queue_depth": None, "dirty_bytes": 0, "writeback_bytes": GIB // 2, "cached_bytes": 2 * GIB},
+    ]  # fmt: skip
+    host = {"host": "a", "device": "sda", "mount_point": "/m", "why_none": None, "read_bytes": GIB,
+            "write_bytes": GIB, "read_ratio": 1.0, "write_ratio": 1.0, "utilisation": 0.5, "avg_queue_depth": 3.0,
+            "timeseries": series}  # fmt: skip
+    result["device"] = {"per_host": [host], "read_ratio": 1.0, "write_ratio": 1.0, "hosts_counted": 1}
+    figure = html_device.device_figure(html_report.figure_class(), result)
+    bandwidth, busy, _depth, cache = figure.axes
+    lines = {line.get_label(): list(line.get_ydata()) for line in bandwidth.get_lines()}
+    assert lines["a read"] == [1.0, 2.0] and lines["a write"] == [0.25, 0.0]
+    assert busy.get_lines()[0].get_ydata()[0] == 50.0 and math.isnan(busy.get_lines()[0].get_ydata()[1])
+    assert [list(line.get_ydata()) for line in cache.get_lines()] == [[1.0, 0.0], [0.0, 0.5]]
+    buckets = [
+        {"min": 16, "max": 31, "count": 3},
+        {"min": 32, "max": 63, "count": 0},
+        {"min": 64, "max": 127, "count": 1},
+    ]
+    traced = {"host": "a", "tool": "bpftrace", "disks": ["sda"], "error": None, "request_bytes": {},
+              "d2c_us": {"RA": {"buckets": buckets}}}  # fmt: skip
+    result["latency_tracing"] = {"per_host": [traced]}
+    figure = html_device.tracing_figure(html_report.figure_class(), result["latency_tracing"])
+    read_d2c = figure.axes[0]
+    assert [patch.get_height() for patch in read_d2c.patches] == [3, 0, 1]
+    assert [tick.get_text() for tick in read_d2c.get_xticklabels()] == ["16", "32", "64"]
+    text = html_report.page(html_report.figure_class(), [("r.json", result)])
+    assert 'alt="device counters over the window"' in text and 'alt="block-layer histograms"' in text
+    assert "<h2>Block-layer latency and request sizes (bpftrace)</h2>" in text

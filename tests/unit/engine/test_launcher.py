@@ -101,6 +101,7 @@ def figures(launcher):
         "break_even": None,
         "device": None,
         "device_share": None,
+        "block_latency": None,
     }
     base.update(launcher)
     return base
