@@ -692,7 +692,7 @@ OPTIONS: Tuple[Option, ...] = (
         False,
         "block-layer latency (issue to completion) and request size histograms of the cache dir's disks during the "
         "window, by bpftrace on each host (root, bpftrace and tracefs; refused with the reason elsewhere)",
-        commands=(RUN,),
+        commands=RUNS,
     ),
     Option(
         "io_trace_log",
@@ -717,7 +717,7 @@ OPTIONS: Tuple[Option, ...] = (
         None,
         "the JSON `kvcache baseline` wrote for this host's cache dir (the same path on every host): the result "
         "also states the storage bandwidth as a share of it",
-        commands=(RUN,),
+        commands=RUNS,
     ),
     Option(
         "xlsx_output",

@@ -16,7 +16,8 @@ CLOSED, OPEN, INVALID = "CLOSED", "OPEN", "INVALID"
 FIXED_IN_CLOSED = {"trials": TRIALS, "delay": DELAY_S}
 
 # What a CLOSED run may set: where it runs and writes, and what it prints (the GPU of the break-even against
-# recompute is an estimate beside the measurement). None of them changes the workload the storage sees.
+# recompute is an estimate beside the measurement; the fio baseline and the block-layer tracing observe the device
+# beside the trial). None of them changes the workload the storage sees.
 CLOSED_MAY_SET = (
     "cache_dir",
     "results_dir",
@@ -36,6 +37,8 @@ CLOSED_MAY_SET = (
     "gpu_profile",
     "gpu_peak_tflops",
     "gpu_utilization",
+    "baseline",
+    "enable_latency_tracing",
 )
 
 

@@ -6,6 +6,8 @@ import shutil
 import pytest
 from engine_helpers import SHORT_RUN, kvcache, leftovers, load
 
+from kvcache.mlperf import layout
+
 pytestmark = pytest.mark.skipif(shutil.which("fio") is None, reason="needs fio (make test installs it)")
 
 QUICK = ["--io-chunk-mib", "4", "--io-depth", "2", "--baseline-runtime", "1", "--baseline-size-gb", "0.05"]
@@ -54,3 +56,26 @@ def test_a_baseline_of_another_shape_is_said_and_a_bad_file_refused(tmp_path):
                       "--baseline", tmp_path / "bad.json")  # fmt: skip
     assert refused.returncode == 2 and "--baseline:" in refused.stderr and "is not a baseline" in refused.stderr
     assert leftovers(cache) == [] and not (tmp_path / "R2.json").exists()
+
+
+def test_mlperf_trials_are_stated_against_the_baseline_and_a_bad_one_refuses_the_run(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    assert kvcache("baseline", "--cache-dir", cache, "--output", tmp_path / "b.json", *QUICK).returncode == 0
+    trials = ["mlperf", "run", "--category", "open", "--option", "1", "--model", "tiny-1b", "--num-users", "2",
+              "--gpu-mem-gb", "0", "--cpu-mem-gb", "0", "--duration", "2", "--delay", "0", "--trials", "1",
+              "--io-chunk-mib", "4", "--io-depth", "2", "--cache-dir", cache, "--quiet"]  # fmt: skip
+    (tmp_path / "bad.json").write_text("{}")
+    refused = kvcache(*trials, "--results-dir", tmp_path / "refused", "--baseline", tmp_path / "bad.json")
+    assert refused.returncode == 2 and "--baseline:" in refused.stderr and "is not a baseline" in refused.stderr
+    assert not (tmp_path / "refused").exists() and leftovers(cache) == []
+
+    done = kvcache(*trials, "--results-dir", tmp_path / "results", "--baseline", tmp_path / "b.json", timeout=180)
+    assert done.returncode == 0, done.stderr
+    [result_path] = (tmp_path / "results").rglob(layout.TRIAL_RESULT_FILE)
+    block = load(result_path)["baseline"]
+    assert block["per_host"][0]["engine_read_bytes_per_s"] > 0 and block["read_percent"] > 0
+    assert f"(fio baseline): read {block['read_percent']:.0f} %" in done.stdout  # the trial's headline
+    checked = kvcache("mlperf", "check", tmp_path / "results", "--json")
+    reasons = json.loads(checked.stdout)["runs"][0]["reasons"]
+    assert not [r for r in reasons if "baseline" in r], reasons  # an observation, not a change of the workload

@@ -21,6 +21,7 @@ from engine_helpers import ENGINE, SHORT_RUN, load
 from throttled_storage import Unavailable, loop_storage, missing
 
 from kvcache import latency_tracing
+from kvcache.mlperf import layout
 from kvcache.tracing_result import pooled_buckets, tracing_line
 
 RUN_TIMEOUT_S = 120
@@ -142,3 +143,23 @@ def test_the_traced_requests_are_the_ones_the_device_counted(tmp_path, tracefs):
                               text=True, timeout=60, check=True).stdout  # fmt: skip
     assert tracing_line(result["latency_tracing"]) in headline.splitlines()
     assert f"block-layer latency ({device}, bpftrace, device time per request): read p50 < " in headline
+
+
+def test_an_mlperf_trial_is_traced_too(tmp_path, tracefs):
+    try:
+        with loop_storage(size_mib=2048) as storage:
+            reason = latency_tracing.refusal(str(storage.mount))
+            if reason:
+                pytest.skip(reason)
+            argv = ENGINE + ["mlperf", "run", "--category", "open", "--option", "1", *SHORT_RUN, "--duration", "2",
+                             "--delay", "0", "--trials", "1", "--cache-dir", str(storage.mount), "--results-dir",
+                             str(tmp_path / "results"), "--enable-latency-tracing"]  # fmt: skip
+            done = storage.run(argv, timeout=RUN_TIMEOUT_S)
+            assert done.returncode == 0, done.stderr
+            device = os.path.basename(storage.device)
+    except Unavailable as reason:
+        pytest.skip(f"loop storage: {reason}")
+    [result_path] = (tmp_path / "results").rglob(layout.TRIAL_RESULT_FILE)
+    [traced] = load(result_path)["latency_tracing"]["per_host"]
+    assert traced["disks"] == [device] and pooled_buckets({"per_host": [traced]})["write"]
+    assert f"block-layer latency ({device}, bpftrace, device time per request): " in done.stdout

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 # The kvcache_* workload: what OPEN gives the engine, and what CLOSED must leave out.
 WORKLOAD = {"kvcache_model": "tiny-1b", "kvcache_num_users": 2, "kvcache_duration": 2, "kvcache_gpu_mem_gb": 0,
             "kvcache_cpu_mem_gb": 0}  # fmt: skip
+QUICK_BASELINE = {"baseline_runtime": 1, "baseline_size_gb": 0.05}
 
 
 def playbook(tmp_path, variables, *extra):
@@ -36,7 +37,8 @@ def read_json(path):
 
 def test_an_open_option_runs_and_the_controller_gets_the_tree_and_the_verdict(tmp_path):
     proc = playbook(tmp_path, {"run_mlperf_category": "open", "run_mlperf_option": 1, "run_mlperf_trials": 2,
-                               "run_mlperf_delay_s": 0, "run_mlperf_organization": "test-org"})  # fmt: skip
+                               "run_mlperf_delay_s": 0, "run_mlperf_organization": "test-org",
+                               "kvcache_baseline": True, "kvcache_baseline_args": QUICK_BASELINE})  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     run = the_run(tmp_path)
     (tree,) = layout.find_run_dirs(str(run / "mlperf"))
@@ -50,6 +52,9 @@ def test_an_open_option_runs_and_the_controller_gets_the_tree_and_the_verdict(tm
     for trial in (1, 2):
         trial_doc = read_json(os.path.join(layout.trial_dir(tree, "1", trial), layout.TRIAL_FILE))
         assert (trial_doc["state"], trial_doc["status"]) == (layout.COMPLETE, "ok")
+        # every trial is stated against the fio baseline the role ran first
+        trial_result = read_json(os.path.join(layout.trial_dir(tree, "1", trial), layout.TRIAL_RESULT_FILE))
+        assert trial_result["baseline"]["per_host"][0]["read_percent"] is not None
     verdict = read_json(run / "verdict.json")
     assert verdict["verdict"] == rules.OPEN
     assert [r["verdict"] for r in verdict["runs"]] == [rules.OPEN]
@@ -61,6 +66,7 @@ def test_an_open_option_runs_and_the_controller_gets_the_tree_and_the_verdict(tm
     assert read_json(run / "plan.json")["largest_option"] == "1"
     command = (run / "engine.log").read_text(encoding="utf-8").splitlines()[0]
     assert " -m kvcache mlperf run " in command and " --category open --option 1 --trials 2 " in command
+    assert "/baseline.json" in command and "(fio baseline): read " in (run / "engine.log").read_text(encoding="utf-8")
     assert os.listdir(tmp_path / "work") == []  # the launcher's tree and its archive were removed once fetched
     assert os.listdir(tmp_path / "cache") == []  # every trial cleaned its cache files
 

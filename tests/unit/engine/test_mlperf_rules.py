@@ -39,13 +39,12 @@ def test_workload_parameters_are_the_run_options_closed_may_not_set():
     assert {"duration", "num_users", "io_engine", "max_concurrent_allocs", "user_loop"} <= names
     assert not names & set(rules.CLOSED_MAY_SET)
     # An MLPerf trial takes every workload option of `kvcache run` but the result and workbook files (the
-    # results tree has its own), the I/O trace, the autoscaler (the rules run fixed user counts), --baseline and
-    # --enable-latency-tracing (neither wired into the trials yet).
+    # results tree has its own), the I/O trace and the autoscaler (the rules run fixed user counts).
     run_only = {o.name for o in options.options_for(RUN)} - {o.name for o in options.options_for(MLPERF_RUN)}
     autoscaling = {"enable_autoscaling", "autoscaler_mode", "target_saturation"}
     autoscaling |= {o.name for o in options.OPTIONS if o.name.startswith("autoscaler_")}
     assert len(autoscaling) == 10
-    assert run_only == {"output", "xlsx_output", "io_trace_log", "baseline", "enable_latency_tracing"} | autoscaling
+    assert run_only == {"output", "xlsx_output", "io_trace_log"} | autoscaling
 
 
 def test_closed_accepts_what_the_rules_allow_and_the_fixed_values_themselves():
