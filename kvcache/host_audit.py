@@ -15,59 +15,14 @@ from typing import Dict, List, Optional
 from kvcache.host_probe import (
     MOUNTINFO,
     VM_DIRTY_SETTINGS,
-    block_device_dir,
+    block_device_settings,
+    cpu_governors,
     find_mount,
     parse_cpu_list,
     parse_sysctl_value,
     read_text,
+    transparent_hugepages,
 )
-
-_SELECTED = re.compile(r"\[([^\]]+)\]")  # "none [mq-deadline] kyber": the kernel marks the choice in brackets
-
-
-def selected_choice(text: Optional[str]) -> Optional[str]:
-    """The bracketed choice of a /sys choice file (scheduler, transparent_hugepage/enabled), or its one word."""
-    if text is None:
-        return None
-    match = _SELECTED.search(text)
-    if match:
-        return match.group(1)
-    words = text.split()
-    return words[0] if len(words) == 1 else None
-
-
-def _int(text: Optional[str]) -> Optional[int]:
-    value = (text or "").strip()
-    return int(value) if value.isdigit() else None
-
-
-def block_device_settings(path: str, sys_root: str = "/sys") -> Optional[dict]:
-    """The block device under `path` (a partition's queue is its disk's): name, scheduler, read_ahead_kb,
-    model, rotational. None where `path` is on no block device."""
-    sys_dir = block_device_dir(path, sys_root)
-    if sys_dir is None:
-        return None
-    queue_dir = sys_dir if os.path.isdir(os.path.join(sys_dir, "queue")) else os.path.dirname(sys_dir)
-    model = read_text(os.path.join(queue_dir, "device", "model"))
-    rotational = (read_text(os.path.join(queue_dir, "queue", "rotational")) or "").strip()
-    return {
-        "name": os.path.basename(sys_dir),
-        "scheduler": selected_choice(read_text(os.path.join(queue_dir, "queue", "scheduler"))),
-        "read_ahead_kb": _int(read_text(os.path.join(queue_dir, "queue", "read_ahead_kb"))),
-        "model": model.strip() if model else None,
-        "rotational": {"0": False, "1": True}.get(rotational),
-    }
-
-
-def cpu_governors(sys_root: str = "/sys") -> List[str]:
-    """The distinct scaling governors of the CPUs (empty where there is no cpufreq: many VMs)."""
-    base = f"{sys_root}/devices/system/cpu"
-    try:
-        cpus = [name for name in os.listdir(base) if re.fullmatch(r"cpu[0-9]+", name)]
-    except OSError:
-        return []
-    found = {read_text(f"{base}/{cpu}/cpufreq/scaling_governor") for cpu in cpus}
-    return sorted(text.strip() for text in found if text)
 
 
 def numa_nodes_of(cpus: List[int], sys_root: str = "/sys") -> List[int]:
@@ -128,7 +83,7 @@ def audit(
         "cpu_governors": cpu_governors(sys_root),
         "cpus_allowed": len(cpus),
         "numa_nodes": numa_nodes_of(cpus, sys_root),
-        "transparent_hugepages": selected_choice(read_text(f"{sys_root}/kernel/mm/transparent_hugepage/enabled")),
+        "transparent_hugepages": transparent_hugepages(sys_root),
         "ld_preload": os.environ.get("LD_PRELOAD") or None,
         "vm_dirty": vm_dirty_settings(proc_root),
         "cache_dir_shares_device_with": shares_device(real, {"os_root": "/", "results_dir": results_dir}),

@@ -1,8 +1,8 @@
 # Copyright: storagebench developers
 # MIT License (see LICENSE in the collection root)
-"""What a host offers a run: the filesystem under a path, memory, the block device's rotational flag, the MPI.
+"""What a host offers a run: the filesystem under a path, memory, the block device's settings, CPU governors, the MPI.
 
-The one place that reads /proc/self/mountinfo, /proc/meminfo, /sys/.../queue/rotational and `mpirun --version`
+The one place that reads /proc/self/mountinfo, /proc/meminfo, /sys/.../queue/ and cpufreq and `mpirun --version`
 text. The engine imports it as kvcache.host_probe; the collection's modules load the very same file as
 plugins/module_utils/host_probe.py (a link to this one), so it needs nothing but the standard library and runs
 on every Python the modules support (3.8 and later): no imports from kvcache, no newer syntax.
@@ -116,6 +116,59 @@ def rotational_of(path: str, device: Optional[str], sys_root: str = "/sys") -> O
             if value is not None:
                 return value
     return None
+
+
+_SELECTED = re.compile(r"\[([^\]]+)\]")  # "none [mq-deadline] kyber": the kernel marks the choice in brackets
+
+
+def selected_choice(text: Optional[str]) -> Optional[str]:
+    """The bracketed choice of a /sys choice file (scheduler, transparent_hugepage/enabled), or its one word."""
+    if text is None:
+        return None
+    match = _SELECTED.search(text)
+    if match:
+        return match.group(1)
+    words = text.split()
+    return words[0] if len(words) == 1 else None
+
+
+def _int(text: Optional[str]) -> Optional[int]:
+    value = (text or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def block_device_settings(path: str, sys_root: str = "/sys") -> Optional[dict]:
+    """The block device under `path` (a partition's queue is its disk's): name, scheduler, read_ahead_kb,
+    model, rotational. None where `path` is on no block device."""
+    sys_dir = block_device_dir(path, sys_root)
+    if sys_dir is None:
+        return None
+    queue_dir = sys_dir if os.path.isdir(os.path.join(sys_dir, "queue")) else os.path.dirname(sys_dir)
+    model = read_text(os.path.join(queue_dir, "device", "model"))
+    rotational = (read_text(os.path.join(queue_dir, "queue", "rotational")) or "").strip()
+    return {
+        "name": os.path.basename(sys_dir),
+        "scheduler": selected_choice(read_text(os.path.join(queue_dir, "queue", "scheduler"))),
+        "read_ahead_kb": _int(read_text(os.path.join(queue_dir, "queue", "read_ahead_kb"))),
+        "model": model.strip() if model else None,
+        "rotational": {"0": False, "1": True}.get(rotational),
+    }
+
+
+def cpu_governors(sys_root: str = "/sys") -> List[str]:
+    """The distinct scaling governors of the CPUs (empty where there is no cpufreq: many VMs)."""
+    base = f"{sys_root}/devices/system/cpu"
+    try:
+        cpus = [name for name in os.listdir(base) if re.fullmatch(r"cpu[0-9]+", name)]
+    except OSError:
+        return []
+    found = {read_text(f"{base}/{cpu}/cpufreq/scaling_governor") for cpu in cpus}
+    return sorted(text.strip() for text in found if text)
+
+
+def transparent_hugepages(sys_root: str = "/sys") -> Optional[str]:
+    """The transparent huge page mode in effect (always, madvise, never); None where unreadable."""
+    return selected_choice(read_text(f"{sys_root}/kernel/mm/transparent_hugepage/enabled"))
 
 
 def nearest_existing(path: str, exists: Callable[[str], bool]) -> str:

@@ -44,7 +44,8 @@ options:
   gather_subset:
     description:
       - What to collect; V(all) is everything. RV(hostname) is always returned.
-      - V(system) is the kernel, OS, C(LD_PRELOAD) and dirty-page settings.
+      - V(system) is the kernel, OS, C(LD_PRELOAD), dirty-page settings, CPU governors and transparent huge pages.
+      - V(cache_dir) is the filesystem under O(cache_dir) and its block device's scheduler, read-ahead and model.
     type: list
     elements: str
     choices: [all, cpu, numa, memory, cache_dir, gpus, mpi, python, system]
@@ -186,6 +187,15 @@ cache_dir:
       description: Size of the filesystem.
       type: int
       sample: 3840755982336
+    block_device:
+      description:
+        - The block device the filesystem is on (a partition's queue settings are its disk's); null where there
+          is none (tmpfs, overlay, NFS).
+        - C(name), the I/O C(scheduler) in effect, C(read_ahead_kb), the C(model) (null for many virtual disks)
+          and C(rotational).
+      type: dict
+      sample: {"name": "nvme0n1p1", "scheduler": "none", "read_ahead_kb": 128, "model": "Samsung SSD 990 PRO 2TB",
+               "rotational": false}
 gpus:
   description: NVIDIA GPUs from C(nvidia-smi); zero when it is missing or fails.
   returned: when gathered
@@ -304,6 +314,17 @@ ld_preload:
       type: list
       elements: str
       sample: []
+cpu_governors:
+  description: The distinct CPU frequency scaling governors of the CPUs; empty where there is no cpufreq (many VMs).
+  returned: when gathered (system)
+  type: list
+  elements: str
+  sample: [performance]
+transparent_hugepages:
+  description: The transparent huge page mode in effect (C(always), C(madvise), C(never)); null where unreadable.
+  returned: when gathered (system)
+  type: str
+  sample: madvise
 vm_dirty:
   description: The kernel's dirty-page settings (C(/proc/sys/vm/dirty_*)), null where unreadable.
   returned: when gathered (system)
@@ -328,12 +349,15 @@ from ansible_collections.storagebench.kvcache.plugins.module_utils.cluster_info 
 )
 from ansible_collections.storagebench.kvcache.plugins.module_utils.host_probe import (  # noqa: E402
     VM_DIRTY_SETTINGS,
+    block_device_settings,
+    cpu_governors,
     filesystem_of,
     memory,
     parse_cpu_list,
     parse_mpi_version,
     parse_sysctl_value,
     read_text,
+    transparent_hugepages,
 )
 from ansible_collections.storagebench.kvcache.plugins.module_utils.kvcache_common import DEFAULT_PYTHON  # noqa: E402
 
@@ -427,6 +451,8 @@ def system_info():
         "os": parse_os_release(read_text("/etc/os-release") or read_text("/usr/lib/os-release")),
         "ld_preload": {"set": bool(env_preload or preloaded), "env": env_preload, "ld_so_preload": preloaded},
         "vm_dirty": {name: parse_sysctl_value(read_text(f"/proc/sys/vm/{name}")) for name in VM_DIRTY_SETTINGS},
+        "cpu_governors": cpu_governors(),
+        "transparent_hugepages": transparent_hugepages(),
     }
 
 
@@ -452,6 +478,7 @@ def main():
         result["memory"] = memory()
     if "cache_dir" in wanted and params["cache_dir"]:
         result["cache_dir"] = filesystem_of(params["cache_dir"])
+        result["cache_dir"]["block_device"] = block_device_settings(result["cache_dir"]["probed_path"])
     if "gpus" in wanted:
         result["gpus"] = gpu_info(module, params["nvidia_smi"])
     if "mpi" in wanted:

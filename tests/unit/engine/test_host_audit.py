@@ -3,16 +3,8 @@
 import os
 
 from kvcache.audit_result import audit_block, audit_warnings
-from kvcache.host_audit import (
-    audit,
-    block_device_settings,
-    changes,
-    cpu_governors,
-    numa_nodes_of,
-    selected_choice,
-    shares_device,
-    vm_dirty_settings,
-)
+from kvcache.host_audit import audit, changes, numa_nodes_of, shares_device, vm_dirty_settings
+from kvcache.host_probe import block_device_settings, cpu_governors, selected_choice
 
 
 def write(path, text):

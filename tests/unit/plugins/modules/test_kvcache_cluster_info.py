@@ -1,6 +1,7 @@
 """The kvcache_cluster_info module: nvidia-smi, mpirun and the engine's python mocked, the module never."""
 
 import json
+import os
 
 import pytest
 from ansible.module_utils import basic
@@ -66,6 +67,13 @@ def test_everything_about_this_host(tools, tmp_path):
     assert result["kernel"] and result["os"]["id"]
     assert set(result["vm_dirty"]) == set(kvcache_cluster_info.VM_DIRTY_SETTINGS)
     assert result["ld_preload"]["set"] in (True, False)
+    # the settings cluster_facts compares across hosts (None off a block device: tmpfs, overlay)
+    device = cache["block_device"]
+    if device is not None:
+        assert set(device) == {"name", "scheduler", "read_ahead_kb", "model", "rotational"}
+        assert os.path.isdir(f"/sys/class/block/{device['name']}") and device["rotational"] == cache["rotational"]
+    assert isinstance(result["cpu_governors"], list)
+    assert result["transparent_hugepages"] in ("always", "madvise", "never", None)
 
 
 def test_no_nvidia_smi_means_zero_gpus_and_no_call(tools):
