@@ -51,9 +51,16 @@ def test_closed_gives_the_engine_no_workload_variable():
         assert name not in args, name
     assert args["command"] == "mlperf run"
     assert args["extra_args"] == {"category": "closed", "option": "1", "trials": None, "delay": None,
-                                  "organization": None, "system_name": None, "quiet": True}  # fmt: skip
+                                  "organization": None, "system_name": None, "baseline": None,
+                                  "quiet": True}  # fmt: skip
     parsed = _flags(args)
     assert (parsed.category, parsed.option, parsed.results_dir) == ("closed", "1", args["results_dir"])
+
+
+def test_with_a_baseline_every_trial_gets_the_file_the_role_measured_first():
+    args = _module_args(run_mlperf_category="closed", run_mlperf_option=1, run_baseline=True, run_work_dir="/w")
+    assert args["extra_args"]["baseline"] == "/w/run-20260101-000000/baseline.json"
+    assert _flags(args).baseline == "/w/run-20260101-000000/baseline.json"
 
 
 def test_open_gives_the_workload_variables_and_the_extra_args():
