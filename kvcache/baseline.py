@@ -22,7 +22,7 @@ from kvcache.cachedir import validate_cache_dir
 from kvcache.device_counters import find_source
 from kvcache.errors import UsageError
 from kvcache.output import check_output_path, write_json_atomically
-from kvcache.units import GIB, MIB
+from kvcache.units import GIB, mib_bytes
 
 SCHEMA = "storagebench.kvcache/baseline/v1"
 DIR_PREFIX = "kvcache-baseline-"
@@ -40,7 +40,7 @@ def fio_argv(config, fio: str, directory: str, job: str, jobs: int, size_bytes: 
         f"--directory={directory}",
         "--filename_format=baseline.$jobnum",  # the same files for all three jobs
         f"--rw={FIO_RW[job]}",
-        f"--bs={config.io_chunk_mib}M",
+        f"--bs={mib_bytes(config.io_chunk_mib)}",
         f"--numjobs={jobs}",
         f"--size={size_bytes}",
         f"--runtime={config.baseline_runtime}",
@@ -97,10 +97,11 @@ def check_baseline(config) -> tuple:
         raise UsageError("--output", "required: the baseline JSON file to write")
     check_output_path(config.output)
     jobs = config.io_depth * config.ranks
-    size = int(config.baseline_size_gb * GIB) // (config.io_chunk_mib * MIB) * (config.io_chunk_mib * MIB)
-    if size < config.io_chunk_mib * MIB:
+    chunk = mib_bytes(config.io_chunk_mib)
+    size = int(config.baseline_size_gb * GIB) // chunk * chunk
+    if size < chunk:
         raise UsageError(
-            "--baseline-size-gb", f"must hold at least one --io-chunk-mib chunk ({config.io_chunk_mib} MiB)"
+            "--baseline-size-gb", f"must hold at least one --io-chunk-mib chunk ({config.io_chunk_mib:g} MiB)"
         )
     stats = os.statvfs(cache_dir)
     free = stats.f_bavail * stats.f_frsize
@@ -155,7 +156,7 @@ def run_baseline(config, stdout, stderr) -> int:
         "device": source.device or source.mount_point,
         "fio": fio_version(fio),
         "io_engine": config.io_engine,
-        "chunk_bytes": config.io_chunk_mib * MIB,
+        "chunk_bytes": mib_bytes(config.io_chunk_mib),
         "jobs": jobs,
         "bytes_per_job": size,
         "runtime_s": config.baseline_runtime,
@@ -169,6 +170,6 @@ def run_baseline(config, stdout, stderr) -> int:
         f"baseline of {cache_dir} ({baseline['device']}): read {baseline['read']['bytes_per_s'] / GIB:.3f} GiB/s, "
         f"write {baseline['write']['bytes_per_s'] / GIB:.3f} GiB/s, mixed {config.baseline_read_share:.0%} reads "
         f"{measured['mixed']['read']['bytes_per_s'] / GIB:.3f} + {measured['mixed']['write']['bytes_per_s'] / GIB:.3f}"
-        f" GiB/s ({jobs} jobs of {config.io_chunk_mib} MiB); wrote {config.output}\n"
+        f" GiB/s ({jobs} jobs of {config.io_chunk_mib:g} MiB); wrote {config.output}\n"
     )
     return 0

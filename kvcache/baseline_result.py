@@ -10,7 +10,7 @@ from typing import List, Optional
 
 from kvcache.baseline import SCHEMA
 from kvcache.errors import UsageError, shown_path
-from kvcache.units import MIB
+from kvcache.units import mib_bytes
 
 MAX_FILE_BYTES = 1 << 20  # a baseline is a few hundred bytes
 
@@ -50,7 +50,7 @@ def _rate(block) -> Optional[float]:
 def baseline_mismatches(baseline: dict, config, cache_dir: str, host: str) -> List[str]:
     """Warnings when the baseline was measured at another shape or place than this run."""
     lines = []
-    chunk = config.io_chunk_mib * MIB
+    chunk = mib_bytes(config.io_chunk_mib)
     if baseline.get("chunk_bytes") != chunk:
         lines.append(f"the baseline was measured with {baseline.get('chunk_bytes')}-byte chunks, this run uses {chunk}")
     if baseline.get("io_engine") != config.io_engine:

@@ -38,7 +38,7 @@ from kvcache.signal_watch import WATCHED, SignalWatch
 from kvcache.storage_io import direct_io_supported
 from kvcache.summary import format_summary
 from kvcache.tiers import choose_gpu_backend
-from kvcache.units import GIB, MIB
+from kvcache.units import GIB, mib_bytes
 
 MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
 
@@ -102,7 +102,7 @@ def validate_host(config, rank: int, ranks_on_host: int) -> str:
         export.check_target(XLSX_OUTPUT, config.xlsx_output)
         export.xlsxwriter_module(XLSX_OUTPUT)
     available = available_memory_bytes()
-    buffers = config.io_depth * config.io_chunk_mib * MIB
+    buffers = config.io_depth * mib_bytes(config.io_chunk_mib)
     # An I/O-trace run accounts the CPU tier's entries without holding their bytes.
     cpu_tier = 0 if config.io_trace_log is not None else config.cpu_mem_gb * GIB
     needed = (cpu_tier + buffers) * ranks_on_host
@@ -110,7 +110,7 @@ def validate_host(config, rank: int, ranks_on_host: int) -> str:
         raise UsageError(
             "--cpu-mem-gb/--io-depth/--io-chunk-mib",
             f"{ranks_on_host} rank(s) on this host need {needed / GIB:.1f} GiB (CPU tier "
-            f"{config.cpu_mem_gb:g} GiB + {config.io_depth} x {config.io_chunk_mib} MiB I/O buffers each), "
+            f"{config.cpu_mem_gb:g} GiB + {config.io_depth} x {config.io_chunk_mib:g} MiB I/O buffers each), "
             f"more than its available memory ({available / GIB:.1f} GiB); the CPU tier holds real bytes",
         )
     return cache_dir

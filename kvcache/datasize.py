@@ -13,7 +13,7 @@ import math
 
 from kvcache.errors import UsageError
 from kvcache.models import Registry
-from kvcache.units import GIB, MIB, align_up
+from kvcache.units import GIB, MIB, align_up, mib_bytes
 from kvcache.workload import (
     RagCorpus,
     entry_bytes,
@@ -81,7 +81,7 @@ def compute(config, models) -> dict:
     per_rank = per_user * users + prefix + rag
     gpu, cpu = gpu_tier_bytes(config), int(config.cpu_mem_gb * GIB)
     storage_per_rank = math.ceil(max(per_rank - gpu - cpu, 0) * HEADROOM) + largest_entry
-    memory_per_rank = cpu + config.io_depth * config.io_chunk_mib * MIB + ENGINE_OVERHEAD_BYTES
+    memory_per_rank = cpu + config.io_depth * mib_bytes(config.io_chunk_mib) + ENGINE_OVERHEAD_BYTES
     return {
         "model": model.name,
         "bytes_per_token": bpt,

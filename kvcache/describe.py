@@ -25,6 +25,7 @@ def option_contract(opt: Option) -> Dict[str, Any]:
         "maximum": opt.maximum,
         "exclusive_minimum": opt.exclusive_minimum,
         "nonzero_minimum": opt.nonzero_minimum,
+        "multiple_of": opt.multiple_of,
         "unit": opt.unit,
         "help": opt.help,
         "commands": list(opt.commands),

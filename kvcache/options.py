@@ -9,6 +9,7 @@ from kvcache import break_even, value_rules
 from kvcache.config_file import read_config_file
 from kvcache.errors import SHOWN_CHARS, UsageError, clip, shown, shown_path
 from kvcache.mlperf import workloads as mlperf_workloads
+from kvcache.units import ALIGN, MIB
 from kvcache.workload import DEFAULT_PROFILE, WorkloadProfile
 
 RUN = "run"
@@ -58,6 +59,7 @@ class Option:
     exclusive_minimum: bool = False
     # 0 switches the feature off; any other value must be at least this (a rate of 1e-300/s is not a rate).
     nonzero_minimum: Optional[float] = None
+    multiple_of: Optional[float] = None  # a number must be a whole multiple of it (a chunk of whole 4 KiB blocks)
     unit: Optional[str] = None  # what a number counts: GiB, s, MiB, users, requests, ...
     # The key of kv-cache.py's config.yaml that sets this option (`section.key`), read by --config as well.
     reference_key: Optional[str] = None
@@ -148,12 +150,13 @@ OPTIONS: Tuple[Option, ...] = (
     ),
     Option(
         "io_chunk_mib",
-        int,
-        16,
-        "storage I/O size in MiB",
+        float,
+        16.0,
+        "storage I/O size in MiB, whole 4 KiB blocks (0.00390625 MiB) from 4 KiB to 1 GiB: 0.25 is 256 KiB",
         commands=(*BOTH, BASELINE),
-        minimum=1,
+        minimum=ALIGN / MIB,
         maximum=1024,
+        multiple_of=ALIGN / MIB,
         unit="MiB",
     ),
     Option(
@@ -950,6 +953,7 @@ def check_value(opt: Option, value: Any, where: str) -> Any:
         exclusive_minimum=opt.exclusive_minimum,
         nonzero_minimum=opt.nonzero_minimum,
         default=opt.default,
+        multiple_of=opt.multiple_of,
     )
     if problem is not None:
         raise UsageError(where, problem)

@@ -22,7 +22,7 @@ from kvcache.metrics import SERIES, TIERS, Metrics, decode, merge, percentile_bl
 from kvcache.models import Model
 from kvcache.storage_io import BufferPool, FileIO, Interrupted, PatternSource
 from kvcache.tiers import Mover, TierManager, build_tiers
-from kvcache.units import MIB
+from kvcache.units import mib_bytes
 from kvcache.workload import Arrivals, RagCorpus, Request, Settings, User, entry_bytes, rag_doc_tokens
 
 CONTROL_TICK_S = 0.1
@@ -174,7 +174,7 @@ class RankRun:
         self.seed = rank_seed(config.seed, comm.rank)
         self.metrics = Metrics()
         self.stop = threading.Event()
-        self.pool = BufferPool(config.io_depth, config.io_chunk_mib * MIB, self.seed.to_bytes(8, "little"))
+        self.pool = BufferPool(config.io_depth, mib_bytes(config.io_chunk_mib), self.seed.to_bytes(8, "little"))
         self.pattern = PatternSource(self.pool)
         mover = Mover(self.pool, self.stop)
         self.rank_dir, self.fileio, self.storage_capacity = rank_dir, FileIO(io_engine), storage_capacity

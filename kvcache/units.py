@@ -8,5 +8,10 @@ GIB = 1 << 30
 ALIGN = 4 * KIB
 
 
+def mib_bytes(mib: float) -> int:
+    """A size given in MiB (--io-chunk-mib 0.25) in bytes."""
+    return round(mib * MIB)
+
+
 def align_up(nbytes: int) -> int:
     return (nbytes + ALIGN - 1) // ALIGN * ALIGN

@@ -51,6 +51,14 @@ def choices_problem(choices, value):
     return f"must be one of {', '.join(str(choice) for choice in choices)}, got {shown(value)}"
 
 
+def multiple_problem(value, multiple_of):
+    """Why a number is not a whole multiple of `multiple_of` (0.25 of 0.00390625 is; 0.1 is not), or None."""
+    steps = value / multiple_of
+    if abs(steps - round(steps)) > 1e-9 * max(1.0, abs(steps)):
+        return f"must be a multiple of {bound(multiple_of)}, got {shown(value)}"
+    return None
+
+
 def range_problem(value, minimum=None, maximum=None, exclusive_minimum=False, nonzero_minimum=None):
     """Why a number is out of range, or None."""
     if minimum is not None and (value < minimum or (exclusive_minimum and value == minimum)):
@@ -71,6 +79,7 @@ def check(
     exclusive_minimum=False,
     nonzero_minimum=None,
     default=None,
+    multiple_of=None,
 ):
     """(value as the engine holds it, None) when `value` is valid for an option of type `kind` ("int", "float",
     "str" or "bool") with these fields; (None, problem) otherwise.
@@ -109,7 +118,7 @@ def check(
     if choices and value not in choices:
         return None, choices_problem(choices, value)
     if kind in ("int", "float"):
-        problem = range_problem(value, **bounds)
+        problem = range_problem(value, **bounds) or (multiple_of and multiple_problem(value, multiple_of))
         if problem:
             return None, problem
     return value, None

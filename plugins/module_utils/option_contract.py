@@ -92,6 +92,7 @@ def check_value(entry, value, where):
         exclusive_minimum=entry.get("exclusive_minimum"),
         nonzero_minimum=entry.get("nonzero_minimum"),
         default=entry.get("default"),
+        multiple_of=entry.get("multiple_of"),
     )
     if problem is not None:
         raise OptionError(where, problem)

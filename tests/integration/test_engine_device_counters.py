@@ -163,3 +163,16 @@ def test_an_mlperf_trial_is_traced_too(tmp_path, tracefs):
     [traced] = load(result_path)["latency_tracing"]["per_host"]
     assert traced["disks"] == [device] and pooled_buckets({"per_host": [traced]})["write"]
     assert f"block-layer latency ({device}, bpftrace, device time per request): " in done.stdout
+
+
+def test_chunks_below_a_mib_reach_the_device_at_their_size(tmp_path, tracefs):
+    chunk = 256 * 1024  # --io-chunk-mib 0.25: whole 4 KiB blocks, below a MiB
+    result, _stdout, _device = run_on_loop_device(tmp_path, "--io-chunk-mib", "0.25", "--enable-latency-tracing",
+                                                  can_run=latency_tracing.refusal)  # fmt: skip
+    assert result["config"]["io_chunk_mib"] == 0.25
+    [host] = result["device"]["per_host"]
+    sizes = pooled_buckets(result["latency_tracing"], "request_bytes")
+    for op in ("read", "write"):
+        # each O_DIRECT chunk is one request, of at most the chunk's bytes (log2 bucket [256 KiB, 512 KiB))
+        assert max(b["min"] for b in sizes[op] if b["count"]) <= chunk, (op, sizes[op])
+        assert host[f"{op}_ops"] >= host[f"engine_{op}_bytes"] // chunk > 0, host

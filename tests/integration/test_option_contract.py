@@ -111,6 +111,7 @@ def test_describe_exports_the_new_option_with_its_type_and_bounds(copy, tmp_path
         "maximum": 9,
         "exclusive_minimum": False,
         "nonzero_minimum": None,
+        "multiple_of": None,
         "unit": "probes",
         "help": "a temporary option of the contract test",
         "commands": ["run", "datasize", "mlperf run"],

@@ -21,7 +21,7 @@ def config(**overrides):
 
 def test_the_three_fio_jobs_share_files_and_take_the_engines_shape():
     write = fio_argv(config(), "/usr/bin/fio", "/c/kvcache-baseline-x", "write", 6, 8 << 20)
-    assert write[0] == "/usr/bin/fio" and "--rw=write" in write and "--bs=4M" in write and "--numjobs=6" in write
+    assert write[0] == "/usr/bin/fio" and "--rw=write" in write and "--bs=4194304" in write and "--numjobs=6" in write
     assert "--direct=1" in write and "--size=8388608" in write and "--runtime=2.5" in write
     assert "--filename_format=baseline.$jobnum" in write and not [w for w in write if w.startswith("--rwmixread")]
     mixed = fio_argv(config(io_engine="buffered"), "fio", "/c/d", "mixed", 1, 4 << 20)

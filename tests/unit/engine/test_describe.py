@@ -23,6 +23,7 @@ OPTION_FIELDS = {
     "maximum",
     "exclusive_minimum",
     "nonzero_minimum",
+    "multiple_of",
     "unit",
     "help",
     "commands",
@@ -49,6 +50,7 @@ def test_describe_lists_every_option_of_the_table_with_every_field():
         assert entry["minimum"] == opt.minimum and entry["maximum"] == opt.maximum
         assert entry["exclusive_minimum"] is opt.exclusive_minimum
         assert entry["nonzero_minimum"] == opt.nonzero_minimum and entry["unit"] == opt.unit
+        assert entry["multiple_of"] == opt.multiple_of
         assert entry["choices"] == (list(opt.choices) if opt.choices else None)
         assert entry["commands"] and set(entry["commands"]) <= set(data["commands"])
         assert entry["reference_key"] == opt.reference_key
@@ -60,6 +62,9 @@ def test_describe_fields_carry_the_values_a_consumer_checks_against():
     assert by_name["duration"]["exclusive_minimum"] is True and by_name["duration"]["type"] == "float"
     assert by_name["request_rate"]["nonzero_minimum"] == 0.001 and by_name["request_rate"]["unit"] == "requests/s"
     assert by_name["io_engine"]["choices"] == ["direct", "buffered"]
+    # a chunk is whole 4 KiB blocks, given in MiB
+    chunk = by_name["io_chunk_mib"]
+    assert (chunk["type"], chunk["minimum"], chunk["multiple_of"]) == ("float", 4 / 1024, 4 / 1024)
     assert by_name["keep_cache"]["type"] == "bool" and by_name["keep_cache"]["default"] is False
     assert by_name["check_free_bytes"]["default"] is None and by_name["check_free_bytes"]["unit"] == "bytes"
     # the help is the text as a user reads it, not argparse's %-escaped form

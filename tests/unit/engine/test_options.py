@@ -142,7 +142,7 @@ def test_wrong_type_in_config_names_the_key(tmp_path, text, key, fragment):
         ("duration: 0\n", "> 0"),
         ("duration: -1\n", "> 0"),
         ("straggler_fraction: 1.5\n", "<= 1"),
-        ("io_chunk_mib: 0\n", ">= 1"),
+        ("io_chunk_mib: 0\n", ">= 0.00390625"),
         ("stats_interval: 0.01\n", ">= 0.05"),
     ],
 )

@@ -10,6 +10,7 @@ from kvcache import value_rules
 from kvcache.value_rules import check, shown
 
 RANGE = {"minimum": 1, "maximum": 9, "default": 1}
+BLOCKS = {"minimum": 1 / 256, "maximum": 1024, "multiple_of": 1 / 256, "default": 16.0}  # MiB of whole 4 KiB blocks
 
 
 @pytest.mark.parametrize(
@@ -20,6 +21,10 @@ RANGE = {"minimum": 1, "maximum": 9, "default": 1}
         ("bool", False, {"default": False}, False),
         ("str", "fast", {"choices": ["fast", "slow"], "default": "fast"}, "fast"),
         ("int", 0, {"nonzero_minimum": 4, "default": 0}, 0),  # 0 switches the feature off
+        ("float", 0.25, BLOCKS, 0.25),  # 64 blocks
+        ("float", 3, BLOCKS, 3.0),
+        ("float", 1 / 256, BLOCKS, 1 / 256),
+        ("float", 1.01171875, BLOCKS, 1.01171875),  # 259 blocks
         ("str", None, {"default": None}, None),  # unset
     ],
 )
@@ -43,6 +48,9 @@ def test_a_valid_value_comes_back_as_the_engine_holds_it(kind, value, fields, ex
         ("float", math.nan, {"default": 1.0}, "must be a finite number, got nan"),
         ("float", "1", {"default": 1.0}, "must be a number, got '1'"),
         ("float", 0.01, {"minimum": 0.05, "default": 1.0}, "must be >= 0.05, got 0.01"),
+        ("float", 0.1, BLOCKS, "must be a multiple of 0.00390625, got 0.1"),
+        ("float", 0.001, BLOCKS, "must be >= 0.00390625, got 0.001"),
+        ("float", 1.001, BLOCKS, "must be a multiple of 0.00390625, got 1.001"),
         ("bool", "yes", {"default": False}, "must be true or false, got 'yes'"),
         ("bool", 0, {"default": False}, "must be true or false, got 0"),
         ("bool", None, {"default": False}, "must be true or false, got None"),  # None is unset only without default

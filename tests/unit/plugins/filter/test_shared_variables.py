@@ -71,7 +71,7 @@ def test_bounds_come_from_the_engine_option_contract(description):
     [
         ({"keep_cache": "yes"}, "kvcache_extra_args: keep_cache: must be true or false, got 'yes'"),
         ({"quiet": 0}, "kvcache_extra_args: quiet: must be true or false, got 0"),
-        ({"io_chunk_mib": "abc"}, "kvcache_extra_args: io_chunk_mib: must be an integer, got 'abc'"),
+        ({"io_chunk_mib": "abc"}, "kvcache_extra_args: io_chunk_mib: must be a number, got 'abc'"),
         ({"stats_interval": float("nan")}, "kvcache_extra_args: stats_interval: must be a finite number, got nan"),
         ({"io_dept": 4}, "kvcache_extra_args: 'io_dept': 'kvcache run' has no '--io-dept' flag; did you mean io_depth"),
         ({"num-users": 4}, "kvcache_extra_args: 'num-users': set kvcache_num_users instead"),

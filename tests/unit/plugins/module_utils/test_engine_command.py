@@ -136,7 +136,7 @@ def test_extra_args_booleans_numbers_and_strings(description):
         extra_args={"io_chunk_mib": 8, "keep_cache": True, "promote": False, "quiet": None, "io-engine": "buffered",
                     "request_rate": 2.5},
     )  # fmt: skip
-    assert argv[4:] == ["--io-chunk-mib", "8", "--keep-cache", "--io-engine", "buffered", "--request-rate", "2.5"]
+    assert argv[4:] == ["--io-chunk-mib", "8.0", "--keep-cache", "--io-engine", "buffered", "--request-rate", "2.5"]
 
 
 def test_unknown_extra_args_flag_is_an_error_naming_extra_args(description):
@@ -172,8 +172,8 @@ def test_extra_args_bad_keys_and_values(description, key, value):
         ("keep_cache", "yes", "keep_cache: must be true or false, got 'yes'"),
         ("quiet", 0, "quiet: must be true or false, got 0"),
         ("promote", "false", "promote: must be true or false"),
-        ("io_chunk_mib", "abc", "io_chunk_mib: must be an integer, got 'abc'"),
-        ("io_chunk_mib", "8", "io_chunk_mib: must be an integer, got '8'"),
+        ("io_chunk_mib", "abc", "io_chunk_mib: must be a number, got 'abc'"),
+        ("io_chunk_mib", "8", "io_chunk_mib: must be a number, got '8'"),
         ("io_depth", True, "io_depth: must be an integer, got True"),
         ("io_depth", 4.0, "io_depth: must be an integer, got 4.0"),
         ("io-depth", 0, "io-depth: must be >= 1, got 0"),
