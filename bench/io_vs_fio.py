@@ -69,7 +69,11 @@ def parse_args(argv=None):
     return args
 
 
-def run_engine(args, workdir: str, index: int) -> dict:
+def run_engine(args, workdir: str, index: int, chunk_mib=None, io_depth=None) -> dict:
+    """One engine window in throughput mode at `chunk_mib` and `io_depth` (default: the arguments'), with
+    io_depth users; its bandwidths, bytes, read share and the CPU seconds its process took in the window."""
+    chunk_mib = args.chunk_mib if chunk_mib is None else chunk_mib
+    io_depth = args.io_depth if io_depth is None else io_depth
     cache = os.path.join(workdir, "engine")
     os.makedirs(cache, exist_ok=True)
     output = os.path.join(workdir, f"engine-{index}.json")
@@ -80,9 +84,9 @@ def run_engine(args, workdir: str, index: int) -> dict:
             "--generation-mode", "none",
             "--gpu-mem-gb", "0",
             "--cpu-mem-gb", "0",
-            "--io-chunk-mib", str(args.chunk_mib),
-            "--io-depth", str(args.io_depth),
-            "--num-users", str(args.io_depth),
+            "--io-chunk-mib", f"{chunk_mib:g}",
+            "--io-depth", str(io_depth),
+            "--num-users", str(io_depth),
             "--duration", str(args.duration),
             "--cache-dir", cache,
             "--output", output,
@@ -96,6 +100,7 @@ def run_engine(args, workdir: str, index: int) -> dict:
     if done.returncode != 0 or not os.path.exists(output):
         die(f"engine run failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
     result = load_json(output)
+    os.remove(output)
     if result["status"] != "ok":
         die(f"engine run failed: {result.get('error')}")
     if result["environment"]["io_engine"] != "direct":
@@ -106,19 +111,25 @@ def run_engine(args, workdir: str, index: int) -> dict:
         "write_bw": storage["write_bandwidth_bytes_per_s"],
         "bytes": storage["bytes_read"] + storage["bytes_written"],
         "read_share": storage["bytes_read"] / max(1, storage["bytes_read"] + storage["bytes_written"]),
+        "cpu_s": result["aggregate"]["cpu_seconds"],  # the window's, not the process start's
     }
 
 
-def run_fio(args, directory: str, rw: str, size: int, output: str, extra=()) -> dict:
+def run_fio(args, directory: str, rw: str, size: int, output: str, extra=(), chunk_bytes=None, jobs=None,
+            ioengine="psync", iodepth=1) -> dict:  # fmt: skip
+    """One fio job on `directory`, O_DIRECT, `jobs` jobs (default --io-depth) of `ioengine` with `iodepth`
+    operations in flight each; its read and write bytes per second."""
+    chunk_bytes = args.chunk_mib * MIB if chunk_bytes is None else chunk_bytes
     command = [
         args.fio,
         "--name=kvfio",
         f"--directory={directory}",
         "--filename_format=kvfio.$jobnum",
         "--direct=1",
-        "--ioengine=psync",
-        f"--bs={args.chunk_mib}M",
-        f"--numjobs={args.io_depth}",
+        f"--ioengine={ioengine}",
+        f"--iodepth={iodepth}",
+        f"--bs={chunk_bytes}",
+        f"--numjobs={args.io_depth if jobs is None else jobs}",
         f"--size={size}",
         f"--rw={rw}",
         "--group_reporting",

@@ -450,6 +450,7 @@ class RankLifecycle:
             "status": "failed" if failure else "ok",
             "error": failure,
             "window": _rank_window(run, sync),
+            "cpu_s": run.window_cpu_s if run else None,
             "metrics": (run.metrics if run else Metrics()).export(),
             "timeseries": run.timeseries if run else [],
             "io_engine": "none" if self.trace is not None else self.io_engine,  # a trace run does no I/O

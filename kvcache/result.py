@@ -8,6 +8,7 @@ from kvcache.audit_result import audit_block, audit_warnings
 from kvcache.baseline_result import baseline_block
 from kvcache.device_result import device_block, device_warnings
 from kvcache.metrics import REQUEST_LATENCIES, SERIES, TIERS, decode, merge, percentile_block
+from kvcache.units import GIB
 from kvcache.workload import DEFAULT_PROFILE, QOS_COMPLIANCE
 
 RANK_HISTOGRAMS = ("storage.read", "storage.write", "end_to_end", "ttft", "storage_per_request")
@@ -97,6 +98,17 @@ def _window_seconds(window) -> float:
     return max(window["end_offset_s"] - window["start_offset_s"], 1e-9)
 
 
+def _cpu(per_rank: List[dict], storage: dict) -> dict:
+    """The ranks' CPU seconds in the window (their processes, every thread) and per GiB the storage moved; None
+    where a rank did not measure it (it failed before its window)."""
+    seconds = [r["cpu_seconds"] for r in per_rank]
+    if not seconds or None in seconds:
+        return {"cpu_seconds": None, "cpu_seconds_per_storage_gib": None}
+    total = sum(seconds)
+    moved = (storage["bytes_read"] + storage["bytes_written"]) / GIB
+    return {"cpu_seconds": round(total, 6), "cpu_seconds_per_storage_gib": round(total / moved, 6) if moved else None}
+
+
 def _per_rank(payload) -> dict:
     metrics = payload["metrics"]
     hists = {name: decode(text) for name, text in metrics["latency"].items()}
@@ -110,6 +122,7 @@ def _per_rank(payload) -> dict:
         "status": payload["status"],
         "error": payload.get("error"),
         "window": dict(payload["window"], seconds=round(seconds, 6)),
+        "cpu_seconds": payload.get("cpu_s"),
         "tiers": _tier_blocks(hists, metrics["bytes"], metrics["counters"], seconds),
         "latency_ms": {name: percentile_block(hists[name]) for name in REQUEST_LATENCIES},
         "requests": requests,
@@ -395,6 +408,7 @@ def build_result(
             "max_rank_p95_ms": {name: _max_rank_p95(per_rank, name) for name in ("storage.read", "storage.write")},
             "stragglers": _stragglers(per_rank, config.get("straggler_fraction", 0.5)),
             "straggler_fraction": config.get("straggler_fraction", 0.5),
+            **_cpu(per_rank, tiers["storage"]),
         },
         "per_rank": per_rank,
         "modes": _modes(payloads),

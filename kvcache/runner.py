@@ -210,6 +210,7 @@ class RankRun:
         # The pipeline step the calling thread is in (Prefill or Decode), for the I/O trace's Phase column.
         self.phase = trace.phase if trace is not None else threading.local()
         self.window_start = self.window_end = None
+        self.window_cpu_s: Optional[float] = None  # the process's CPU (user + sys, every thread) in the window
         self.window_offsets = (0.0, 0.0)  # seconds from the shared start barrier: comparable across hosts
         # The user pool: users below active_users make requests, the others park (autoscaling changes the count).
         self.autoscaling = bool(config.enable_autoscaling)
@@ -632,6 +633,7 @@ class RankRun:
         interval = self.config.stats_interval
         origin = sync
         self.window_start = time.time() - (time.perf_counter() - sync)
+        cpu_start = time.process_time()
         self.metrics.step_snapshot()  # the first step counts from the window start
         if self.device:
             self.device.start(origin)
@@ -648,6 +650,7 @@ class RankRun:
         if stuck:
             self._fail(f"{len(stuck)} worker threads did not stop within {JOIN_TIMEOUT_S:.0f} s of the window end")
         now = time.perf_counter()
+        self.window_cpu_s = round(time.process_time() - cpu_start, 6)
         self.window_end = self.window_start + (now - origin)
         self.window_offsets = (0.0, now - origin)
         if now - self._last_sample[0] > interval / 2:

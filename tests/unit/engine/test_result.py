@@ -11,6 +11,7 @@ from kvcache.result_reader import first_problem
 from kvcache.summary import format_summary
 
 MIB = 1 << 20
+GIB = 1 << 30
 T0 = 1_700_000_000.0
 
 
@@ -364,3 +365,15 @@ def test_summary_of_a_result_written_before_the_reference_metrics(payloads):
     assert first_problem(result) is None  # still a valid v1 result
     summary = format_summary(result)
     assert "kv-cache.py" not in summary and "storage " in summary
+
+
+def test_the_ranks_window_cpu_is_summed_and_stated_per_gib_the_storage_moved(payloads):
+    for payload, seconds in zip(payloads, (1.5, 2.0, 0.5)):
+        payload["cpu_s"] = seconds
+    result = build(payloads)
+    assert [r["cpu_seconds"] for r in result["per_rank"]] == [1.5, 2.0, 0.5]
+    moved_gib = (3000 + 1500) * MIB / GIB  # the three ranks' reads and writes
+    assert result["aggregate"]["cpu_seconds"] == 4.0
+    assert result["aggregate"]["cpu_seconds_per_storage_gib"] == pytest.approx(4.0 / moved_gib, rel=1e-5)
+    payloads[1]["cpu_s"] = None  # a rank that never reached its window: no figure rather than a partial one
+    assert build(payloads)["aggregate"]["cpu_seconds"] is None

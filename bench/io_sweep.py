@@ -1,0 +1,158 @@
+#!/usr/bin/env python
+"""The engine against fio at every io-depth x chunk size, in A/B pairs on one directory.
+
+For each point (depth D, chunk C) a pair is an engine window (throughput mode: no GPU or CPU tier, D users,
+--io-depth D, --io-chunk-mib C, O_DIRECT) and then fio on the same directory with its best engine at that depth:
+io_uring (libaio where the kernel has no io_uring), one job with --iodepth D, so the same number of operations in
+flight, --bs C, O_DIRECT, the bytes the engine moved, and the engine's read share as --rwmixread on files fio laid
+out first with --fallocate=none (the mixed reference io_vs_fio.py explains). The ratio is taken within each pair,
+as the disk drifts between minutes.
+
+Printed: a line per pair; then the matrix of median read/write ratios (min..max of the pairs beside), the
+engine's CPU seconds (user + sys of its whole process) per GiB moved at each point, and last
+`engine/fio min read R write W`: the lowest median over the matrix. Goals (issue 15): every point >= 0.90, CPU
+<= 0.10 s/GiB at 1 MiB chunks and <= 0.05 at >= 4 MiB.
+"""
+
+import argparse
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+from _common import GIB, MIB, die, work_directory
+from io_vs_fio import run_engine, run_fio
+
+DEPTHS = "1,2,8,32,64"
+CHUNKS_MIB = "0.25,1,4,16,64"
+
+
+def _numbers(text: str, kind, what: str):
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what}: a comma-separated list of numbers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{what}: positive numbers, got {text!r}")
+    return values
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Engine vs fio (its best engine at each depth) over an io-depth x chunk-size matrix.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--dir", help="directory on the storage under test (default: a fresh temp dir under /var/tmp)")
+    parser.add_argument("--depths", default=DEPTHS, type=lambda t: _numbers(t, int, "--depths"),
+                        help="io-depths (engine --io-depth and users; fio --iodepth)")  # fmt: skip
+    parser.add_argument("--chunks", default=CHUNKS_MIB, type=lambda t: _numbers(t, float, "--chunks"),
+                        help="chunk sizes in MiB, whole 4 KiB blocks (engine --io-chunk-mib; fio --bs)")  # fmt: skip
+    parser.add_argument("--pairs", type=int, default=2, help="engine/fio pairs per point")
+    parser.add_argument("--duration", type=float, default=5.0, help="engine window per pair, seconds")
+    parser.add_argument("--model", default="llama3.1-8b", help="engine --model")
+    parser.add_argument("--fio", default="fio", help="fio executable")
+    parser.add_argument("--python", default=sys.executable, help="Python that runs the engine")
+    args = parser.parse_args(argv)
+    if args.pairs < 1 or args.duration <= 0:
+        parser.error("--pairs and --duration must be positive")
+    if any(round(c * MIB) % 4096 for c in args.chunks):
+        parser.error("--chunks: each size must be whole 4 KiB blocks (0.25 = 256 KiB)")
+    return args
+
+
+def best_fio_engine(args, directory: str) -> str:
+    """io_uring where this kernel and fio run it, else libaio (a 4 KiB O_DIRECT write tells)."""
+    probe = os.path.join(directory, "probe")
+    for engine in ("io_uring", "libaio"):
+        done = subprocess.run([args.fio, "--name=probe", f"--filename={probe}", "--size=4k", "--bs=4k",
+                               "--rw=write", "--direct=1", f"--ioengine={engine}"],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        if os.path.exists(probe):
+            os.remove(probe)
+        if done.returncode == 0:
+            return engine
+    die("fio runs neither io_uring nor libaio here")
+    return ""
+
+
+def one_pair(args, workdir: str, index: int, depth: int, chunk_mib: float, fio_engine: str) -> dict:
+    engine = run_engine(args, workdir, index, chunk_mib=chunk_mib, io_depth=depth)
+    chunk = round(chunk_mib * MIB)
+    size = max(1, math.ceil(engine["bytes"] / chunk)) * chunk
+    fio_dir = os.path.join(workdir, "fio")
+    os.makedirs(fio_dir, exist_ok=True)
+    same = {"chunk_bytes": chunk, "jobs": 1, "ioengine": fio_engine, "iodepth": depth}
+    try:
+        run_fio(args, fio_dir, "write", size, os.path.join(workdir, "fio-write.json"), ["--fallocate=none"], **same)
+        mix = min(100, max(0, round(engine["read_share"] * 100)))
+        fio = run_fio(args, fio_dir, "rw", size, os.path.join(workdir, "fio-rw.json"), [f"--rwmixread={mix}"], **same)
+    finally:
+        shutil.rmtree(fio_dir, ignore_errors=True)
+    return {
+        "engine": engine,
+        "fio": fio,
+        "read_ratio": engine["read_bw"] / fio["read_bw"] if fio["read_bw"] else float("nan"),
+        "write_ratio": engine["write_bw"] / fio["write_bw"] if fio["write_bw"] else float("nan"),
+        "cpu_s_per_gib": engine["cpu_s"] / (engine["bytes"] / GIB) if engine["bytes"] else float("nan"),
+    }
+
+
+def _cell(values) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}..{max(values):.2f})"
+
+
+def print_matrix(title: str, depths, chunks, cell) -> None:
+    width = 18
+    print(f"\n{title}")
+    print(f"{'depth':>5} " + " ".join(f"{f'{c:g} MiB':>{width}}" for c in chunks))
+    for depth in depths:
+        print(f"{depth:>5} " + " ".join(f"{cell(depth, c):>{width}}" for c in chunks))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if shutil.which(args.fio) is None:
+        die(f"{args.fio} not found (apt-get install fio)")
+    points = {}
+    with work_directory(args.dir, "kvcache-io-sweep-") as workdir:
+        fio_engine = best_fio_engine(args, workdir)
+        print(f"directory {workdir}; fio {fio_engine} --iodepth D --numjobs 1 against the engine's D users and "
+              f"--io-depth D; {args.duration:g} s windows, {args.pairs} pair(s) per point")  # fmt: skip
+        print("bandwidths in GiB/s; cpu: the engine's CPU seconds in its window per GiB it moved")
+        print(f"{'depth':>5} {'chunk':>6} {'pair':>4} {'eng rd':>7} {'eng wr':>7} {'fio rd':>7} {'fio wr':>7} "
+              f"{'rd ratio':>8} {'wr ratio':>8} {'cpu s/GiB':>9}")  # fmt: skip
+        index = 0
+        for depth in args.depths:
+            for chunk in args.chunks:
+                pairs = []
+                for pair_number in range(1, args.pairs + 1):
+                    index += 1
+                    pair = one_pair(args, workdir, index, depth, chunk, fio_engine)
+                    pairs.append(pair)
+                    e, f = pair["engine"], pair["fio"]
+                    bandwidths = [e["read_bw"], e["write_bw"], f["read_bw"], f["write_bw"]]
+                    print(f"{depth:>5} {chunk:>6g} {pair_number:>4} "
+                          + " ".join(f"{bw / GIB:7.3f}" for bw in bandwidths)
+                          + f" {pair['read_ratio']:8.2f} {pair['write_ratio']:8.2f} {pair['cpu_s_per_gib']:9.3f}",
+                          flush=True)  # fmt: skip
+                points[(depth, chunk)] = pairs
+
+    def ratios(depth, chunk, key):
+        return [pair[key] for pair in points[(depth, chunk)]]
+
+    print_matrix("engine/fio read, median (min..max of the pairs)", args.depths, args.chunks,
+                 lambda d, c: _cell(ratios(d, c, "read_ratio")))  # fmt: skip
+    print_matrix("engine/fio write, median (min..max of the pairs)", args.depths, args.chunks,
+                 lambda d, c: _cell(ratios(d, c, "write_ratio")))  # fmt: skip
+    print_matrix("engine CPU s/GiB in its window (user + sys), median (min..max)", args.depths, args.chunks,
+                 lambda d, c: _cell(ratios(d, c, "cpu_s_per_gib")))  # fmt: skip
+    lowest_read = min(statistics.median(ratios(d, c, "read_ratio")) for d, c in points)
+    lowest_write = min(statistics.median(ratios(d, c, "write_ratio")) for d, c in points)
+    print(f"engine/fio min read {lowest_read:.2f} write {lowest_write:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
