@@ -362,6 +362,10 @@ class RankRun:
                     if arrivals_done.is_set():
                         return
                     continue
+                if self.stop.is_set():  # the window closed while this worker waited: nothing more is served
+                    if after is not None:
+                        after(request)
+                    return
                 try:
                     self.serve(request, arrival)
                 finally:
@@ -472,7 +476,9 @@ class RankRun:
                 pending[0] -= 1
                 users_lock.notify()
                 queued = waiting.get(request.user)
-                if not queued:
+                # Once the window closed, `request` may have been cut short before it wrote its turn: the next
+                # one would miss that context, so nothing is handed on.
+                if not queued or self.stop.is_set():
                     busy.discard(request.user)
                     waiting.pop(request.user, None)
                     return

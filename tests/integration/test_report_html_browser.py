@@ -1,6 +1,7 @@
 """The HTML report of a real run (one rank, and two runs compared) opens in headless Chromium with no console
 error and no request outside the page, and its screenshot is not blank."""
 
+import json
 import shutil
 import subprocess
 
@@ -65,7 +66,11 @@ def test_one_run_page_opens_clean(two_runs, tmp_path):
     assert made.returncode == 0, made.stderr
     assert_not_blank(screenshot(page, tmp_path))
     text = page.read_text(encoding="utf-8")
-    assert text.count("data:image/png;base64,") == 4  # time series, percentiles, QoS, per rank: all measured
+    # time series, percentiles, QoS, per rank: all measured; and the device's series where it was sampled
+    device = json.loads(first.read_text(encoding="utf-8")).get("device") or {}
+    sampled = any(host.get("timeseries") for host in device.get("per_host", []))
+    assert sampled == (text.count('alt="device counters over the window"') == 1)
+    assert text.count("data:image/png;base64,") == 4 + sampled
 
 
 def test_comparison_page_opens_clean(two_runs, tmp_path):
