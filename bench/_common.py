@@ -96,6 +96,12 @@ def spread(values: Sequence[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f} .. {max(values):.2f})"
 
 
+def require_program(program: str, package: str) -> None:
+    """Exit with the package that brings `program` when it is not on PATH."""
+    if shutil.which(program) is None:
+        die(f"{program} not found (apt-get install {package})")
+
+
 def die(message: str) -> None:
     sys.stderr.write(f"{os.path.basename(sys.argv[0])}: error: {message}\n")
     sys.exit(1)

@@ -22,7 +22,7 @@ import statistics
 import subprocess
 import sys
 
-from _common import GIB, MIB, die, work_directory
+from _common import GIB, MIB, die, require_program, work_directory
 from io_vs_fio import run_engine, run_fio
 
 DEPTHS = "1,2,8,32,64"
@@ -113,8 +113,7 @@ def print_matrix(title: str, depths, chunks, cell) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if shutil.which(args.fio) is None:
-        die(f"{args.fio} not found (apt-get install fio)")
+    require_program(args.fio, "fio")
     points = {}
     with work_directory(args.dir, "kvcache-io-sweep-") as workdir:
         fio_engine = best_fio_engine(args, workdir)

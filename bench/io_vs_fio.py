@@ -41,7 +41,7 @@ import statistics
 import subprocess
 import sys
 
-from _common import GIB, MIB, die, engine_command, engine_env, load_json, spread, work_directory
+from _common import GIB, MIB, die, engine_command, engine_env, load_json, require_program, spread, work_directory
 
 
 def parse_args(argv=None):
@@ -177,8 +177,7 @@ def one_pair(args, workdir: str, index: int) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if shutil.which(args.fio) is None:
-        die(f"{args.fio} not found (apt-get install fio)")
+    require_program(args.fio, "fio")
     print(
         f"mode {args.mode}: engine throughput, {args.io_depth} users/io-depth, {args.chunk_mib} MiB chunks, "
         f"{args.duration:g} s window; fio psync direct bs={args.chunk_mib}M numjobs={args.io_depth}"

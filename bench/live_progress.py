@@ -14,7 +14,6 @@ last live run, which shows the view really ran).
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 
@@ -25,6 +24,7 @@ from _common import (
     engine_command,
     measured_run,
     mpirun_prefix,
+    require_program,
     spread,
     storage_only,
     work_directory,
@@ -83,8 +83,7 @@ def one_run(args, workdir: str, progress: str, index: int) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if shutil.which(args.mpirun) is None:
-        die(f"{args.mpirun} not found (apt-get install openmpi-bin)")
+    require_program(args.mpirun, "openmpi-bin")
     bandwidth, cpu, frames = [], [], 0
     with work_directory(args.dir, "kvcache-live-progress-") as workdir:
         for index in range(args.pairs):

@@ -23,14 +23,22 @@ import argparse
 import ctypes
 import os
 import select
-import shutil
 import statistics
 import struct
 import subprocess
 import sys
 import time
 
-from _common import die, engine_command, engine_env, load_json, mpirun_prefix, storage_only, work_directory
+from _common import (
+    die,
+    engine_command,
+    engine_env,
+    load_json,
+    mpirun_prefix,
+    require_program,
+    storage_only,
+    work_directory,
+)
 
 IN_MOVED_TO = 0x00000080
 IN_CLOSE_WRITE = 0x00000008
@@ -133,8 +141,7 @@ def one_run(args, workdir: str, ranks: int, index: int) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if shutil.which(args.mpirun) is None:
-        die(f"{args.mpirun} not found (apt-get install openmpi-bin)")
+    require_program(args.mpirun, "openmpi-bin")
     medians = {}
     with work_directory(args.dir, "kvcache-mpi-agg-") as workdir:
         print(f"directory {workdir}; overhead = result file renamed in (inotify) - window.end_unix_s")
