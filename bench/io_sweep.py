@@ -9,9 +9,13 @@ out first with --fallocate=none (the mixed reference io_vs_fio.py explains). The
 as the disk drifts between minutes.
 
 Printed: a line per pair; then the matrix of median read/write ratios (min..max of the pairs beside), the
-engine's CPU seconds (user + sys of its whole process) per GiB moved at each point, and last
+engine's CPU seconds in its window (user + sys, every thread) per GiB moved at each point, and last
 `engine/fio min read R write W`: the lowest median over the matrix. Goals (issue 15): every point >= 0.90, CPU
 <= 0.10 s/GiB at 1 MiB chunks and <= 0.05 at >= 4 MiB.
+
+--ranks 1,2,4,8 adds the many-ranks rows: `mpirun -n R` engine ranks on this host, each with --ranks-depth users
+and io-depth, against fio --numjobs R --iodepth --ranks-depth (the same total depth) at --ranks-chunk; they
+count in the last line too. Goal: >= 0.90.
 """
 
 import argparse
@@ -22,7 +26,7 @@ import statistics
 import subprocess
 import sys
 
-from _common import GIB, MIB, die, require_program, work_directory
+from _common import GIB, MIB, die, mpirun_prefix, require_program, work_directory
 from io_vs_fio import run_engine, run_fio
 
 DEPTHS = "1,2,8,32,64"
@@ -51,13 +55,20 @@ def parse_args(argv=None):
                         help="chunk sizes in MiB, whole 4 KiB blocks (engine --io-chunk-mib; fio --bs)")  # fmt: skip
     parser.add_argument("--pairs", type=int, default=2, help="engine/fio pairs per point")
     parser.add_argument("--duration", type=float, default=5.0, help="engine window per pair, seconds")
+    parser.add_argument("--ranks", type=lambda t: _numbers(t, int, "--ranks"), default=[],
+                        help="also rank counts for mpirun on this host, e.g. 1,2,4,8 (mpirun, mpi4py)")  # fmt: skip
+    parser.add_argument("--ranks-depth", type=int, default=8, help="io-depth (and users) per rank in the ranks rows")
+    parser.add_argument("--ranks-chunk", type=float, default=4.0, help="chunk size in MiB in the ranks rows")
+    parser.add_argument("--mpirun", default="mpirun", help="Open MPI launcher for --ranks")
     parser.add_argument("--model", default="llama3.1-8b", help="engine --model")
     parser.add_argument("--fio", default="fio", help="fio executable")
     parser.add_argument("--python", default=sys.executable, help="Python that runs the engine")
     args = parser.parse_args(argv)
     if args.pairs < 1 or args.duration <= 0:
         parser.error("--pairs and --duration must be positive")
-    if any(round(c * MIB) % 4096 for c in args.chunks):
+    if args.ranks_depth < 1:
+        parser.error("--ranks-depth must be positive")
+    if any(round(c * MIB) % 4096 for c in [*args.chunks, args.ranks_chunk]):
         parser.error("--chunks: each size must be whole 4 KiB blocks (0.25 = 256 KiB)")
     return args
 
@@ -77,13 +88,16 @@ def best_fio_engine(args, directory: str) -> str:
     return ""
 
 
-def one_pair(args, workdir: str, index: int, depth: int, chunk_mib: float, fio_engine: str) -> dict:
-    engine = run_engine(args, workdir, index, chunk_mib=chunk_mib, io_depth=depth)
+def one_pair(args, workdir: str, index: int, depth: int, chunk_mib: float, fio_engine: str, ranks=0) -> dict:
+    """Engine then fio at one point; `ranks` > 0: that many engine ranks under mpirun, fio jobs alike."""
+    prefix = mpirun_prefix(args.mpirun, ranks) if ranks else ()
+    engine = run_engine(args, workdir, index, chunk_mib=chunk_mib, io_depth=depth, prefix=prefix)
     chunk = round(chunk_mib * MIB)
-    size = max(1, math.ceil(engine["bytes"] / chunk)) * chunk
+    jobs = max(1, ranks)
+    size = max(1, math.ceil(engine["bytes"] / jobs / chunk)) * chunk  # per fio job
     fio_dir = os.path.join(workdir, "fio")
     os.makedirs(fio_dir, exist_ok=True)
-    same = {"chunk_bytes": chunk, "jobs": 1, "ioengine": fio_engine, "iodepth": depth}
+    same = {"chunk_bytes": chunk, "jobs": jobs, "ioengine": fio_engine, "iodepth": depth}
     try:
         run_fio(args, fio_dir, "write", size, os.path.join(workdir, "fio-write.json"), ["--fallocate=none"], **same)
         mix = min(100, max(0, round(engine["read_share"] * 100)))
@@ -99,6 +113,13 @@ def one_pair(args, workdir: str, index: int, depth: int, chunk_mib: float, fio_e
     }
 
 
+def _lowest(every, key: str) -> str:
+    """The lowest median over the points; a point where fio moved nothing that way (nan) has no ratio."""
+    medians = [statistics.median(p[key] for p in pairs) for pairs in every]
+    found = [m for m in medians if not math.isnan(m)]
+    return f"{min(found):.2f}" if found else "n/a"
+
+
 def _cell(values) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}..{max(values):.2f})"
 
@@ -111,10 +132,27 @@ def print_matrix(title: str, depths, chunks, cell) -> None:
         print(f"{depth:>5} " + " ".join(f"{cell(depth, c):>{width}}" for c in chunks))
 
 
+def run_point(args, workdir, counter, depth, chunk, fio_engine, label, ranks=0):
+    """The pairs of one point, each printed as it ends."""
+    pairs = []
+    for pair_number in range(1, args.pairs + 1):
+        counter[0] += 1
+        pair = one_pair(args, workdir, counter[0], depth, chunk, fio_engine, ranks)
+        pairs.append(pair)
+        e, f = pair["engine"], pair["fio"]
+        bandwidths = [e["read_bw"], e["write_bw"], f["read_bw"], f["write_bw"]]
+        print(f"{label} {chunk:>6g} {pair_number:>4} " + " ".join(f"{bw / GIB:7.3f}" for bw in bandwidths)
+              + f" {pair['read_ratio']:8.2f} {pair['write_ratio']:8.2f} {pair['cpu_s_per_gib']:9.3f}",
+              flush=True)  # fmt: skip
+    return pairs
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     require_program(args.fio, "fio")
-    points = {}
+    if args.ranks:
+        require_program(args.mpirun, "openmpi-bin")
+    points, ranked = {}, {}
     with work_directory(args.dir, "kvcache-io-sweep-") as workdir:
         fio_engine = best_fio_engine(args, workdir)
         print(f"directory {workdir}; fio {fio_engine} --iodepth D --numjobs 1 against the engine's D users and "
@@ -122,21 +160,14 @@ def main(argv=None) -> int:
         print("bandwidths in GiB/s; cpu: the engine's CPU seconds in its window per GiB it moved")
         print(f"{'depth':>5} {'chunk':>6} {'pair':>4} {'eng rd':>7} {'eng wr':>7} {'fio rd':>7} {'fio wr':>7} "
               f"{'rd ratio':>8} {'wr ratio':>8} {'cpu s/GiB':>9}")  # fmt: skip
-        index = 0
+        counter = [0]
         for depth in args.depths:
             for chunk in args.chunks:
-                pairs = []
-                for pair_number in range(1, args.pairs + 1):
-                    index += 1
-                    pair = one_pair(args, workdir, index, depth, chunk, fio_engine)
-                    pairs.append(pair)
-                    e, f = pair["engine"], pair["fio"]
-                    bandwidths = [e["read_bw"], e["write_bw"], f["read_bw"], f["write_bw"]]
-                    print(f"{depth:>5} {chunk:>6g} {pair_number:>4} "
-                          + " ".join(f"{bw / GIB:7.3f}" for bw in bandwidths)
-                          + f" {pair['read_ratio']:8.2f} {pair['write_ratio']:8.2f} {pair['cpu_s_per_gib']:9.3f}",
-                          flush=True)  # fmt: skip
-                points[(depth, chunk)] = pairs
+                points[(depth, chunk)] = run_point(args, workdir, counter, depth, chunk, fio_engine, f"{depth:>5}")
+        for ranks in args.ranks:
+            label = f"{f'{ranks}r x{args.ranks_depth}':>5}"
+            ranked[ranks] = run_point(args, workdir, counter, args.ranks_depth, args.ranks_chunk, fio_engine, label,
+                                      ranks=ranks)  # fmt: skip
 
     def ratios(depth, chunk, key):
         return [pair[key] for pair in points[(depth, chunk)]]
@@ -147,9 +178,14 @@ def main(argv=None) -> int:
                  lambda d, c: _cell(ratios(d, c, "write_ratio")))  # fmt: skip
     print_matrix("engine CPU s/GiB in its window (user + sys), median (min..max)", args.depths, args.chunks,
                  lambda d, c: _cell(ratios(d, c, "cpu_s_per_gib")))  # fmt: skip
-    lowest_read = min(statistics.median(ratios(d, c, "read_ratio")) for d, c in points)
-    lowest_write = min(statistics.median(ratios(d, c, "write_ratio")) for d, c in points)
-    print(f"engine/fio min read {lowest_read:.2f} write {lowest_write:.2f}")
+    if ranked:
+        print(f"\nmany ranks on this host, {args.ranks_depth} in flight per rank, {args.ranks_chunk:g} MiB chunks "
+              "(fio: as many jobs)")  # fmt: skip
+        for ranks, pairs in ranked.items():
+            read, write = _cell([p["read_ratio"] for p in pairs]), _cell([p["write_ratio"] for p in pairs])
+            print(f"{ranks:>5} rank(s): read {read}  write {write}")
+    every = [*points.values(), *ranked.values()]
+    print(f"engine/fio min read {_lowest(every, 'read_ratio')} write {_lowest(every, 'write_ratio')}")
     return 0
 
 

@@ -69,9 +69,10 @@ def parse_args(argv=None):
     return args
 
 
-def run_engine(args, workdir: str, index: int, chunk_mib=None, io_depth=None) -> dict:
+def run_engine(args, workdir: str, index: int, chunk_mib=None, io_depth=None, prefix=()) -> dict:
     """One engine window in throughput mode at `chunk_mib` and `io_depth` (default: the arguments'), with
-    io_depth users; its bandwidths, bytes, read share and the CPU seconds its process took in the window."""
+    io_depth users per rank; its bandwidths, bytes, read share and the CPU seconds its ranks took in the window.
+    `prefix`: a launcher (mpirun ... -n R) for R ranks on this host."""
     chunk_mib = args.chunk_mib if chunk_mib is None else chunk_mib
     io_depth = args.io_depth if io_depth is None else io_depth
     cache = os.path.join(workdir, "engine")
@@ -91,9 +92,11 @@ def run_engine(args, workdir: str, index: int, chunk_mib=None, io_depth=None) ->
             "--cache-dir", cache,
             "--output", output,
             "--quiet",
+            *(["--mpi", "on"] if prefix else []),
         ],
         args.python,
     )  # fmt: skip
+    command = [*prefix, *command]
     done = subprocess.run(
         command, env=engine_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False
     )

@@ -1,7 +1,8 @@
 """Latency histograms (HdrHistogram, mergeable across ranks) and byte/request counters.
 
-One lock guards everything: operations are milliseconds long, so contention is negligible, and
-a single lock keeps snapshots for the time series consistent.
+One lock guards everything, held only for dictionary updates: a worker takes it after every chunk, so the
+samples swap in fresh histograms under it and read the old ones outside it. A single lock keeps the time
+series' snapshots consistent.
 """
 
 import threading
@@ -190,27 +191,32 @@ class Metrics:
     def sample(self):
         """Counters now, and each tier and op's p95 since the previous sample (None where there was no operation),
         for progress and the time series."""
+        # Fresh histograms swap in under the lock and the old ones are read after it: hdrh's reset() and its
+        # percentiles walk ~23,000 buckets in Python, and every worker waits for this lock after each chunk.
+        fresh = {name: new_histogram() for name in self.interval}
         with self.lock:
-            p95 = {}
-            for name, hist in self.interval.items():
-                p95[name] = hist.get_value_at_percentile(95.0) / 1000.0 if hist.get_total_count() else None
-                hist.reset()
-            return dict(self.bytes), self.counters["requests"], p95
+            since, self.interval = self.interval, fresh
+            counted, requests = dict(self.bytes), self.counters["requests"]
+        p95 = {
+            name: values_at_percentiles(hist, [95.0])[0] if hist.get_total_count() else None
+            for name, hist in since.items()
+        }
+        return counted, requests, p95
 
     def step_snapshot(self) -> dict:
         """What happened since the previous call (an autoscaling step): bytes per tier and op, completed requests,
         and each QoS class's end-to-end histogram (encoded; classes with no completed request absent). Starts the
         next step."""
+        fresh = {name: new_histogram() for name in list(self.step_qos_e2e)}  # as in sample(): swapped, not reset
         with self.lock:
             step = {
                 "bytes": {name: count - self._step_bytes[name] for name, count in self.bytes.items()},
                 "requests": self.counters["requests"] - self._step_requests,
-                "qos_e2e": {name: encode(h) for name, h in self.step_qos_e2e.items() if h.get_total_count()},
             }
             self._step_bytes, self._step_requests = dict(self.bytes), self.counters["requests"]
-            for hist in self.step_qos_e2e.values():
-                hist.reset()
-            return step
+            since, self.step_qos_e2e = self.step_qos_e2e, fresh
+        step["qos_e2e"] = {name: encode(h) for name, h in since.items() if h.get_total_count()}
+        return step
 
     def export(self) -> dict:
         """Plain data for the result and for sending to rank 0 (histograms encoded)."""
