@@ -10,7 +10,9 @@ as the disk drifts between minutes.
 
 Printed: a line per pair; then the matrix of median read/write ratios (min..max of the pairs beside), the
 engine's CPU seconds in its window (user + sys, every thread) per GiB moved at each point, and last
-`engine/fio min read R write W`: the lowest median over the matrix. Goals (issue 15): every point >= 0.90, CPU
+`engine/fio min read R write W`: the lowest median over the matrix. With depth 1 in --depths, also the
+latency fidelity: at each chunk size, the engine's per-call p50 (result tiers.storage.*_chunk_latency_ms) over
+fio's completion latency p50 (clat) in the same pair; goal within 10 %. Goals (issue 15): every point >= 0.90, CPU
 <= 0.10 s/GiB at 1 MiB chunks and <= 0.05 at >= 4 MiB.
 
 --ranks 1,2,4,8 adds the many-ranks rows: `mpirun -n R` engine ranks on this host, each with --ranks-depth users
@@ -110,7 +112,12 @@ def one_pair(args, workdir: str, index: int, depth: int, chunk_mib: float, fio_e
         "read_ratio": engine["read_bw"] / fio["read_bw"] if fio["read_bw"] else float("nan"),
         "write_ratio": engine["write_bw"] / fio["write_bw"] if fio["write_bw"] else float("nan"),
         "cpu_s_per_gib": engine["cpu_s"] / (engine["bytes"] / GIB) if engine["bytes"] else float("nan"),
+        **{f"{op}_p50_ratio": _ratio(engine[f"{op}_p50_ms"], fio[f"{op}_p50_ms"]) for op in ("read", "write")},
     }
+
+
+def _ratio(numerator, denominator) -> float:
+    return numerator / denominator if numerator is not None and denominator else float("nan")
 
 
 def _lowest(every, key: str) -> str:
@@ -130,6 +137,17 @@ def print_matrix(title: str, depths, chunks, cell) -> None:
     print(f"{'depth':>5} " + " ".join(f"{f'{c:g} MiB':>{width}}" for c in chunks))
     for depth in depths:
         print(f"{depth:>5} " + " ".join(f"{cell(depth, c):>{width}}" for c in chunks))
+
+
+def print_latency_fidelity(chunks, rows) -> None:
+    """Depth 1: the engine's per-call latency p50 against fio's completion latency p50 (goal: within 10 %)."""
+    print("\nlatency at depth 1: engine per-call p50 / fio completion (clat) p50, median (min..max of the pairs)")
+    for chunk, pairs in zip(chunks, rows):
+        cells = []
+        for op in ("read", "write"):
+            values = [p[f"{op}_p50_ratio"] for p in pairs if not math.isnan(p[f"{op}_p50_ratio"])]
+            cells.append(f"{op} {_cell(values) if values else 'n/a'}")
+        print(f"{chunk:>6g} MiB  " + "  ".join(cells))
 
 
 def run_point(args, workdir, counter, depth, chunk, fio_engine, label, ranks=0):
@@ -184,6 +202,8 @@ def main(argv=None) -> int:
         for ranks, pairs in ranked.items():
             read, write = _cell([p["read_ratio"] for p in pairs]), _cell([p["write_ratio"] for p in pairs])
             print(f"{ranks:>5} rank(s): read {read}  write {write}")
+    if 1 in args.depths:
+        print_latency_fidelity(args.chunks, [points[(1, chunk)] for chunk in args.chunks])
     every = [*points.values(), *ranked.values()]
     print(f"engine/fio min read {_lowest(every, 'read_ratio')} write {_lowest(every, 'write_ratio')}")
     return 0

@@ -115,13 +115,16 @@ def run_engine(args, workdir: str, index: int, chunk_mib=None, io_depth=None, pr
         "bytes": storage["bytes_read"] + storage["bytes_written"],
         "read_share": storage["bytes_read"] / max(1, storage["bytes_read"] + storage["bytes_written"]),
         "cpu_s": result["aggregate"]["cpu_seconds"],  # the window's, not the process start's
+        # Each I/O call's p50 in ms (None where the engine made none that way).
+        "read_p50_ms": storage["read_chunk_latency_ms"]["p50"],
+        "write_p50_ms": storage["write_chunk_latency_ms"]["p50"],
     }
 
 
 def run_fio(args, directory: str, rw: str, size: int, output: str, extra=(), chunk_bytes=None, jobs=None,
             ioengine="psync", iodepth=1) -> dict:  # fmt: skip
     """One fio job on `directory`, O_DIRECT, `jobs` jobs (default --io-depth) of `ioengine` with `iodepth`
-    operations in flight each; its read and write bytes per second."""
+    operations in flight each; its read and write bytes per second and completion latency p50s."""
     chunk_bytes = args.chunk_mib * MIB if chunk_bytes is None else chunk_bytes
     command = [
         args.fio,
@@ -148,7 +151,19 @@ def run_fio(args, directory: str, rw: str, size: int, output: str, extra=(), chu
     job = json.loads(text[text.index("{") :])["jobs"][0]  # fio may print notes before the JSON
     if job.get("error"):
         die(f"fio --rw={rw} job error {job['error']}")
-    return {"read_bw": job["read"]["bw_bytes"], "write_bw": job["write"]["bw_bytes"]}
+    return {
+        "read_bw": job["read"]["bw_bytes"],
+        "write_bw": job["write"]["bw_bytes"],
+        "read_p50_ms": _clat_p50_ms(job["read"]),
+        "write_p50_ms": _clat_p50_ms(job["write"]),
+    }
+
+
+def _clat_p50_ms(side: dict):
+    """fio's completion latency p50 of one direction, in ms; None where it made no operation that way."""
+    if not side.get("total_ios"):
+        return None
+    return side["clat_ns"]["percentile"]["50.000000"] / 1e6
 
 
 def one_pair(args, workdir: str, index: int) -> dict:

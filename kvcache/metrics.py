@@ -18,6 +18,8 @@ PERCENTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("p999", 99.9), ("p9
 
 TIERS = ("gpu", "cpu", "storage")
 OPS = ("read", "write")
+# The storage tier's single I/O calls (one --io-chunk-mib preadv/pwritev each): what fio calls completion latency.
+CHUNK_LATENCIES = {op: f"storage.{op}_chunk" for op in OPS}
 # storage_per_request: the summed storage-tier op time of one request (the reference's "storage latency").
 REQUEST_LATENCIES = ("end_to_end", "ttft", "queue_wait", "storage_per_request")
 # The time series' per-tier fields: bytes/s and p95 since the previous sample, for each tier and op.
@@ -90,7 +92,7 @@ class Metrics:
         self.lock = threading.Lock()
         self._request = threading.local()  # the storage seconds of the request this thread serves
         self.latency = {f"{tier}.{op}": new_histogram() for tier in TIERS for op in OPS}
-        self.latency.update({name: new_histogram() for name in REQUEST_LATENCIES})
+        self.latency.update({name: new_histogram() for name in (*CHUNK_LATENCIES.values(), *REQUEST_LATENCIES)})
         # Per QoS class: the end-to-end latency, and how many requests ended within the class's p95 target.
         self.qos_e2e: Dict[str, HdrHistogram] = {}
         self.qos_within_target: Dict[str, int] = {}
@@ -127,6 +129,13 @@ class Metrics:
     def add_bytes(self, tier: str, op: str, nbytes: int) -> None:
         with self.lock:
             self.bytes[f"{tier}.{op}"] += nbytes
+
+    def add_storage_chunk(self, op: str, nbytes: int, seconds: float) -> None:
+        """One storage I/O call of `nbytes` that took `seconds`: its bytes and its latency, under one lock."""
+        micros = max(LOWEST_US, int(seconds * 1e6))
+        with self.lock:
+            self.bytes[f"storage.{op}"] += nbytes
+            self.latency[CHUNK_LATENCIES[op]].record_value(micros)
 
     def record_op(self, tier: str, op: str, seconds: float) -> None:
         """A completed, timed whole-entry read or write (also counted as an operation)."""

@@ -7,7 +7,7 @@ from kvcache import RESULT_SCHEMA as SCHEMA
 from kvcache.audit_result import audit_block, audit_warnings
 from kvcache.baseline_result import baseline_block
 from kvcache.device_result import device_block, device_warnings
-from kvcache.metrics import REQUEST_LATENCIES, SERIES, TIERS, decode, merge, percentile_block
+from kvcache.metrics import CHUNK_LATENCIES, REQUEST_LATENCIES, SERIES, TIERS, decode, merge, percentile_block
 from kvcache.units import GIB
 from kvcache.workload import DEFAULT_PROFILE, QOS_COMPLIANCE
 
@@ -38,6 +38,9 @@ def _tier_blocks(latency_hists, byte_counts, counters, seconds, tier_info=None) 
             "entries": counters.get(f"entries.{tier}", 0),
             "peak_entries": counters.get(f"peak_entries.{tier}", 0),
         }
+        if tier == "storage":
+            for op, name in CHUNK_LATENCIES.items():
+                block[f"{op}_chunk_latency_ms"] = percentile_block(latency_hists[name])
         if tier_info:
             block.update(tier_info.get(tier, {}))
         tiers[tier] = block

@@ -659,6 +659,7 @@ class RankRun:
         self.window_cpu_s = round(time.process_time() - cpu_start, 6)
         self.window_end = self.window_start + (now - origin)
         self.window_offsets = (0.0, now - origin)
+        self._remove_cut_short()
         if now - self._last_sample[0] > interval / 2:
             self._sample(now, origin)
         if self.device:
@@ -790,7 +791,12 @@ class RankRun:
             return f"interrupted by {self.interrupted_by}"
         return self._failure
 
+    def _remove_cut_short(self) -> None:
+        for tier in self.tiers:
+            tier.remove_cut_short()
+
     def close(self) -> None:
         if self.progress:
             self.progress.done()  # the terminal back to normal, whatever ended the run
+        self._remove_cut_short()  # a run stopped outside its window (a signal in setup) leaves them too
         self.pool.close()

@@ -11,6 +11,7 @@ import mmap
 import os
 import queue
 import threading
+import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -126,19 +127,22 @@ class MemorySource:
 
 
 class FileSource:
-    """Data in a storage file: each chunk is a real read into the pool buffer."""
+    """Data in a storage file: each chunk is a real read into the pool buffer, timed.
+    `on_chunk(nbytes, seconds)` is told each one."""
 
-    def __init__(self, fd: int, on_read):
+    def __init__(self, fd: int, on_chunk):
         self.fd = fd
-        self.on_read = on_read
+        self.on_chunk = on_chunk
 
     def chunk(self, offset: int, nbytes: int, buf: mmap.mmap) -> memoryview:
         view = memoryview(buf)[:nbytes]
+        started = time.perf_counter()
         got = os.preadv(self.fd, [view], offset)
+        took = time.perf_counter() - started
         if got != nbytes:
             view.release()
             raise OSError(errno.EIO, f"short read: {got} of {nbytes} bytes at offset {offset}")
-        self.on_read(nbytes)
+        self.on_chunk(nbytes, took)
         return view
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 from typing import List
 
 from kvcache.headline import headline_figures, headline_lines
+from kvcache.metrics import OPS
 from kvcache.units import GIB
 
 
@@ -100,7 +101,11 @@ def format_summary(result: dict) -> str:
     lines.append(
         f"{'latency ms':<20} {'p50':>9} {'p95':>9} {'p99':>9} {'p99.9':>9} {'p99.99':>9} {'max':>9} {'count':>8}"
     )
-    for name, block in result["latency_ms"].items():
+    storage = result["tiers"]["storage"]
+    # Each I/O call of the storage tier (results before these fields have none).
+    chunks = {f"storage {op} chunk": storage[f"{op}_chunk_latency_ms"] for op in OPS
+              if f"{op}_chunk_latency_ms" in storage}  # fmt: skip
+    for name, block in {**result["latency_ms"], **chunks}.items():
         lines.append(
             f"{name:<20} {_ms(block['p50']):>9} {_ms(block['p95']):>9} {_ms(block['p99']):>9} "
             f"{_ms(block['p999']):>9} {_ms(block.get('p9999')):>9} {_ms(block['max']):>9} {block['count']:>8}"

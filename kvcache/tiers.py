@@ -102,6 +102,9 @@ class Tier(abc.ABC):
     def release(self, handle) -> None:  # noqa: B027 - memory tiers are freed when the last reference goes
         """Free an entry's space (a reader that still holds the handle keeps its own reference)."""
 
+    def remove_cut_short(self) -> None:  # noqa: B027 - only files outlive an interrupted write
+        """Remove what writes interrupted by the window's end left behind."""
+
     def describe(self) -> dict:
         return {"capacity_bytes": self.capacity, "simulated": self.simulated}
 
@@ -284,6 +287,10 @@ class StorageTier(Tier):
         self.directory = directory
         self.fileio = fileio
         self._generation = itertools.count(1)
+        # Files whose write the window's end cut short: removed after the window (remove_cut_short), as
+        # unlinking hundreds of MiB each is filesystem work that would otherwise stretch the window.
+        self._cut_short: List[str] = []
+        self._cut_short_lock = threading.Lock()
 
     def path(self, key):
         # A new file name each time a key is stored: an evicted or promoted copy of the same key may
@@ -297,13 +304,20 @@ class StorageTier(Tier):
         try:
 
             def sink(offset, data):
+                started = time.perf_counter()
                 written = os.pwritev(fd, [data], offset)
+                took = time.perf_counter() - started
                 if written != len(data):
                     raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
-                self.metrics.add_bytes("storage", "write", written)
+                self.metrics.add_storage_chunk("write", written, took)
 
             self.mover.run(size, source, sink)
             self.fileio.finish_write(fd)
+        except Interrupted:
+            os.close(fd)
+            with self._cut_short_lock:
+                self._cut_short.append(path)
+            raise
         except BaseException:
             os.close(fd)
             _unlink(path)
@@ -311,8 +325,17 @@ class StorageTier(Tier):
         os.close(fd)
         return path
 
+    def remove_cut_short(self) -> None:
+        """Unlink the files of the writes that the window's end interrupted."""
+        with self._cut_short_lock:
+            paths, self._cut_short = self._cut_short, []
+        for path in paths:
+            _unlink(path)
+
     def open_source(self, handle):
-        return FileSource(self.fileio.open_for_read(handle), self.counted("read"))
+        return FileSource(
+            self.fileio.open_for_read(handle), lambda nbytes, took: self.metrics.add_storage_chunk("read", nbytes, took)
+        )
 
     def release(self, handle):
         _unlink(handle)

@@ -5,6 +5,7 @@ import threading
 import pytest
 
 from kvcache.metrics import (
+    CHUNK_LATENCIES,
     LOWEST_US,
     OPS,
     REQUEST_LATENCIES,
@@ -65,7 +66,8 @@ def test_merge_equals_recording_everything_in_one():
 
 def test_metrics_starts_with_every_histogram_and_zero_counters():
     metrics = Metrics()
-    assert set(metrics.latency) == {f"{t}.{o}" for t in TIERS for o in OPS} | set(REQUEST_LATENCIES)
+    every = {f"{t}.{o}" for t in TIERS for o in OPS} | set(CHUNK_LATENCIES.values()) | set(REQUEST_LATENCIES)
+    assert set(metrics.latency) == every
     assert all(v == 0 for v in metrics.bytes.values())
     assert all(v == 0 for v in metrics.counters.values())
 
@@ -79,6 +81,20 @@ def test_record_op_clamps_to_one_microsecond_and_routes_by_tier():
     assert metrics.latency["storage.read"].get_min_value() == LOWEST_US
     assert metrics.latency["cpu.write"].get_total_count() == 1
     assert metrics.latency["cpu.read"].get_total_count() == 0
+
+
+def test_a_storage_chunk_adds_its_bytes_and_its_latency_to_its_direction_only():
+    metrics = Metrics()
+    metrics.add_storage_chunk("read", 4096, 0.0005)
+    metrics.add_storage_chunk("read", 4096, 0.0)
+    metrics.add_storage_chunk("write", 8192, 0.002)
+    assert metrics.bytes["storage.read"] == 8192 and metrics.bytes["storage.write"] == 8192
+    reads, writes = (metrics.latency[CHUNK_LATENCIES[op]] for op in ("read", "write"))
+    assert reads.get_total_count() == 2 and reads.get_min_value() == LOWEST_US
+    assert writes.get_total_count() == 1 and 1990 <= writes.get_max_value() <= 2010
+    # A chunk is no whole-entry operation: the entry latencies and op counts stay as they were.
+    assert metrics.latency["storage.read"].get_total_count() == 0
+    assert metrics.counters["ops.storage.read"] == 0
 
 
 def test_unknown_counter_is_an_error():

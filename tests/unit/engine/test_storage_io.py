@@ -237,7 +237,7 @@ def test_fileio_round_trip(tmp_path, pool, engine):
     assert oct(os.stat(path).st_mode & 0o777) == oct(0o600)
 
     counted = []
-    source = FileSource(fileio.open_for_read(path), counted.append)
+    source = FileSource(fileio.open_for_read(path), lambda nbytes, took: counted.append((nbytes, took)))
     read_back = []
     try:
         with pool.take() as buf:
@@ -248,13 +248,14 @@ def test_fileio_round_trip(tmp_path, pool, engine):
     finally:
         source.close()
     assert read_back == written
-    assert sum(counted) == size
+    assert sum(nbytes for nbytes, _took in counted) == size
+    assert len(counted) == 4 and all(took > 0 for _nbytes, took in counted)  # each call timed
 
 
 def test_short_read_is_an_error(tmp_path, pool):
     path = tmp_path / "short.kv"
     path.write_bytes(b"x" * ALIGN)
-    source = FileSource(FileIO("buffered").open_for_read(str(path)), lambda n: None)
+    source = FileSource(FileIO("buffered").open_for_read(str(path)), lambda nbytes, took: None)
     try:
         with pool.take() as buf, pytest.raises(OSError) as info:
             source.chunk(0, 2 * ALIGN, buf)

@@ -243,16 +243,31 @@ def test_read_without_counting_a_lookup(make_stack):
     assert stack.metrics.bytes["cpu.read"] == E  # the read itself still happened
 
 
-def test_interrupted_write_leaves_nothing(make_stack):
+def test_interrupted_write_leaves_nothing_once_its_file_is_removed(make_stack):
     stack = make_stack(gpu_bytes=0, cpu_bytes=0, storage_bytes=4 * E)
     stack.stop.set()
     with pytest.raises(Interrupted):
         stack.manager.write_new("a", E, stack.pattern)
     assert stack.manager.entries == {}
     assert stack.storage.used == 0
+    # The cut-short file waits for the window to close (its unlink is no part of the measurement).
+    assert len(stack.files()) == 1
+    stack.storage.remove_cut_short()
     assert stack.files() == []
     stack.stop.clear()
     assert stack.manager.write_new("a", E, stack.pattern) == "storage"  # the key is free again
+
+
+def test_a_failed_write_removes_its_file_at_once(make_stack):
+    stack = make_stack(gpu_bytes=0, cpu_bytes=0, storage_bytes=4 * E)
+
+    def fail(offset, nbytes, buf):
+        raise OSError(5, "injected")
+
+    stack.pattern.chunk = fail
+    with pytest.raises(OSError, match="injected"):
+        stack.manager.write_new("a", E, stack.pattern)
+    assert stack.files() == [] and stack.storage.used == 0
 
 
 def test_stale_unlink_of_an_evicted_copy_spares_a_rewritten_key(make_stack):
