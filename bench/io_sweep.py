@@ -9,11 +9,13 @@ out first with --fallocate=none (the mixed reference io_vs_fio.py explains). The
 as the disk drifts between minutes.
 
 Printed: a line per pair; then the matrix of median read/write ratios (min..max of the pairs beside), the
-engine's CPU seconds in its window (user + sys, every thread) per GiB moved at each point, and last
+engine's CPU seconds in its window (user + sys, every thread) per GiB moved at each point (with the floor beside it:
+one thread's bare O_DIRECT pwritev/preadv loop at each chunk size, the kernel's cost that no engine avoids), and last
 `engine/fio min read R write W`: the lowest median over the matrix. With depth 1 in --depths, also the
 latency fidelity: at each chunk size, the engine's per-call p50 (result tiers.storage.*_chunk_latency_ms) over
-fio's completion latency p50 (clat) in the same pair; goal within 10 %. Goals (issue 15): every point >= 0.90, CPU
-<= 0.10 s/GiB at 1 MiB chunks and <= 0.05 at >= 4 MiB.
+fio's completion latency p50 (clat) in the same pair, like for like: reads against a sequential read job,
+writes against the layout job (both extend fresh files); the mixed job's are printed too. Goal: within 10 %.
+Goals (issue 15): every point >= 0.90, CPU <= 0.10 s/GiB at 1 MiB chunks and <= 0.05 at >= 4 MiB.
 
 --ranks 1,2,4,8 adds the many-ranks rows: `mpirun -n R` engine ranks on this host, each with --ranks-depth users
 and io-depth, against fio --numjobs R --iodepth --ranks-depth (the same total depth) at --ranks-chunk; they
@@ -22,11 +24,13 @@ count in the last line too. Goal: >= 0.90.
 
 import argparse
 import math
+import mmap
 import os
 import shutil
 import statistics
 import subprocess
 import sys
+import time
 
 from _common import GIB, MIB, die, mpirun_prefix, require_program, work_directory
 from io_vs_fio import run_engine, run_fio
@@ -101,9 +105,13 @@ def one_pair(args, workdir: str, index: int, depth: int, chunk_mib: float, fio_e
     os.makedirs(fio_dir, exist_ok=True)
     same = {"chunk_bytes": chunk, "jobs": jobs, "ioengine": fio_engine, "iodepth": depth}
     try:
-        run_fio(args, fio_dir, "write", size, os.path.join(workdir, "fio-write.json"), ["--fallocate=none"], **same)
+        fresh = run_fio(args, fio_dir, "write", size, os.path.join(workdir, "fio-write.json"), ["--fallocate=none"],
+                        **same)  # fmt: skip
         mix = min(100, max(0, round(engine["read_share"] * 100)))
         fio = run_fio(args, fio_dir, "rw", size, os.path.join(workdir, "fio-rw.json"), [f"--rwmixread={mix}"], **same)
+        # Depth 1, for the latency: reads that run through each file in order, as the engine reads an entry.
+        sequential = (run_fio(args, fio_dir, "read", size, os.path.join(workdir, "fio-read.json"),
+                              [f"--runtime={args.duration:g}"], **same) if depth == 1 else fio)  # fmt: skip
     finally:
         shutil.rmtree(fio_dir, ignore_errors=True)
     return {
@@ -112,12 +120,39 @@ def one_pair(args, workdir: str, index: int, depth: int, chunk_mib: float, fio_e
         "read_ratio": engine["read_bw"] / fio["read_bw"] if fio["read_bw"] else float("nan"),
         "write_ratio": engine["write_bw"] / fio["write_bw"] if fio["write_bw"] else float("nan"),
         "cpu_s_per_gib": engine["cpu_s"] / (engine["bytes"] / GIB) if engine["bytes"] else float("nan"),
-        **{f"{op}_p50_ratio": _ratio(engine[f"{op}_p50_ms"], fio[f"{op}_p50_ms"]) for op in ("read", "write")},
+        # Like for like: the engine reads each entry in order and writes new files, extending them, as fio's
+        # sequential read and layout jobs do; the mixed job's random mix and overwrites are kept beside.
+        "read_p50_ratio": _ratio(engine["read_p50_ms"], sequential["read_p50_ms"]),
+        "write_p50_ratio": _ratio(engine["write_p50_ms"], fresh["write_p50_ms"]),
+        "mixed_read_p50_ratio": _ratio(engine["read_p50_ms"], fio["read_p50_ms"]),
+        "overwrite_p50_ratio": _ratio(engine["write_p50_ms"], fio["write_p50_ms"]),
     }
 
 
 def _ratio(numerator, denominator) -> float:
     return numerator / denominator if numerator is not None and denominator else float("nan")
+
+
+def bare_loop_cpu(directory: str, chunk: int, total: int = GIB) -> float:
+    """The floor under the CPU goal: CPU seconds per GiB of one thread that only calls pwritev then preadv with
+    O_DIRECT, `chunk` bytes at a time, over `total` bytes of a fresh file (the kernel's share of every engine)."""
+    buf = mmap.mmap(-1, chunk)
+    buf[:] = os.urandom(chunk)
+    path = os.path.join(directory, "bare-loop")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o600)
+    try:
+        offsets = range(0, max(chunk, total - total % chunk), chunk)
+        started = time.process_time()
+        for offset in offsets:
+            os.pwritev(fd, [buf], offset)
+        for offset in offsets:
+            os.preadv(fd, [buf], offset)
+        used = time.process_time() - started
+    finally:
+        os.close(fd)
+        os.remove(path)
+        buf.close()
+    return used / (2 * len(offsets) * chunk / GIB)
 
 
 def _lowest(every, key: str) -> str:
@@ -141,12 +176,16 @@ def print_matrix(title: str, depths, chunks, cell) -> None:
 
 def print_latency_fidelity(chunks, rows) -> None:
     """Depth 1: the engine's per-call latency p50 against fio's completion latency p50 (goal: within 10 %)."""
-    print("\nlatency at depth 1: engine per-call p50 / fio completion (clat) p50, median (min..max of the pairs)")
+    print(
+        "\nlatency at depth 1: engine per-call p50 / fio completion (clat) p50, median (min..max of the pairs): "
+        "read vs fio's sequential reads, write vs its writes extending fresh files (as the engine's do); "
+        "mixed read and overwrite vs the mixed job"
+    )
     for chunk, pairs in zip(chunks, rows):
         cells = []
-        for op in ("read", "write"):
+        for op in ("read", "write", "mixed_read", "overwrite"):
             values = [p[f"{op}_p50_ratio"] for p in pairs if not math.isnan(p[f"{op}_p50_ratio"])]
-            cells.append(f"{op} {_cell(values) if values else 'n/a'}")
+            cells.append(f"{op.replace('_', ' ')} {_cell(values) if values else 'n/a'}")
         print(f"{chunk:>6g} MiB  " + "  ".join(cells))
 
 
@@ -178,6 +217,7 @@ def main(argv=None) -> int:
         print("bandwidths in GiB/s; cpu: the engine's CPU seconds in its window per GiB it moved")
         print(f"{'depth':>5} {'chunk':>6} {'pair':>4} {'eng rd':>7} {'eng wr':>7} {'fio rd':>7} {'fio wr':>7} "
               f"{'rd ratio':>8} {'wr ratio':>8} {'cpu s/GiB':>9}")  # fmt: skip
+        floor = {chunk: bare_loop_cpu(workdir, round(chunk * MIB)) for chunk in args.chunks}
         counter = [0]
         for depth in args.depths:
             for chunk in args.chunks:
@@ -196,6 +236,8 @@ def main(argv=None) -> int:
                  lambda d, c: _cell(ratios(d, c, "write_ratio")))  # fmt: skip
     print_matrix("engine CPU s/GiB in its window (user + sys), median (min..max)", args.depths, args.chunks,
                  lambda d, c: _cell(ratios(d, c, "cpu_s_per_gib")))  # fmt: skip
+    print("floor: one thread's bare O_DIRECT pwritev + preadv loop, CPU s/GiB:  "
+          + "  ".join(f"{c:g} MiB {floor[c]:.3f}" for c in args.chunks))  # fmt: skip
     if ranked:
         print(f"\nmany ranks on this host, {args.ranks_depth} in flight per rank, {args.ranks_chunk:g} MiB chunks "
               "(fio: as many jobs)")  # fmt: skip
