@@ -28,9 +28,9 @@ def pooled_buckets(block: Optional[dict], histogram: str = "d2c_us") -> Dict[str
     for host in (block or {}).get("per_host", []):
         for rwbs, entry in (host.get(histogram) or {}).items():
             name = op_class(rwbs)
-            buckets = entry["buckets"] if isinstance(entry, dict) else entry
             if name is None:
                 continue
+            buckets = entry["buckets"] if isinstance(entry, dict) else entry
             pooled = counts.setdefault(name, {})
             for bucket in buckets:
                 span = (int(bucket["min"]), int(bucket["max"]))

@@ -30,30 +30,39 @@ PIN_EVERY_S = 0.02
 pytestmark = pytest.mark.skipif(missing() is not None, reason=f"loop storage: {missing()}")
 
 
-def run_on_loop_device(tmp_path, *extra, while_running=None, can_run=lambda mount: None):
-    """(result, stdout, the loop device's name) of a short run whose cache dir is a fresh ext4 loop device;
-    skipped where can_run(mount) gives a reason."""
+def engine_on_loop_device(argv_for, while_running=None, can_run=lambda mount: None):
+    """(stdout, the loop device's name) of the engine command argv_for(mount) on a fresh ext4 loop device, which
+    must succeed; skipped where can_run(mount) gives a reason. while_running(mount, stop) runs beside it."""
     try:
         with loop_storage(size_mib=2048) as storage:
             reason = can_run(str(storage.mount))
             if reason:
                 pytest.skip(reason)
-            argv = ENGINE + ["run", *SHORT_RUN, "--duration", "4", "--cache-dir", str(storage.mount)]
-            argv += ["--output", str(tmp_path / "R.json"), *extra]
             stop = threading.Event()
             helper = threading.Thread(target=while_running, args=(storage.mount, stop)) if while_running else None
             if helper:
                 helper.start()
             try:
-                done = storage.run(argv, timeout=RUN_TIMEOUT_S)
+                done = storage.run(ENGINE + argv_for(str(storage.mount)), timeout=RUN_TIMEOUT_S)
             finally:
                 stop.set()
                 if helper:
                     helper.join(timeout=30)
             assert done.returncode == 0, done.stderr
-            return load(tmp_path / "R.json"), done.stdout, os.path.basename(storage.device)
+            return done.stdout, os.path.basename(storage.device)
     except Unavailable as reason:
         pytest.skip(f"loop storage: {reason}")
+
+
+def run_on_loop_device(tmp_path, *extra, while_running=None, can_run=lambda mount: None):
+    """(result, stdout, the loop device's name) of a short run whose cache dir is a fresh ext4 loop device."""
+    output = tmp_path / "R.json"
+    stdout, device = engine_on_loop_device(
+        lambda mount: ["run", *SHORT_RUN, "--duration", "4", "--cache-dir", mount, "--output", str(output), *extra],
+        while_running,
+        can_run,
+    )
+    return load(output), stdout, device
 
 
 def test_under_o_direct_the_device_moved_what_the_engine_moved(tmp_path):
@@ -146,23 +155,16 @@ def test_the_traced_requests_are_the_ones_the_device_counted(tmp_path, tracefs):
 
 
 def test_an_mlperf_trial_is_traced_too(tmp_path, tracefs):
-    try:
-        with loop_storage(size_mib=2048) as storage:
-            reason = latency_tracing.refusal(str(storage.mount))
-            if reason:
-                pytest.skip(reason)
-            argv = ENGINE + ["mlperf", "run", "--category", "open", "--option", "1", *SHORT_RUN, "--duration", "2",
-                             "--delay", "0", "--trials", "1", "--cache-dir", str(storage.mount), "--results-dir",
-                             str(tmp_path / "results"), "--enable-latency-tracing"]  # fmt: skip
-            done = storage.run(argv, timeout=RUN_TIMEOUT_S)
-            assert done.returncode == 0, done.stderr
-            device = os.path.basename(storage.device)
-    except Unavailable as reason:
-        pytest.skip(f"loop storage: {reason}")
+    def one_traced_trial(mount):
+        return ["mlperf", "run", "--category", "open", "--option", "1", *SHORT_RUN, "--duration", "2", "--delay", "0",
+                "--trials", "1", "--cache-dir", mount, "--results-dir", str(tmp_path / "results"),
+                "--enable-latency-tracing"]  # fmt: skip
+
+    stdout, device = engine_on_loop_device(one_traced_trial, can_run=latency_tracing.refusal)
     [result_path] = (tmp_path / "results").rglob(layout.TRIAL_RESULT_FILE)
     [traced] = load(result_path)["latency_tracing"]["per_host"]
     assert traced["disks"] == [device] and pooled_buckets({"per_host": [traced]})["write"]
-    assert f"block-layer latency ({device}, bpftrace, device time per request): " in done.stdout
+    assert f"block-layer latency ({device}, bpftrace, device time per request): " in stdout
 
 
 def test_chunks_below_a_mib_reach_the_device_at_their_size(tmp_path, tracefs):
