@@ -16,11 +16,12 @@ runs writes to one file one at a time.)
 
 Printed: a line per pair; then the matrix of median read/write ratios (min..max of the pairs beside), the
 engine's CPU seconds in its window (user + sys, every thread) per GiB moved at each point (with the floor beside it:
-one thread's bare O_DIRECT pwritev/preadv loop at each chunk size, the kernel's cost that no engine avoids), and last
+one thread's bare O_DIRECT pwritev/preadv loop at each chunk size: what the syscalls alone cost here), and last
 `engine/fio min read R write W`: the lowest median over the matrix. With depth 1 in --depths, also the
 latency fidelity: at each chunk size, the engine's per-call p50 (result tiers.storage.*_chunk_latency_ms) over
 fio's completion latency p50 (clat) in the same pair, like for like: reads against a sequential read job,
-writes against the layout job (both extend fresh files); the mixed job's are printed too. Goal: within 10 %.
+writes against the layout job (at depth 1 both extend a fresh file one write at a time); the mixed job's are
+printed too. Goal: within 10 %.
 Goals (issue 15): every point >= 0.90, CPU <= 0.10 s/GiB at 1 MiB chunks and <= 0.05 at >= 4 MiB.
 
 --ranks 1,2,4,8 adds the many-ranks rows: `mpirun -n R` engine ranks on this host, each with --ranks-depth users
@@ -123,9 +124,9 @@ def one_pair(args, workdir: str, index: int, depth: int, chunk_mib: float, fio_e
     return {
         "engine": engine,
         "fio": fio,
-        "read_ratio": engine["read_bw"] / fio["read_bw"] if fio["read_bw"] else float("nan"),
-        "write_ratio": engine["write_bw"] / fio["write_bw"] if fio["write_bw"] else float("nan"),
-        "cpu_s_per_gib": engine["cpu_s"] / (engine["bytes"] / GIB) if engine["bytes"] else float("nan"),
+        "read_ratio": _ratio(engine["read_bw"], fio["read_bw"]),
+        "write_ratio": _ratio(engine["write_bw"], fio["write_bw"]),
+        "cpu_s_per_gib": _ratio(engine["cpu_s"], engine["bytes"] / GIB),
         # Like for like: the engine reads each entry in order and writes new files, extending them, as fio's
         # sequential read and layout jobs do; the mixed job's random mix and overwrites are kept beside.
         "read_p50_ratio": _ratio(engine["read_p50_ms"], sequential["read_p50_ms"]),
@@ -136,6 +137,7 @@ def one_pair(args, workdir: str, index: int, depth: int, chunk_mib: float, fio_e
 
 
 def _ratio(numerator, denominator) -> float:
+    """numerator / denominator; nan where either is missing or the denominator is 0 (nothing moved that way)."""
     return numerator / denominator if numerator is not None and denominator else float("nan")
 
 
